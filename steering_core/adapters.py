@@ -1,0 +1,156 @@
+"""Trainable modules applied at a steering site: ``h <- h + f(h)``.
+
+- :class:`VectorAdapter`: ``f(h) = v``.
+- :class:`LowRankAdapter`: ``f(h) = W_up W_down h`` (linear) or ``W_up phi(W_down h)``
+  (nonlinear), no biases, ``W_down: H -> r``, ``W_up: r -> H``.
+- :class:`LoReFTIntervention`: ``f(h) = R^T (W h + b - R h)`` with orthonormal rows of R.
+
+Init (METHOD.md section 2): ``W_down`` Kaiming-uniform (a = sqrt 5) scaled by ``init_scale``
+(1e-3), ``W_up = 0``, ``v = 0``: every steering adapter is exactly zero at step 0, so the steered
+model is the base model bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+from steering_core.config import Activation, AdapterConfig
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+}
+
+
+class SteeringAdapter(nn.Module):
+    """A module returning the shift ``f(h)`` to add at a site (same shape as ``h``)."""
+
+    def delta(self, hidden: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.delta(hidden)
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """Plain tensors for the artifact (no parametrisation internals)."""
+        return {k: v.detach() for k, v in self.state_dict().items()}
+
+    def import_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(tensors, strict=True)
+
+
+class VectorAdapter(SteeringAdapter):
+    """``f(h) = v``: one learned vector per layer (H parameters), zero at init."""
+
+    def __init__(self, hidden_size: int, *, dtype: torch.dtype, device: torch.device | None = None):
+        super().__init__()
+        self.vector = nn.Parameter(torch.zeros(hidden_size, dtype=dtype, device=device))
+
+    def delta(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.vector.to(hidden.dtype).expand_as(hidden)
+
+
+class LowRankAdapter(SteeringAdapter):
+    """``f(h) = W_up phi(W_down h)`` (phi = identity for the linear kind); 2·H·r parameters."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        rank: int,
+        *,
+        activation: Activation | None,
+        init_scale: float = 1e-3,
+        dtype: torch.dtype,
+        device: torch.device | None = None,
+    ):
+        super().__init__()
+        self.down = nn.Linear(hidden_size, rank, bias=False, dtype=dtype, device=device)
+        self.up = nn.Linear(rank, hidden_size, bias=False, dtype=dtype, device=device)
+        self.act: nn.Module = ACTIVATIONS[activation]() if activation else nn.Identity()
+        self.init_scale = init_scale
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.down.weight.is_meta:
+            return
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+            self.down.weight.mul_(self.init_scale)
+            nn.init.zeros_(self.up.weight)
+
+    def delta(self, hidden: torch.Tensor) -> torch.Tensor:
+        dtype = self.down.weight.dtype
+        out = self.up(self.act(self.down(hidden.to(dtype))))
+        return out.to(hidden.dtype)
+
+
+class LoReFTIntervention(SteeringAdapter):
+    """LoReFT: ``f(h) = R^T (W h + b - R h)``, ``R`` (r x H) with orthonormal rows.
+
+    ``init="random"`` follows pyreft (R random orthonormal, W default Linear init, so the
+    intervention is not a no-op at step 0); ``init="identity"`` sets ``W = R`` and ``b = 0``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        rank: int,
+        *,
+        init: str = "random",
+        dtype: torch.dtype,
+        device: torch.device | None = None,
+    ):
+        super().__init__()
+        # Orthogonal parametrisation keeps R's rows orthonormal under any optimizer step.
+        rotate = nn.Linear(hidden_size, rank, bias=False, dtype=dtype, device=device)
+        self.rotate = parametrizations.orthogonal(rotate)
+        self.source = nn.Linear(hidden_size, rank, bias=True, dtype=dtype, device=device)
+        if init == "identity" and not self.source.weight.is_meta:
+            with torch.no_grad():
+                self.source.weight.copy_(self.rotate.weight)
+                self.source.bias.zero_()
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        return {
+            "rotate.weight": self.rotate.weight.detach(),
+            "source.weight": self.source.weight.detach(),
+            "source.bias": self.source.bias.detach(),
+        }
+
+    def import_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = {"rotate.weight", "source.weight", "source.bias"}
+        if set(tensors) != expected:
+            raise KeyError(f"LoReFT tensors must be {sorted(expected)}, got {sorted(tensors)}")
+        with torch.no_grad():
+            # Assigning to a parametrised weight runs the orthogonal right-inverse.
+            self.rotate.weight = tensors["rotate.weight"].to(self.source.weight.dtype)
+            self.source.weight.copy_(tensors["source.weight"])
+            self.source.bias.copy_(tensors["source.bias"])
+
+    def delta(self, hidden: torch.Tensor) -> torch.Tensor:
+        h = hidden.to(self.source.weight.dtype)
+        rotation = self.rotate.weight  # (r, H), orthonormal rows
+        out = (self.source(h) - h @ rotation.T) @ rotation
+        return out.to(hidden.dtype)
+
+
+def build_steering_adapter(
+    config: AdapterConfig, hidden_size: int, *, dtype: torch.dtype, device: torch.device | None
+) -> SteeringAdapter:
+    if config.kind == "vector":
+        return VectorAdapter(hidden_size, dtype=dtype, device=device)
+    activation = config.activation if config.kind == "nonlinear" else None
+    return LowRankAdapter(
+        hidden_size,
+        config.rank,
+        activation=activation,
+        init_scale=config.init_scale,
+        dtype=dtype,
+        device=device,
+    )

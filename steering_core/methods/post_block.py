@@ -1,0 +1,63 @@
+"""``post_block``: steering adapters at a site of each layer (the paper's method at block_output).
+
+The same method at ``attn_output`` or ``mlp_output`` gives the paper's site ablation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from steering_core.adapters import build_steering_adapter
+from steering_core.config import AdapterConfig, PostBlockMethod, SiteConfig
+from steering_core.methods.base import (
+    AttachedMethod,
+    check_rank,
+    install_site_steering,
+    register_method,
+    resolve_dtype,
+)
+from steering_core.methods.payload import load_steering, save_steering
+from steering_core.sites import hidden_size_of
+from steering_core.steering import SiteSteering
+
+
+def install_adapters(model: nn.Module, site: SiteConfig, adapter: AdapterConfig) -> SiteSteering:
+    """Validate the adapter config against the model and hook fresh adapters at the site."""
+    hidden = hidden_size_of(model)
+    if adapter.kind != "vector":
+        check_rank(adapter.rank, hidden, "adapter.rank")
+    dtype = resolve_dtype(adapter.dtype, model)
+    return install_site_steering(
+        model,
+        site,
+        lambda _layer, device: build_steering_adapter(adapter, hidden, dtype=dtype, device=device),
+    )
+
+
+class PostBlockAttached(AttachedMethod):
+    method_type = "post_block"
+
+    def save_payload(self, out_dir: Path) -> list[str]:
+        assert self.steering is not None
+        return [save_steering(self.steering, out_dir)]
+
+
+class PostBlockHandler:
+    method_type = "post_block"
+
+    def attach(self, model: nn.Module, config: PostBlockMethod) -> PostBlockAttached:
+        steering = install_adapters(model, config.site, config.adapter)
+        return PostBlockAttached(config, model, steering)
+
+    def load(
+        self, model: nn.Module, config: PostBlockMethod, artifact_dir: Path
+    ) -> PostBlockAttached:
+        attached = self.attach(model, config)
+        assert attached.steering is not None
+        load_steering(attached.steering, artifact_dir)
+        return attached
+
+
+register_method(PostBlockHandler())

@@ -1,0 +1,117 @@
+"""Applying adapters at a site with forward hooks, in training and in cached generation.
+
+A :class:`SiteSteering` owns one adapter per steered layer and registers a forward hook on each
+layer's site module (see ``steering_core.sites``). A hook runs on every forward pass of that
+module, so steering acts on every token position in training, in prefill and at every decode step
+of ``generate`` with a KV cache. Decoder layers return a tensor (transformers 5) or a tuple
+``(hidden, ...)``; attention modules return tuples: the hook edits the first element and returns
+what it received in the same shape.
+
+The adapters are registered as the ``steering`` submodule of the Hugging Face model, so they move
+with ``.to()``, appear in ``parameters()`` (DeepSpeed and optimizers see them) and ZeRO-3 gathers
+them when they are called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from steering_core.adapters import SteeringAdapter
+from steering_core.sites import site_module, unwrap_model
+
+STEERING_ATTRIBUTE = "steering"
+
+
+class SiteSteering(nn.Module):
+    """Adapters at one site over a set of layers, with a global scale and an on/off switch."""
+
+    def __init__(self, site: str, adapters: dict[int, SteeringAdapter]):
+        super().__init__()
+        self.site = site
+        self.adapters = nn.ModuleDict({str(i): adapters[i] for i in sorted(adapters)})
+        self.scale: float = 1.0
+        self.enabled: bool = True
+        self._handles: list[RemovableHandle] = []
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(int(k) for k in self.adapters)
+
+    def adapter(self, layer: int) -> SteeringAdapter:
+        return self.adapters[str(layer)]  # type: ignore[return-value]
+
+    def install(self, model: nn.Module) -> None:
+        """Register on ``model`` (its unwrapped HF model) and hook every steered site."""
+        base = unwrap_model(model)
+        if hasattr(base, STEERING_ATTRIBUTE):
+            raise RuntimeError("this model already carries steering adapters; detach them first")
+        base.add_module(STEERING_ATTRIBUTE, self)
+        for layer in self.layers:
+            target = site_module(base, layer, self.site)
+            self._handles.append(target.register_forward_hook(self._make_hook(layer)))
+
+    def remove(self) -> None:
+        """Remove the hooks and unregister from the model it was installed on."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _make_hook(self, layer: int):
+        adapter = self.adapters[str(layer)]
+
+        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+            if not self.enabled or self.scale == 0.0:
+                return None
+            hidden = output[0] if isinstance(output, tuple) else output
+            shift = adapter(hidden)
+            if self.scale != 1.0:
+                shift = shift * self.scale
+            steered = hidden + shift
+            if isinstance(output, tuple):
+                return (steered, *output[1:])
+            return steered
+
+        return hook
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        previous = self.enabled
+        self.enabled = False
+        try:
+            yield
+        finally:
+            self.enabled = previous
+
+    @contextmanager
+    def scaled(self, scale: float) -> Iterator[None]:
+        previous = self.scale
+        self.scale = float(scale)
+        try:
+            yield
+        finally:
+            self.scale = previous
+
+
+def find_steering(model: nn.Module) -> SiteSteering | None:
+    found = getattr(unwrap_model(model), STEERING_ATTRIBUTE, None)
+    return found if isinstance(found, SiteSteering) else None
+
+
+def detach_steering(model: nn.Module) -> None:
+    """Remove steering hooks and the ``steering`` submodule; the model is the base model again."""
+    base = unwrap_model(model)
+    steering = find_steering(base)
+    if steering is None:
+        return
+    steering.remove()
+    delattr(base, STEERING_ATTRIBUTE)
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    return unwrap_model(model).get_input_embeddings().weight.dtype
