@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 SiteName = Literal["block_output", "mlp_output", "attn_output"]
 AdapterKind = Literal["vector", "linear", "nonlinear"]
 Activation = Literal["silu", "relu", "gelu", "tanh"]
-DTypeName = Literal["auto", "float32", "bfloat16", "float16"]
+DTypeName = Literal["auto", "float32", "bfloat16", "float16", "float64"]
 InferenceMode = Literal["all", "lora_only", "adapter_only"]
 MethodType = Literal["post_block", "joint", "lora", "reft", "full"]
 

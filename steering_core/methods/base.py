@@ -22,7 +22,12 @@ from steering_core.errors import ConfigValidationError
 from steering_core.sites import decoder_layers, unwrap_model
 from steering_core.steering import SiteSteering, model_dtype
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
 
 
 class AttachedMethod:
