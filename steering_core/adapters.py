@@ -16,7 +16,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrizations
 
 from steering_core.config import Activation, AdapterConfig
 
@@ -93,8 +92,11 @@ class LowRankAdapter(SteeringAdapter):
 class LoReFTIntervention(SteeringAdapter):
     """LoReFT: ``f(h) = R^T (W h + b - R h)``, ``R`` (r x H) with orthonormal rows.
 
-    ``init="random"`` follows pyreft (R random orthonormal, W default Linear init, so the
-    intervention is not a no-op at step 0); ``init="identity"`` sets ``W = R`` and ``b = 0``.
+    R is the QR orthonormalisation of an unconstrained parameter (rows of ``rotation_raw``,
+    signs fixed so that the triangular factor has a positive diagonal), so any optimizer step
+    keeps R orthonormal. ``init="random"`` follows pyreft (R random orthonormal, W a default
+    Linear init, so the intervention is not a no-op at step 0); ``init="identity"`` sets
+    ``W = R`` and ``b = 0``.
     """
 
     def __init__(
@@ -107,35 +109,38 @@ class LoReFTIntervention(SteeringAdapter):
         device: torch.device | None = None,
     ):
         super().__init__()
-        # Orthogonal parametrisation keeps R's rows orthonormal under any optimizer step.
-        rotate = nn.Linear(hidden_size, rank, bias=False, dtype=dtype, device=device)
-        self.rotate = parametrizations.orthogonal(rotate)
+        self.rotation_raw = nn.Parameter(torch.empty(rank, hidden_size, dtype=dtype, device=device))
         self.source = nn.Linear(hidden_size, rank, bias=True, dtype=dtype, device=device)
-        if init == "identity" and not self.source.weight.is_meta:
-            with torch.no_grad():
-                self.source.weight.copy_(self.rotate.weight)
+        if self.rotation_raw.is_meta:
+            return
+        with torch.no_grad():
+            nn.init.orthogonal_(self.rotation_raw)
+            if init == "identity":
+                self.source.weight.copy_(self.rotation())
                 self.source.bias.zero_()
 
+    def rotation(self) -> torch.Tensor:
+        """R with orthonormal rows (r x H), differentiable in ``rotation_raw``."""
+        # QR in at least fp32 (bf16 has no QR kernel and too little precision).
+        compute = torch.promote_types(self.rotation_raw.dtype, torch.float32)
+        q, r = torch.linalg.qr(self.rotation_raw.to(compute).T)
+        signs = torch.sign(torch.diagonal(r))
+        signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+        return (q * signs).T.to(self.rotation_raw.dtype)
+
     def export_state(self) -> dict[str, torch.Tensor]:
-        return {
-            "rotate.weight": self.rotate.weight.detach(),
-            "source.weight": self.source.weight.detach(),
-            "source.bias": self.source.bias.detach(),
-        }
+        state = super().export_state()
+        state["rotation"] = self.rotation().detach()  # R itself, for consumers of the file
+        return state
 
     def import_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        expected = {"rotate.weight", "source.weight", "source.bias"}
-        if set(tensors) != expected:
-            raise KeyError(f"LoReFT tensors must be {sorted(expected)}, got {sorted(tensors)}")
-        with torch.no_grad():
-            # Assigning to a parametrised weight runs the orthogonal right-inverse.
-            self.rotate.weight = tensors["rotate.weight"].to(self.source.weight.dtype)
-            self.source.weight.copy_(tensors["source.weight"])
-            self.source.bias.copy_(tensors["source.bias"])
+        tensors = dict(tensors)
+        tensors.pop("rotation", None)  # derived from rotation_raw
+        super().import_state(tensors)
 
     def delta(self, hidden: torch.Tensor) -> torch.Tensor:
         h = hidden.to(self.source.weight.dtype)
-        rotation = self.rotate.weight  # (r, H), orthonormal rows
+        rotation = self.rotation()
         out = (self.source(h) - h @ rotation.T) @ rotation
         return out.to(hidden.dtype)
 

@@ -51,15 +51,14 @@ def activation_and_derivative(act: Activation, x: Tensor) -> tuple[Tensor, Tenso
     return value, deriv
 
 
-def _check_shapes(h: Tensor, weights: dict[str, Tensor], deltas: dict[str, Tensor | None]) -> None:
-    hidden, inter = weights["w_gate"].shape[1], weights["w_gate"].shape[0]
-    expected = {"w_gate": (inter, hidden), "w_up": (inter, hidden), "w_down": (hidden, inter)}
-    for name, shape in expected.items():
-        if tuple(weights[name].shape) != shape:
-            raise ValueError(f"{name} has shape {tuple(weights[name].shape)}, expected {shape}")
-        delta = deltas["d_" + name[2:]]
-        if delta is not None and delta.shape != weights[name].shape:
-            raise ValueError(f"d_{name[2:]} has shape {tuple(delta.shape)}, expected {shape}")
+def _check_shapes(h: Tensor, *tensors: Tensor | None) -> None:
+    """Shapes of ``(w_gate, w_up, w_down, d_gate, d_up, d_down)`` against ``h``."""
+    inter, hidden = tensors[0].shape  # type: ignore[union-attr]
+    names = ("w_gate", "w_up", "w_down", "d_gate", "d_up", "d_down")
+    shapes = ((inter, hidden), (inter, hidden), (hidden, inter)) * 2
+    for name, tensor, shape in zip(names, tensors, shapes, strict=True):
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {shape}")
     if h.shape[-1] != hidden:
         raise ValueError(f"h has last dimension {h.shape[-1]}, expected {hidden}")
 
@@ -87,8 +86,7 @@ def glu_mlp_first_order_shift(
     ``a_g = W_g h``, ``a_u = W_u h``. A delta of ``None`` is zero. Exact when only ``W_d`` moves
     (``y`` is linear in ``W_d``) and when only ``W_u`` moves. Returns shape ``(..., H)``.
     """
-    weights = {"w_gate": w_gate, "w_up": w_up, "w_down": w_down}
-    _check_shapes(h, weights, {"d_gate": d_gate, "d_up": d_up, "d_down": d_down})
+    _check_shapes(h, w_gate, w_up, w_down, d_gate, d_up, d_down)
     a_gate, a_up = F.linear(h, w_gate), F.linear(h, w_up)
     sig, dsig = activation_and_derivative(act, a_gate)
     shift = h.new_zeros(*h.shape[:-1], w_down.shape[0])
@@ -116,11 +114,7 @@ def glu_mlp_actual_shift(
     act: Activation = "silu",
 ) -> Tensor:
     """Actual shift ``y(W + ΔW) − y(W)`` of the GLU MLP (a ``None`` delta is zero)."""
-    _check_shapes(
-        h,
-        {"w_gate": w_gate, "w_up": w_up, "w_down": w_down},
-        {"d_gate": d_gate, "d_up": d_up, "d_down": d_down},
-    )
+    _check_shapes(h, w_gate, w_up, w_down, d_gate, d_up, d_down)
 
     def moved(w: Tensor, d: Tensor | None) -> Tensor:
         return w if d is None else w + d
