@@ -42,9 +42,14 @@ def lora_b_of_down_proj(model: nn.Module, layer: int) -> torch.Tensor | None:
     return lora_b[name].weight
 
 
+def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """At least fp32 for the linear algebra (bf16 has no SVD kernel), fp64 kept as fp64."""
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
 def orthonormal_column_basis(matrix: torch.Tensor) -> torch.Tensor:
     """Orthonormal basis (H x k) of col(matrix), k its numerical rank."""
-    u, s, _ = torch.linalg.svd(matrix.detach().float(), full_matrices=False)
+    u, s, _ = torch.linalg.svd(matrix.detach().to(_compute_dtype(matrix)), full_matrices=False)
     keep = s > s.max() * _RELATIVE_RANK_TOL
     return u[:, keep]
 
@@ -93,19 +98,21 @@ class JointAttached(AttachedMethod):
         projected: list[int] = []
         for layer in self.steering.layers:
             b = lora_b_of_down_proj(self.model, layer)
-            if b is None or float(b.detach().float().norm()) <= ortho.min_lora_norm:
+            if b is None or float(b.detach().norm()) <= ortho.min_lora_norm:
                 continue
-            basis = orthonormal_column_basis(b)
             adapter = self.steering.adapter(layer)
+            adapter_dtype = next(iter(adapter.parameters())).dtype
+            basis = orthonormal_column_basis(b)
+            basis = basis.to(torch.promote_types(basis.dtype, adapter_dtype))
             if isinstance(adapter, VectorAdapter):
-                v = adapter.vector.float()
+                v = adapter.vector.to(basis.dtype)
                 adapter.vector.copy_(v - basis @ (basis.T @ v))
             elif isinstance(adapter, LowRankAdapter):
                 if ortho.side == "input":
-                    w = adapter.down.weight.float()  # (r, H)
+                    w = adapter.down.weight.to(basis.dtype)  # (r, H)
                     adapter.down.weight.copy_(w - (w @ basis) @ basis.T)
                 else:
-                    w = adapter.up.weight.float()  # (H, r)
+                    w = adapter.up.weight.to(basis.dtype)  # (H, r)
                     adapter.up.weight.copy_(w - basis @ (basis.T @ w))
             projected.append(layer)
         return projected
