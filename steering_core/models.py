@@ -171,12 +171,24 @@ TINY_FAMILIES = (
 
 
 def build_tiny_model(
-    family: str, *, seed: int = 0, dtype: torch.dtype = torch.float32
+    family: str,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    initializer_range: float | None = None,
 ) -> nn.Module:
-    """A tiny random causal LM of the family, deterministic for a seed, in eval mode."""
+    """A tiny random causal LM of the family, deterministic for a seed, in eval mode.
+
+    ``initializer_range`` overrides the init std (HF's 0.02 gives near-uniform logits that no
+    adapter can move quickly; training tests use a larger one).
+    """
     import transformers as tf
 
     config = tiny_config(family)
+    if initializer_range is not None:
+        config.initializer_range = initializer_range
+        if family == "gemma3":
+            config.text_config.initializer_range = initializer_range
     torch.manual_seed(seed)
     if family == "gemma3":
         model = tf.Gemma3ForConditionalGeneration(config)

@@ -1,0 +1,97 @@
+"""The training spec: everything a training run needs, as one pydantic document. Torch-free.
+
+The worker writes a spec as ``spec.json`` and the training subprocess reads it; nothing in
+``steering_core`` reads the environment. Hyperparameters that are left out (or ``"auto"``) take
+the per-method defaults of METHOD.md section 3-4, resolved by :func:`resolve_hyperparameters`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from steering_core.config import MethodConfig, PostBlockMethod, StrictModel
+
+Scheduler = Literal["linear", "cosine", "constant"]
+
+
+class MethodDefaults(StrictModel):
+    learning_rate: float
+    lr_scheduler: Scheduler
+    warmup_ratio: float
+
+
+# METHOD.md: steering lr 9e-4, linear decay, 3% warmup; joint lr 2e-4, cosine, 6% warmup;
+# LoRA and full from the middle of the paper's grids.
+METHOD_DEFAULTS: dict[str, MethodDefaults] = {
+    "post_block": MethodDefaults(learning_rate=9e-4, lr_scheduler="linear", warmup_ratio=0.03),
+    "reft": MethodDefaults(learning_rate=9e-4, lr_scheduler="linear", warmup_ratio=0.03),
+    "joint": MethodDefaults(learning_rate=2e-4, lr_scheduler="cosine", warmup_ratio=0.06),
+    "lora": MethodDefaults(learning_rate=5e-4, lr_scheduler="linear", warmup_ratio=0.03),
+    "full": MethodDefaults(learning_rate=2e-5, lr_scheduler="linear", warmup_ratio=0.03),
+}
+
+
+class Hyperparameters(StrictModel):
+    """OpenAI's names where they exist (each accepting ``"auto"``), plus ours."""
+
+    n_epochs: int | Literal["auto"] = Field(default="auto", description="auto: 1 epoch")
+    batch_size: int | Literal["auto"] = Field(default="auto", description="auto: 8")
+    learning_rate_multiplier: float | Literal["auto"] = Field(
+        default="auto", description="Multiplies the method's default learning rate."
+    )
+    learning_rate: float | None = Field(default=None, gt=0, le=1.0)
+    steering_learning_rate: float | None = Field(
+        default=None, gt=0, le=1.0, description="joint only: lr of the steering adapters."
+    )
+    gradient_accumulation_steps: int = Field(default=2, ge=1, le=1024)
+    warmup_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
+    lr_scheduler: Scheduler | None = None
+    weight_decay: float = Field(default=0.0, ge=0.0, le=10.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    max_steps: int | None = Field(default=None, ge=1)
+
+
+class ResolvedHyperparameters(StrictModel):
+    n_epochs: int
+    batch_size: int
+    learning_rate: float
+    steering_learning_rate: float | None
+    gradient_accumulation_steps: int
+    warmup_ratio: float
+    lr_scheduler: Scheduler
+    weight_decay: float
+    max_grad_norm: float
+    max_steps: int | None
+
+
+def resolve_hyperparameters(method_type: str, hp: Hyperparameters) -> ResolvedHyperparameters:
+    """Fill ``auto`` and unset values from the method's defaults."""
+    defaults = METHOD_DEFAULTS[method_type]
+    multiplier = 1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier
+    return ResolvedHyperparameters(
+        n_epochs=1 if hp.n_epochs == "auto" else hp.n_epochs,
+        batch_size=8 if hp.batch_size == "auto" else hp.batch_size,
+        learning_rate=(hp.learning_rate or defaults.learning_rate) * multiplier,
+        steering_learning_rate=hp.steering_learning_rate,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        warmup_ratio=defaults.warmup_ratio if hp.warmup_ratio is None else hp.warmup_ratio,
+        lr_scheduler=hp.lr_scheduler or defaults.lr_scheduler,
+        weight_decay=hp.weight_decay,
+        max_grad_norm=hp.max_grad_norm,
+        max_steps=hp.max_steps,
+    )
+
+
+class TrainingSpec(StrictModel):
+    """One training run: base model, method, data and hyperparameters."""
+
+    model: str = Field(description="Catalogue name (smollm2-135m-instruct, tiny-llama) or path.")
+    method: MethodConfig = PostBlockMethod()
+    hyperparameters: Hyperparameters = Hyperparameters()
+    train_file: str | None = None
+    validation_file: str | None = None
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    max_seq_length: int = Field(default=512, ge=8, le=131072)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -1,0 +1,123 @@
+"""Method configs: defaults, discriminated union, bounds, and a torch-free import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from steering_core.config import JointMethod, PostBlockMethod, ReftMethod, parse_method
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_type_alone_is_a_valid_method() -> None:
+    method = parse_method({"type": "post_block"})
+    assert isinstance(method, PostBlockMethod)
+    assert method.site.name == "block_output" and method.site.layers is None
+    assert (method.adapter.kind, method.adapter.rank, method.adapter.activation) == (
+        "nonlinear",
+        8,
+        "silu",
+    )
+    joint = parse_method('{"type": "joint"}')
+    assert isinstance(joint, JointMethod)
+    assert (joint.lora.rank, joint.lora.alpha, joint.lora.dropout) == (8, 8.0, 0.0)
+    assert joint.orthogonality.every_n_steps == 100 and joint.orthogonality.side == "input"
+    reft = parse_method({"type": "reft"})
+    assert isinstance(reft, ReftMethod) and reft.site.name == "mlp_output"
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"type": "dpo"}, "method"),
+        ({"type": "post_block", "adapter": {"rank": 0}}, "rank"),
+        ({"type": "post_block", "adapter": {"rank": 100000}}, "rank"),
+        ({"type": "post_block", "adapter": {"activation": "softplus"}}, "activation"),
+        ({"type": "post_block", "site": {"name": "embeddings"}}, "site.name"),
+        ({"type": "post_block", "site": {"layers": [-1]}}, "layers"),
+        ({"type": "post_block", "site": {"layers": [1, 1]}}, "layers"),
+        ({"type": "post_block", "site": {"layers": []}}, "layers"),
+        ({"type": "post_block", "unknown": 1}, "unknown"),
+        ({"type": "joint", "orthogonality": {"every_n_steps": 0}}, "every_n_steps"),
+        ({"type": "joint", "lora": {"dropout": 1.0}}, "dropout"),
+    ],
+)
+def test_invalid_configs_name_the_field(data: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_method(data)
+    assert field.split(".")[-1] in str(info.value)
+
+
+def test_layers_beyond_the_model_are_refused_at_attach() -> None:
+    from steering_core.attach import attach_method
+    from steering_core.errors import ConfigValidationError
+    from steering_core.models import build_tiny_model
+
+    with pytest.raises(ConfigValidationError, match=r"\[3, 7\] out of range.*3 decoder layers"):
+        attach_method(
+            build_tiny_model("llama"), {"type": "post_block", "site": {"layers": [0, 3, 7]}}
+        )
+    with pytest.raises(ConfigValidationError, match="exceeds the model's hidden size 32"):
+        attach_method(build_tiny_model("llama"), {"type": "post_block", "adapter": {"rank": 64}})
+    with pytest.raises(ConfigValidationError, match="invalid method config"):
+        attach_method(build_tiny_model("llama"), {"type": "post_block", "adapter": {"rank": -1}})
+
+
+def test_unknown_architecture_lists_the_supported_ones() -> None:
+    from transformers import BertConfig, BertLMHeadModel
+
+    from steering_core.attach import attach_method
+    from steering_core.errors import UnsupportedArchitectureError
+
+    model = BertLMHeadModel(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            is_decoder=True,
+        )
+    )
+    with pytest.raises(UnsupportedArchitectureError) as info:
+        attach_method(model, {"type": "post_block"})
+    message = str(info.value)
+    assert "'bert' is not supported" in message
+    for name in ("llama", "gemma3", "gemma3_text", "gpt2", "gpt_neox", "qwen3", "mistral"):
+        assert name in message
+
+
+def test_config_and_spec_import_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "import steering_core.config, steering_core.spec, steering_core.artifact_schema\n"
+        "import steering_core.errors, steering_core.sites\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+        "sys.exit(1 if heavy else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, f"imported: {result.stdout} {result.stderr}"
+
+
+def test_hyperparameters_resolve_to_method_defaults() -> None:
+    from steering_core.spec import Hyperparameters, TrainingSpec, resolve_hyperparameters
+
+    spec = TrainingSpec.model_validate({"model": "tiny-llama", "method": {"type": "joint"}})
+    resolved = resolve_hyperparameters(spec.method.type, spec.hyperparameters)
+    assert (resolved.learning_rate, resolved.lr_scheduler, resolved.warmup_ratio) == (
+        2e-4,
+        "cosine",
+        0.06,
+    )
+    steering = resolve_hyperparameters("post_block", Hyperparameters(learning_rate_multiplier=2.0))
+    assert steering.learning_rate == 2 * 9e-4 and steering.lr_scheduler == "linear"
+    assert (steering.batch_size, steering.gradient_accumulation_steps) == (8, 2)
+    assert spec.seed == 42
+    with pytest.raises(ValidationError, match="learning_rate"):
+        Hyperparameters(learning_rate=-1.0)
