@@ -227,11 +227,16 @@ def converted_model_dir(name: str, cache_dir: Path | None = None) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
-        # The weights are dequantized now: drop the GGUF quantization marker.
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.config._name_or_path = name
-        model.save_pretrained(str(staging), safe_serialization=True)
+        # The weights are dequantized, but the loaded model still carries the GGUF quantizer,
+        # which refuses to serialise: rebuild a plain model from the config and copy them over.
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config._name_or_path = name
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        del model
+        plain.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
         (staging / "source.json").write_text(
             json.dumps(
