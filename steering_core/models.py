@@ -82,7 +82,29 @@ GGUF_MODELS: dict[str, GGUFSource] = {
 
 
 # -- tiny models built from config -----------------------------------------------------------
-_TINY_VOCAB = 128
+_TINY_VOCAB = 264  # 3 specials + 256 byte tokens (+ gemma3's image tokens at the top)
+_TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+
+
+def build_tiny_tokenizer() -> Any:
+    """A byte-level tokenizer for the tiny models: ids 0-2 are <pad>, <s>, </s>; 3-258 bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({ch: i + 3 for i, ch in enumerate(sorted(alphabet))})
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    tokenizer.chat_template = _TINY_CHAT_TEMPLATE
+    return tokenizer
 
 
 def _tiny_llama_kwargs() -> dict[str, Any]:
@@ -293,7 +315,7 @@ def load_model(
 def load_tokenizer(name_or_path: str, *, cache_dir: Path | None = None) -> Any:
     """The tokenizer of a catalogue model or local directory (tiny models have none)."""
     if name_or_path.startswith("tiny-"):
-        raise UnknownModelError(f"{name_or_path} is a tiny test model and has no tokenizer")
+        return build_tiny_tokenizer()
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path, cache_dir)

@@ -84,6 +84,14 @@ def resolve_hyperparameters(method_type: str, hp: Hyperparameters) -> ResolvedHy
     )
 
 
+class DeepSpeedSpec(StrictModel):
+    """Run the same training loop through a DeepSpeed engine."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    offload_optimizer: bool = Field(default=False, description="ZeRO optimizer states on CPU.")
+    offload_param: bool = Field(default=False, description="ZeRO-3 parameters on CPU.")
+
+
 class TrainingSpec(StrictModel):
     """One training run: base model, method, data and hyperparameters."""
 
@@ -94,4 +102,14 @@ class TrainingSpec(StrictModel):
     validation_file: str | None = None
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
     max_seq_length: int = Field(default=512, ge=8, le=131072)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto: bf16 where the device supports it, else fp32."
+    )
+    deepspeed: DeepSpeedSpec | None = None
+    eval_every_n_steps: int | None = Field(default=None, ge=1)
+    checkpoint_every_n_steps: int | None = Field(default=None, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1, le=1000)
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="Stop after this many evaluations without improvement."
+    )
+    eval_batch_size: int = Field(default=16, ge=1, le=4096)

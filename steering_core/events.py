@@ -1,0 +1,91 @@
+"""Progress events the training subprocess prints as JSON lines (rank 0 only). Torch-free.
+
+The worker parses each stdout line with :func:`parse_event`; a line that is not an event is
+ordinary log output. Every event carries ``event`` (its kind) and ``time`` (unix seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    time: float = Field(default_factory=time.time)
+
+
+class StartEvent(_Event):
+    event: Literal["start"] = "start"
+    total_steps: int
+    n_epochs: int
+    n_examples: int
+    trainable_parameters: int
+    trainable_percent: float
+    resumed_from_step: int = 0
+    backend: str
+    truncated_rows: int = 0
+    dropped_rows: int = 0
+
+
+class StepEvent(_Event):
+    event: Literal["step"] = "step"
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    learning_rate: float
+    grad_norm: float | None
+    tokens_per_second: float
+    trained_tokens: int
+    eta_seconds: float | None
+
+
+class EvalEvent(_Event):
+    event: Literal["eval"] = "eval"
+    step: int
+    validation_loss: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class CheckpointEvent(_Event):
+    event: Literal["checkpoint"] = "checkpoint"
+    step: int
+    path: str
+
+
+class EndEvent(_Event):
+    event: Literal["end"] = "end"
+    status: Literal["succeeded", "cancelled", "early_stopped"]
+    step: int
+    final_loss: float | None
+    artifact: str | None
+    train_seconds: float
+    trained_tokens: int
+
+
+class ErrorEvent(_Event):
+    event: Literal["error"] = "error"
+    error_type: Literal["user_error", "out_of_memory", "cancelled", "internal_error"]
+    message: str
+
+
+TrainingEvent = Annotated[
+    StartEvent | StepEvent | EvalEvent | CheckpointEvent | EndEvent | ErrorEvent,
+    Field(discriminator="event"),
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(TrainingEvent)
+
+
+def parse_event(line: str) -> TrainingEvent | None:
+    """The event on a stdout line, or None for ordinary output."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        return _ADAPTER.validate_python(json.loads(line))
+    except (json.JSONDecodeError, ValidationError):
+        return None

@@ -1,0 +1,354 @@
+"""``train(spec, out_dir, reporter, should_stop)``: one spec in, one trained adapter out.
+
+seed -> model -> attach method -> data -> optimizer/schedule -> loop -> eval -> save. The loop
+is the same for plain torch and DeepSpeed (``steering_core.backends``); only rank 0 writes files
+and events. Progress goes to the reporter as :mod:`steering_core.events`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from steering_core.accounting import count_parameters
+from steering_core.attach import attach_method
+from steering_core.backends import DeepSpeedBackend, TorchBackend, deepspeed_config
+from steering_core.checkpoint import (
+    checkpoint_dir,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_checkpoint,
+    restore_rng_from,
+    write_checkpoint,
+)
+from steering_core.data import collate, pad_token_id_for, tokenize_dataset
+from steering_core.data_formats import parse_jsonl
+from steering_core.errors import SteeringUserError
+from steering_core.events import CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent
+from steering_core.io import save_artifact
+from steering_core.manifest import build_manifest
+from steering_core.methods import AttachedMethod
+from steering_core.models import load_model, load_tokenizer
+from steering_core.runtime import (
+    dist_env,
+    gathered,
+    resolve_precision,
+    seed_everything,
+    select_device,
+)
+from steering_core.spec import TrainingSpec, resolve_hyperparameters
+from steering_core.train_plan import DataPlan, lr_lambda
+
+ARTIFACT_DIR = "adapter"
+
+
+class Reporter(Protocol):
+    def emit(self, event: Any) -> None: ...
+
+
+class NullReporter:
+    def emit(self, event: Any) -> None:
+        return None
+
+
+class TrainingCancelled(Exception):
+    """Raised at a step boundary when ``should_stop()`` answers True."""
+
+
+@dataclass
+class TrainingResult:
+    status: str
+    step: int
+    total_steps: int
+    final_loss: float | None
+    artifact_dir: Path | None
+    train_seconds: float
+    trained_tokens: int
+    losses: list[float] = field(default_factory=list)
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _trainable(attached: AttachedMethod) -> dict[str, torch.nn.Parameter]:
+    return dict(attached.trainable_named_parameters())
+
+
+def _load_rows(path: str | None, tokenizer: Any, max_len: int, what: str):
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise SteeringUserError(f"{what} {path!r} does not exist")
+    return tokenize_dataset(parse_jsonl(path), tokenizer, max_seq_length=max_len)
+
+
+@torch.no_grad()
+def validation_loss(backend: Any, rows: Any, pad_id: int, batch_size: int, device) -> float:
+    """Token-weighted mean cross-entropy over the supervised tokens of ``rows``."""
+    backend.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = collate([rows[i] for i in range(start, min(len(rows), start + batch_size))], pad_id)
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        if n == 0:
+            continue
+        loss = backend.forward({k: v.to(device) for k, v in batch.items()})
+        total += float(loss) * n
+        count += n
+    backend.train()
+    return total / max(1, count)
+
+
+def train(
+    spec: TrainingSpec,
+    out_dir: Path,
+    reporter: Reporter | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    resume: bool = False,
+    cache_dir: Path | None = None,
+) -> TrainingResult:
+    """Train ``spec`` and save the adapter to ``out_dir/adapter``; see the module docstring."""
+    env = dist_env()
+    reporter = reporter if (reporter is not None and env.is_main) else NullReporter()
+    should_stop = should_stop or (lambda: False)
+    out_dir = Path(out_dir)
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    device = select_device(env)
+    precision = resolve_precision(spec.precision, device)
+    bf16 = precision == "bf16"
+    seed_everything(spec.seed)
+    if spec.train_file is None:
+        raise SteeringUserError("the spec names no train_file")
+
+    # Base weights in bf16 on a bf16 device (except full fine-tuning); trainable params in fp32.
+    base_dtype = torch.bfloat16 if bf16 and spec.method.type != "full" else torch.float32
+    model = load_model(spec.model, cache_dir=cache_dir, dtype=base_dtype)
+    tokenizer = load_tokenizer(spec.model, cache_dir=cache_dir)
+    attached = attach_method(model, spec.method)
+    for param in _trainable(attached).values():
+        param.data = param.data.float()
+    attached.model.to(device)
+    counts = count_parameters(attached)
+
+    train_rows = _load_rows(spec.train_file, tokenizer, spec.max_seq_length, "train_file")
+    val_rows = _load_rows(spec.validation_file, tokenizer, spec.max_seq_length, "validation_file")
+    pad_id = pad_token_id_for(tokenizer)
+    hp = resolve_hyperparameters(spec.method.type, spec.hyperparameters)
+    plan = DataPlan(
+        n_rows=len(train_rows),
+        batch_size=hp.batch_size,
+        world_size=env.world_size,
+        grad_accum=hp.gradient_accumulation_steps,
+        n_epochs=hp.n_epochs,
+        seed=spec.seed,
+        max_steps=hp.max_steps,
+    )
+    total = plan.total_steps
+    groups = attached.parameter_groups(
+        hp.learning_rate,
+        weight_decay=hp.weight_decay,
+        steering_learning_rate=hp.steering_learning_rate,
+    )
+    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, total))
+    ds_config = None
+    if spec.deepspeed is not None:
+        if (
+            spec.method.type == "joint"
+            and spec.method.orthogonality.enabled
+            and (spec.deepspeed.zero_stage > 0)
+        ):
+            raise SteeringUserError(
+                "joint's orthogonal projection edits the adapter weights in place, which ZeRO "
+                "stages 1-3 would overwrite from their master copy: use zero_stage 0, or set "
+                "orthogonality.enabled to false"
+            )
+        ds_config = deepspeed_config(spec.deepspeed, hp, bf16)
+        backend: Any = DeepSpeedBackend(attached.model, optimizer, scheduler, hp, ds_config)
+    else:
+        backend = TorchBackend(
+            attached.model, optimizer, scheduler, hp, torch.bfloat16 if bf16 else None
+        )
+    params = list(_trainable(attached).values())
+
+    state: dict[str, Any] = {
+        "step": 0,
+        "trained_tokens": 0,
+        "losses": [],
+        "validation": [],
+        "best_validation": None,
+        "evals_since_best": 0,
+    }
+    best_snapshot: dict[str, torch.Tensor] | None = None
+    if resume and (ckpt := latest_checkpoint(out_dir)) is not None:
+        saved, tensors = read_checkpoint(ckpt)
+        with gathered(params, modify=True), torch.no_grad():
+            for name, param in _trainable(attached).items():
+                param.copy_(tensors[name])
+        backend.load_state(ckpt, saved)
+        restore_rng_from(ckpt, saved)
+        state.update({k: saved[k] for k in state})
+    start_step = state["step"]
+
+    reporter.emit(
+        StartEvent(
+            total_steps=total,
+            n_epochs=hp.n_epochs,
+            n_examples=len(train_rows),
+            trainable_parameters=counts.trainable,
+            trainable_percent=counts.percent,
+            resumed_from_step=start_step,
+            backend=backend.name,
+            truncated_rows=train_rows.stats.n_truncated,
+            dropped_rows=train_rows.stats.n_dropped_all_masked,
+        )
+    )
+
+    def checkpoint(step: int) -> None:
+        final = checkpoint_dir(out_dir, step)
+        partial = final.with_name(final.name + ".partial")
+        if env.is_main:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        _barrier()
+        extra = backend.save_state(partial)
+        with gathered(params):
+            if env.is_main:
+                write_checkpoint(
+                    partial,
+                    state={**state, **extra},
+                    trainable=_trainable(attached),
+                    optimizer=None,
+                )
+                if spec.method.type != "full":
+                    save_artifact(attached, partial / ARTIFACT_DIR, base_model_id=spec.model)
+        if env.is_main:
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            prune_checkpoints(out_dir, spec.keep_checkpoints)
+            reporter.emit(CheckpointEvent(step=step, path=str(final)))
+        _barrier()
+
+    backend.train()
+    started = time.perf_counter()
+    status, step = "succeeded", start_step
+    try:
+        for step in range(start_step + 1, total + 1):
+            step_started = time.perf_counter()
+            losses, tokens = [], 0
+            lr = backend.learning_rate()  # the lr this step's update uses
+            for micro in range((step - 1) * plan.grad_accum, step * plan.grad_accum):
+                batch = collate([train_rows[i] for i in plan.rows_for(micro, env.rank)], pad_id)
+                tokens += int(batch["attention_mask"].sum())
+                losses.append(backend.forward_backward({k: v.to(device) for k, v in batch.items()}))
+            grad_norm = backend.step()
+            with gathered(params, modify=True):
+                attached.after_optimizer_step(step)
+            loss = sum(losses) / len(losses)
+            state["step"], state["trained_tokens"] = step, state["trained_tokens"] + tokens
+            state["losses"].append(loss)
+            elapsed = time.perf_counter() - started
+            reporter.emit(
+                StepEvent(
+                    step=step,
+                    total_steps=total,
+                    epoch=plan.epoch_of((step - 1) * plan.grad_accum),
+                    loss=loss,
+                    learning_rate=lr,
+                    grad_norm=grad_norm,
+                    tokens_per_second=tokens / max(1e-9, time.perf_counter() - step_started),
+                    trained_tokens=state["trained_tokens"],
+                    eta_seconds=elapsed / (step - start_step) * (total - step),
+                )
+            )
+            if (
+                val_rows is not None
+                and spec.eval_every_n_steps
+                and step % spec.eval_every_n_steps == 0
+            ):
+                value = validation_loss(backend, val_rows, pad_id, spec.eval_batch_size, device)
+                state["validation"].append([step, value])
+                reporter.emit(EvalEvent(step=step, validation_loss=value))
+                if state["best_validation"] is None or value < state["best_validation"]:
+                    state["best_validation"], state["evals_since_best"] = value, 0
+                    with gathered(params):
+                        best_snapshot = {
+                            k: v.detach().clone() for k, v in _trainable(attached).items()
+                        }
+                else:
+                    state["evals_since_best"] += 1
+                    patience = spec.early_stopping_patience
+                    if patience is not None and state["evals_since_best"] >= patience:
+                        status = "early_stopped"
+                        break
+            if spec.checkpoint_every_n_steps and step % spec.checkpoint_every_n_steps == 0:
+                checkpoint(step)
+            if should_stop():
+                raise TrainingCancelled(f"cancelled at step {step}")
+    except TrainingCancelled:
+        reporter.emit(
+            EndEvent(
+                status="cancelled",
+                step=step,
+                final_loss=state["losses"][-1] if state["losses"] else None,
+                artifact=None,
+                train_seconds=time.perf_counter() - started,
+                trained_tokens=state["trained_tokens"],
+            )
+        )
+        raise
+
+    restored = status == "early_stopped" and best_snapshot is not None
+    if restored:
+        with gathered(params, modify=True), torch.no_grad():
+            for name, param in _trainable(attached).items():
+                param.copy_(best_snapshot[name])
+    last_eval_step = state["validation"][-1][0] if state["validation"] else None
+    if val_rows is not None and (restored or last_eval_step != step):
+        # The saved adapter's own validation loss (the best one's, after early stopping).
+        value = validation_loss(backend, val_rows, pad_id, spec.eval_batch_size, device)
+        state["validation"].append([step, value])
+        reporter.emit(EvalEvent(step=step, validation_loss=value))
+    train_seconds = time.perf_counter() - started
+    artifact = out_dir / ARTIFACT_DIR
+    manifest = build_manifest(spec, attached, tokenizer, device, ds_config, state, train_seconds)
+    with gathered(params):
+        if env.is_main:
+            save_artifact(attached, artifact, base_model_id=spec.model, training_manifest=manifest)
+    _barrier()
+    final_loss = state["losses"][-1] if state["losses"] else None
+    reporter.emit(
+        EndEvent(
+            status=status,
+            step=step,
+            final_loss=final_loss,
+            artifact=str(artifact),
+            train_seconds=train_seconds,
+            trained_tokens=state["trained_tokens"],
+        )
+    )
+    return TrainingResult(
+        status=status,
+        step=step,
+        total_steps=total,
+        final_loss=final_loss,
+        artifact_dir=artifact,
+        train_seconds=train_seconds,
+        trained_tokens=state["trained_tokens"],
+        losses=list(state["losses"]),
+        validation_losses=[(int(s), float(v)) for s, v in state["validation"]],
+    )
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+__all__ = ["NullReporter", "Reporter", "TrainingCancelled", "TrainingResult", "train"]

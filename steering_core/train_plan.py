@@ -1,0 +1,75 @@
+"""The data order and learning-rate schedule of a run: pure functions of the spec and the step.
+
+Resuming is exact because the position in the data is a function of the step alone: micro-batch
+``m`` reads the ``m``-th slice of the concatenation of per-epoch permutations, each permutation
+seeded by ``seed + epoch``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from steering_core.spec import ResolvedHyperparameters
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    n_rows: int
+    batch_size: int  # rows per micro-batch per process
+    world_size: int
+    grad_accum: int
+    n_epochs: int
+    seed: int
+    max_steps: int | None = None
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    @property
+    def micro_per_epoch(self) -> int:
+        return math.ceil(self.n_rows / self.global_batch)
+
+    @property
+    def total_steps(self) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return max(1, (self.n_epochs * self.micro_per_epoch) // self.grad_accum)
+
+    def epoch_of(self, micro: int) -> int:
+        return micro // self.micro_per_epoch
+
+    def permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.n_rows, generator=generator).tolist()
+
+    def rows_for(self, micro: int, rank: int) -> list[int]:
+        """Row indices of micro-batch ``micro`` for process ``rank``.
+
+        Every micro-batch holds exactly ``global_batch`` rows: the last one of an epoch wraps
+        to the start of that epoch's permutation, so no process ever gets an empty batch.
+        """
+        epoch, j = divmod(micro, self.micro_per_epoch)
+        perm = self.permutation(epoch)
+        start = j * self.global_batch + rank * self.batch_size
+        return [perm[(start + k) % self.n_rows] for k in range(self.batch_size)]
+
+
+def lr_lambda(hp: ResolvedHyperparameters, total_steps: int):
+    """Multiplier of the base lr at optimizer step ``s`` (0-based): warmup, then the decay."""
+    warmup = math.ceil(hp.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if hp.lr_scheduler == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if hp.lr_scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+
+    return factor

@@ -1,0 +1,156 @@
+"""The trainer, in-process: learning, determinism, resume, validation, manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from steering_core.io import read_artifact_config
+from steering_core.spec import TrainingSpec
+from steering_core.train import TrainingCancelled, train
+from tests.steering_core.train_helpers import spec_dict, write_sums
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def emit(self, event) -> None:
+        self.events.append(event)
+
+
+def _spec(tmp_path: Path, **overrides) -> TrainingSpec:
+    data = write_sums(tmp_path / "train.jsonl")
+    return TrainingSpec.model_validate(spec_dict(data, **overrides))
+
+
+def test_training_learns_and_reports(tmp_path: Path) -> None:
+    spec = _spec(
+        tmp_path,
+        hyperparameters={"n_epochs": 6},
+        validation_file=str(write_sums(tmp_path / "val.jsonl", n=16, seed=1)),
+        eval_every_n_steps=6,
+    )
+    reporter = Collect()
+    result = train(spec, tmp_path / "out", reporter)
+    kinds = [e.event for e in reporter.events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    start = reporter.events[0]
+    # 48 rows / batch 4 = 12 micro-batches per epoch, grad-accum 2 -> 6 steps per epoch
+    assert start.total_steps == 36 == result.total_steps
+    steps = [e for e in reporter.events if e.event == "step"]
+    assert [e.step for e in steps] == list(range(1, 37))
+    assert all(e.tokens_per_second > 0 and e.eta_seconds is not None for e in steps)
+    assert steps[-1].eta_seconds == 0
+    evals = [e for e in reporter.events if e.event == "eval"]
+    assert [e.step for e in evals] == [6, 12, 18, 24, 30, 36]
+    assert evals[-1].validation_loss < evals[0].validation_loss
+    assert sum(result.losses[-6:]) < sum(result.losses[:6])
+    assert result.trained_tokens == sum(e.trained_tokens for e in steps[-1:])
+    config = read_artifact_config(result.artifact_dir)
+    manifest = config.training_manifest
+    assert manifest["seed"] == 7 and manifest["spec"]["model"] == "tiny-llama"
+    assert len(manifest["datasets"]["train"]["sha256"]) == 64
+    assert len(manifest["tokenizer_sha256"]) == 64
+    assert manifest["base_model"]["content_hash"] == config.base_model.content_hash
+    assert manifest["hardware"]["device"] == "cpu"
+    assert {"torch", "transformers", "peft", "deepspeed"} <= set(manifest["library_versions"])
+
+
+def test_same_seed_same_adapter_bytes(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    first = train(spec, tmp_path / "a").artifact_dir
+    second = train(spec, tmp_path / "b").artifact_dir
+    a = (first / "adapter_model.safetensors").read_bytes()
+    b = (second / "adapter_model.safetensors").read_bytes()
+    assert a == b
+    other = train(spec.model_copy(update={"seed": 8}), tmp_path / "c").artifact_dir
+    assert (other / "adapter_model.safetensors").read_bytes() != a
+
+
+@pytest.mark.parametrize("method", [{"type": "post_block"}, {"type": "joint"}, {"type": "lora"}])
+def test_resume_after_cancel_matches_uninterrupted_run(tmp_path: Path, method: dict) -> None:
+    spec = _spec(tmp_path, method=method, checkpoint_every_n_steps=4)
+    full = train(spec, tmp_path / "full")
+    calls = {"n": 0}
+
+    def stop_after_six() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 6
+
+    with pytest.raises(TrainingCancelled):
+        train(spec, tmp_path / "resumed", should_stop=stop_after_six)
+    reporter = Collect()
+    resumed = train(spec, tmp_path / "resumed", reporter, resume=True)
+    assert reporter.events[0].resumed_from_step == 4
+    assert resumed.losses == full.losses
+    a = (
+        load_file(str(full.artifact_dir / "adapter_model.safetensors"))
+        if method["type"] != "lora"
+        else {}
+    )
+    b = (
+        load_file(str(resumed.artifact_dir / "adapter_model.safetensors"))
+        if method["type"] != "lora"
+        else {}
+    )
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    if method["type"] in ("lora", "joint"):
+        la = load_file(str(full.artifact_dir / "lora" / "adapter_model.safetensors"))
+        lb = load_file(str(resumed.artifact_dir / "lora" / "adapter_model.safetensors"))
+        assert la.keys() == lb.keys() and all(torch.equal(la[k], lb[k]) for k in la)
+
+
+def test_checkpoints_are_complete_and_pruned(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, checkpoint_every_n_steps=2, keep_checkpoints=2)
+    reporter = Collect()
+    train(spec, tmp_path / "out", reporter)
+    saved = sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir())
+    assert saved == ["step-000010", "step-000012"]
+    assert [e.step for e in reporter.events if e.event == "checkpoint"] == [2, 4, 6, 8, 10, 12]
+    last = tmp_path / "out" / "checkpoints" / "step-000012"
+    assert read_artifact_config(last / "adapter").method.type == "post_block"
+    for name in (
+        "trainer_state.json",
+        "trainable.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+    ):
+        assert (last / name).is_file()
+
+
+def test_early_stopping_restores_the_best_adapter(tmp_path: Path) -> None:
+    # A learning rate this high diverges: validation gets worse, so training stops early.
+    spec = _spec(
+        tmp_path,
+        hyperparameters={"n_epochs": 10, "learning_rate": 0.5, "lr_scheduler": "constant"},
+        validation_file=str(write_sums(tmp_path / "val.jsonl", n=16, seed=1)),
+        eval_every_n_steps=2,
+        early_stopping_patience=2,
+    )
+    result = train(spec, tmp_path / "out")
+    assert result.status == "early_stopped" and result.step < result.total_steps
+    best = min(v for _, v in result.validation_losses[:-1])
+    assert result.validation_losses[-1][1] == pytest.approx(best, rel=1e-5)
+
+
+def test_joint_separate_learning_rates_reach_the_optimizer(tmp_path: Path) -> None:
+    spec = _spec(
+        tmp_path,
+        method={"type": "joint", "orthogonality": {"every_n_steps": 2}},
+        hyperparameters={
+            "learning_rate": 1e-3,
+            "steering_learning_rate": 2e-2,
+            "lr_scheduler": "constant",
+            "warmup_ratio": 0.0,
+        },
+    )
+    result = train(spec, tmp_path / "out")
+    resolved = read_artifact_config(result.artifact_dir).training_manifest[
+        "resolved_hyperparameters"
+    ]
+    assert resolved["learning_rate"] == 1e-3 and resolved["steering_learning_rate"] == 2e-2

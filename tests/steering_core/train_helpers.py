@@ -1,0 +1,69 @@
+"""Helpers for trainer tests: tiny datasets and specs, and running the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from steering_core.events import parse_event
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_sums(path: Path, n: int = 48, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with path.open("w") as handle:
+        for _ in range(n):
+            a, b = rng.randint(0, 9), rng.randint(0, 9)
+            handle.write(json.dumps({"prompt": f"{a}+{b}=", "completion": str(a + b)}) + "\n")
+    return path
+
+
+def spec_dict(train_file: Path, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": "tiny-llama",
+        "train_file": str(train_file),
+        "method": {"type": "post_block"},
+        "hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate": 1e-2},
+        "seed": 7,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
+
+
+def run_cli(*args: str, timeout: float = 600) -> tuple[int, list[Any], str, str]:
+    """Run ``python -m steering_core.cli ARGS``; return (exit code, events, stdout, stderr)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "steering_core.cli", *args],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    events = [e for e in map(parse_event, result.stdout.splitlines()) if e is not None]
+    return result.returncode, events, result.stdout, result.stderr
+
+
+def train_cli(tmp: Path, spec: dict[str, Any], *extra: str, name: str = "run"):
+    spec_path = tmp / f"{name}.json"
+    spec_path.write_text(json.dumps(spec))
+    return run_cli("train", "--spec", str(spec_path), "--out", str(tmp / name), *extra)
