@@ -248,8 +248,9 @@ def train(
                 tokens += int(batch["attention_mask"].sum())
                 losses.append(backend.forward_backward({k: v.to(device) for k, v in batch.items()}))
             grad_norm = backend.step()
-            with gathered(params, modify=True):
-                attached.after_optimizer_step(step)
+            # Only joint acts here, and joint's projection is refused on ZeRO stages 1-3, so the
+            # parameters are never partitioned at this point: no gather needed.
+            attached.after_optimizer_step(step)
             loss = sum(losses) / len(losses)
             state["step"], state["trained_tokens"] = step, state["trained_tokens"] + tokens
             state["losses"].append(loss)

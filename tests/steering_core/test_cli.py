@@ -187,3 +187,13 @@ def test_kill_9_after_a_checkpoint_then_resume_matches(tmp_path: Path) -> None:
     a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_human_progress_mode(tmp_path: Path) -> None:
+    data = write_sums(tmp_path / "train.jsonl")
+    code, events, stdout, stderr = train_cli(tmp_path, spec_dict(data), "--progress", "human")
+    assert code == 0, stderr
+    assert events == [] and stdout == ""
+    assert "training 48 examples for 12 steps" in stderr
+    assert "12/12" in stderr and "loss=" in stderr
+    assert "succeeded: adapter at" in stderr
