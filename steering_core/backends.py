@@ -87,6 +87,8 @@ def deepspeed_config(
         "bf16": {"enabled": bf16},
         "fp16": {"enabled": False},
         "zero_allow_untested_optimizer": True,
+        # Keep our torch AdamW under offload too (DeepSpeedCPUAdam would change the numerics).
+        "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }

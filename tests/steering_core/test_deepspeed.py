@@ -30,10 +30,22 @@ def plain_run(tmp_path_factory) -> tuple[Path, list[float], Path]:
     return data, [e.loss for e in events if e.event == "step"], tmp / "plain" / "adapter"
 
 
-@pytest.mark.parametrize("stage", [0, 2, 3])
-def test_zero_stage_matches_plain_path(stage: int, plain_run, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stage", "offload"),
+    [
+        (0, {}),
+        (2, {}),
+        (3, {}),
+        (2, {"offload_optimizer": True}),
+        (3, {"offload_optimizer": True, "offload_param": True}),
+    ],
+    ids=["zero0", "zero2", "zero3", "zero2-offload", "zero3-offload"],
+)
+def test_zero_stage_matches_plain_path(
+    stage: int, offload: dict, plain_run, tmp_path: Path
+) -> None:
     data, plain_losses, plain_adapter = plain_run
-    spec = spec_dict(data, deepspeed={"zero_stage": stage})
+    spec = spec_dict(data, deepspeed={"zero_stage": stage, **offload})
     code, events, _, stderr = train_cli(tmp_path, spec, name=f"zero{stage}")
     assert code == 0, stderr[-3000:]
     assert events[0].backend == "deepspeed"
