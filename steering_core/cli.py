@@ -1,6 +1,7 @@
 """``python -m steering_core.cli``: the training subprocess, and evaluate / generate.
 
     train     --spec spec.json --out DIR [--resume] [--progress json|human]
+    verify    DIR
     evaluate  --model NAME [--adapter DIR] --data FILE --task NAME [--out metrics.json]
     generate  --model NAME [--adapter DIR] --prompt TEXT [--strength S] [--chat]
 
@@ -166,6 +167,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(text)
 
 
+def cmd_verify(args: argparse.Namespace) -> None:
+    """Check an artifact without a base model: config, files, tensor names and shapes."""
+    from steering_core.io import verify_artifact
+
+    print(json.dumps(verify_artifact(args.artifact)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steering_core.cli", description=__doc__)
     parser.add_argument("--cache-dir", type=Path, default=None, help="converted-model cache")
@@ -177,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--progress", choices=["json", "human"], default="json")
     train.set_defaults(func=cmd_train)
+
+    verify = sub.add_parser("verify", help="check a saved artifact (no base model needed)")
+    verify.add_argument("artifact", type=Path)
+    verify.set_defaults(func=cmd_verify)
 
     for name, func in (("evaluate", cmd_evaluate), ("generate", cmd_generate)):
         p = sub.add_parser(name)

@@ -1,0 +1,51 @@
+"""The FastAPI application: ``create_app(settings)``; ``uvicorn api.app:create_app --factory``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.broker import broker_ok
+from api.errors import install_error_handlers
+from api.routes import adapters, files, jobs
+from registry.db import get_engine
+from registry.settings import Settings, get_settings
+
+log = logging.getLogger("steer.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+    app = FastAPI(
+        title="steering-service",
+        description="Adaptation jobs with post-block activation steering; OpenAI-compatible.",
+        version="0.1.0",
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(files.router)
+    app.include_router(jobs.router)
+    app.include_router(adapters.router)
+
+    @app.get("/health", tags=["operations"])
+    def health() -> JSONResponse:
+        checks = {"database": "ok", "broker": "ok"}
+        try:
+            with get_engine(settings.resolved_database_url).connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.warning("health: database: %s", exc)
+            checks["database"] = "unavailable"
+        if not broker_ok(settings):
+            checks["broker"] = "unavailable"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            status_code=200 if healthy else 503,
+            content={"status": "ok" if healthy else "degraded", **checks},
+        )
+
+    return app

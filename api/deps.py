@@ -1,0 +1,34 @@
+"""Request dependencies: settings, a database session, the caller's tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from registry.db import session_factory
+from registry.settings import Settings
+
+DEFAULT_TENANT = "default"
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(settings: Settings = Depends(get_app_settings)) -> Iterator[Session]:
+    session = session_factory(settings.resolved_database_url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def get_tenant() -> str:
+    """The caller's tenant. API keys and tenants arrive with the security work (issue 5)."""
+    return DEFAULT_TENANT

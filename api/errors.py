@@ -1,0 +1,112 @@
+"""One table from exceptions to HTTP answers, and the OpenAI error envelope.
+
+``{"error": {"message", "type", "param", "code"}}``; user mistakes are 4xx, never 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from registry.errors import Conflict, NotFound
+from registry.states import InvalidTransition
+from steering_core.errors import SteeringUserError
+
+log = logging.getLogger("steer.api")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str = "invalid_value",
+        type: str = "invalid_request_error",
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = (
+            status,
+            message,
+            param,
+            code,
+            type,
+        )
+
+
+def envelope(
+    status: int, message: str, *, type: str, code: str | None, param: str | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"message": message, "type": type, "param": param, "code": code}},
+    )
+
+
+# exception class -> (HTTP status, error type, error code)
+ERROR_TABLE: list[tuple[type[BaseException], int, str, str]] = [
+    (NotFound, 404, "invalid_request_error", "not_found"),
+    (Conflict, 409, "invalid_request_error", "conflict"),
+    (InvalidTransition, 409, "invalid_request_error", "conflict"),
+    (SteeringUserError, 400, "invalid_request_error", "invalid_value"),
+    (OperationalError, 503, "server_error", "database_unavailable"),
+    (DBAPIError, 503, "server_error", "database_unavailable"),
+]
+
+
+def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return envelope(exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        param = _loc_to_param(tuple(first.get("loc", ())))
+        detail = "; ".join(
+            f"{_loc_to_param(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg')}"
+            for e in errors[:5]
+        )
+        return envelope(
+            400,
+            f"Invalid request: {detail}",
+            type="invalid_request_error",
+            code="invalid_value",
+            param=param,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        return envelope(exc.status_code, str(exc.detail), type="invalid_request_error", code=code)
+
+    for exc_type, status, err_type, code in ERROR_TABLE:
+
+        def handler(
+            _request: Request, exc: Exception, status=status, err_type=err_type, code=code
+        ) -> JSONResponse:
+            message = str(exc)
+            if status == 503:
+                log.warning("database unavailable: %s", exc)
+                message = "The registry database is unavailable; retry shortly."
+            return envelope(status, message, type=err_type, code=code)
+
+        app.add_exception_handler(exc_type, handler)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return envelope(500, "Internal server error", type="server_error", code="internal_error")

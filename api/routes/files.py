@@ -1,0 +1,77 @@
+"""/v1/files"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+
+from api.deps import get_app_settings, get_session, get_tenant
+from api.schemas import FileObject, ListObject
+from api.serializers import file_object
+from api.services import files as service
+from registry import files as repo
+from registry.settings import Settings
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post("", response_model=FileObject)
+async def upload(
+    file: UploadFile = File(...),
+    purpose: str = Form(...),
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> FileObject:
+    return file_object(await service.upload_file(session, settings, tenant, file, purpose))
+
+
+@router.get("", response_model=ListObject)
+def list_files(
+    purpose: str | None = None,
+    after: str | None = None,
+    limit: int = Query(default=100, ge=1, le=10000),
+    session: Session = Depends(get_session),
+    tenant: str = Depends(get_tenant),
+) -> ListObject:
+    rows, more = repo.list_files(session, tenant, purpose=purpose, after=after, limit=limit)
+    data = [file_object(r) for r in rows]
+    return ListObject(
+        data=data,
+        has_more=more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.get("/{file_id}", response_model=FileObject)
+def get_file(
+    file_id: str, session: Session = Depends(get_session), tenant: str = Depends(get_tenant)
+) -> FileObject:
+    return file_object(repo.get_file(session, file_id, tenant))
+
+
+@router.get("/{file_id}/content")
+def file_content(
+    file_id: str,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> FileResponse:
+    row = repo.get_file(session, file_id, tenant)
+    return FileResponse(
+        service.file_path(settings, row), media_type="application/jsonl", filename=row.filename
+    )
+
+
+@router.delete("/{file_id}")
+def delete(
+    file_id: str,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> dict:
+    row = repo.get_file(session, file_id, tenant)
+    service.delete_file(session, settings, row)
+    return {"id": file_id, "object": "file", "deleted": True}

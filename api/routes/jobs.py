@@ -1,0 +1,119 @@
+"""/v1/fine_tuning/jobs"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from api.broker import enqueue_job
+from api.deps import get_app_settings, get_session, get_tenant
+from api.schemas import JobCreate, JobObject, ListObject
+from api.serializers import checkpoint_object, event_object, job_object
+from api.services import jobs as service
+from registry import jobs as repo
+from registry.db import session_scope
+from registry.settings import Settings
+from registry.states import TERMINAL
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+
+@router.post("", response_model=JobObject)
+def create(
+    body: JobCreate,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> JobObject:
+    job = service.create_job(session, settings, tenant, body)
+    session.commit()  # the row exists before any worker can receive its message
+    enqueue_job(settings, job.id, job.queue)
+    return job_object(job)
+
+
+@router.get("", response_model=ListObject)
+def list_jobs(
+    after: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+    session: Session = Depends(get_session),
+    tenant: str = Depends(get_tenant),
+) -> ListObject:
+    rows, more = repo.list_jobs(session, tenant, after=after, limit=limit)
+    return ListObject(data=[job_object(r) for r in rows], has_more=more)
+
+
+@router.get("/{job_id}", response_model=JobObject)
+def retrieve(
+    job_id: str, session: Session = Depends(get_session), tenant: str = Depends(get_tenant)
+) -> JobObject:
+    return job_object(repo.get_job(session, job_id, tenant))
+
+
+@router.post("/{job_id}/cancel", response_model=JobObject)
+def cancel(
+    job_id: str, session: Session = Depends(get_session), tenant: str = Depends(get_tenant)
+) -> JobObject:
+    job = repo.request_cancel(session, repo.get_job(session, job_id, tenant))
+    return job_object(job)
+
+
+@router.get("/{job_id}/events")
+def events(
+    job_id: str,
+    after: str | None = None,
+    limit: int = Query(default=20, ge=1, le=1000),
+    stream: bool = False,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+):
+    repo.get_job(session, job_id, tenant)
+    if stream:
+        return StreamingResponse(
+            _event_stream(settings, job_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    rows, more = repo.list_events(session, job_id, after=after, limit=limit)
+    return ListObject(data=[event_object(r) for r in rows], has_more=more)
+
+
+def _event_stream(settings: Settings, job_id: str, poll: float = 0.5) -> Iterator[str]:
+    """Server-sent events, oldest first, until the job has finished and every event is sent."""
+    seq = 0
+    while True:
+        with session_scope(settings.resolved_database_url) as session:
+            rows = repo.events_since(session, job_id, seq)
+            finished = repo.get_job(session, job_id).status in TERMINAL
+            for row in rows:
+                seq = row.seq
+                yield f"id: {row.id}\ndata: {event_object(row).model_dump_json()}\n\n"
+        if finished and not rows:
+            yield f"event: done\ndata: {json.dumps({'job_id': job_id})}\n\n"
+            return
+        if not rows:
+            time.sleep(poll)
+
+
+@router.get("/{job_id}/checkpoints")
+def checkpoints(
+    job_id: str,
+    after: str | None = None,
+    limit: int = Query(default=10, ge=1, le=100),
+    session: Session = Depends(get_session),
+    tenant: str = Depends(get_tenant),
+) -> ListObject:
+    repo.get_job(session, job_id, tenant)
+    rows, more = repo.list_checkpoints(session, job_id, after=after, limit=limit)
+    data = [checkpoint_object(r) for r in rows]
+    return ListObject(
+        data=data,
+        has_more=more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )

@@ -1,0 +1,140 @@
+"""Request and response bodies: the OpenAI fine-tuning shapes, plus the steering method block."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from steering_core.spec import Hyperparameters
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileObject(BaseModel):
+    object: Literal["file"] = "file"
+    id: str
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str
+    status_details: str | None = None
+    format: str | None = None
+    n_examples: int | None = None
+
+
+class ListObject(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Any]
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class MethodBlock(Strict):
+    """``{"type": "post_block", "post_block": {"hyperparameters": {...}, "site": {...}, ...}}``.
+
+    The block under the method's name holds ``hyperparameters`` and the method's own fields
+    (``site``, ``adapter``, ``lora``, ``orthogonality``, ``rank``, ``init``); every field has a
+    default, so ``{"type": "post_block"}`` alone is valid.
+    """
+
+    type: Literal["post_block", "joint", "lora", "reft", "full"]
+    post_block: dict[str, Any] | None = None
+    joint: dict[str, Any] | None = None
+    lora: dict[str, Any] | None = None
+    reft: dict[str, Any] | None = None
+    full: dict[str, Any] | None = None
+
+
+class JobCreate(Strict):
+    model: str = Field(min_length=1, max_length=256)
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(default=None, max_length=64)
+    method: MethodBlock = MethodBlock(type="post_block")
+    hyperparameters: Hyperparameters | None = Field(
+        default=None, description="Deprecated by OpenAI in favour of method.*.hyperparameters"
+    )
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    integrations: list[Any] | None = None
+    gpus: int = Field(default=0, ge=0, le=64, description="GPUs the job needs (0: a CPU job)")
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class JobObject(BaseModel):
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    id: str
+    model: str
+    created_at: int
+    finished_at: int | None
+    fine_tuned_model: str | None
+    organization_id: str
+    result_files: list[str]
+    status: str
+    validation_file: str | None
+    training_file: str
+    hyperparameters: dict[str, Any]
+    trained_tokens: int | None
+    error: JobError | None
+    seed: int
+    estimated_finish: int | None
+    integrations: list[Any] = []
+    metadata: dict[str, str] | None
+    method: dict[str, Any]
+    user_provided_suffix: str | None = None
+    progress: dict[str, Any]
+
+
+class EventObject(BaseModel):
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    id: str
+    created_at: int
+    level: str
+    message: str
+    data: dict[str, Any] | None
+    type: str
+
+
+class CheckpointObject(BaseModel):
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+
+
+class AdapterObject(BaseModel):
+    object: Literal["adapter"] = "adapter"
+    id: str
+    name: str
+    version: int
+    reference: str
+    created_at: int
+    base_model: str
+    method: dict[str, Any]
+    job_id: str | None
+    sha256: str
+    bytes: int
+    files: dict[str, str]
+    trainable_parameters: int | None
+    metrics: dict[str, Any] | None
+
+
+class ModelObject(BaseModel):
+    object: Literal["model"] = "model"
+    id: str
+    created: int
+    owned_by: str
+    kind: Literal["base", "adapter"]

@@ -1,0 +1,49 @@
+"""Serving adapter artifacts: verified against their stored sha256 before any byte leaves."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+from api.errors import ApiError
+from registry.models import Adapter
+from registry.settings import Settings
+
+
+def adapter_dir(settings: Settings, row: Adapter) -> Path:
+    return settings.adapters_dir / row.storage_path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_files(settings: Settings, row: Adapter) -> dict[str, Path]:
+    root = adapter_dir(settings, row)
+    paths = {}
+    for name, expected in row.files.items():
+        path = root / name
+        if not path.is_file() or sha256_file(path) != expected:
+            raise ApiError(
+                500,
+                f"stored artifact of {row.id} is missing or corrupted ({name}); "
+                "it will not be served",
+                type="server_error",
+                code="artifact_corrupted",
+            )
+        paths[name] = path
+    return paths
+
+
+def archive(settings: Settings, row: Adapter) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, path in sorted(verified_files(settings, row).items()):
+            tar.add(path, arcname=f"{row.name}-v{row.version}/{name}")
+    return buffer.getvalue()

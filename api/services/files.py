@@ -1,0 +1,95 @@
+"""File uploads: streamed with a size limit, hashed, validated, stored content-addressed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from fastapi import UploadFile
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError
+from registry import files as files_repo
+from registry.models import File
+from registry.settings import Settings
+from steering_core.data_formats import validate_jsonl
+
+PURPOSES = ("fine-tune",)
+CHUNK = 1 << 20
+
+
+async def _spool(upload: UploadFile, directory: Path, limit: int) -> tuple[Path, int, str]:
+    """Copy the upload to a temp file, never holding more than a chunk in memory."""
+    digest, size = hashlib.sha256(), 0
+    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=".upload-", delete=False)  # noqa: SIM115
+    try:
+        with handle:
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(
+                        413,
+                        f"file exceeds the upload limit of {limit} bytes",
+                        param="file",
+                        code="file_too_large",
+                    )
+                digest.update(chunk)
+                handle.write(chunk)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+    return Path(handle.name), size, digest.hexdigest()
+
+
+async def upload_file(
+    session: Session, settings: Settings, tenant: str, upload: UploadFile, purpose: str
+) -> File:
+    if purpose not in PURPOSES:
+        raise ApiError(
+            400,
+            f"purpose {purpose!r} is not supported; use one of {list(PURPOSES)}",
+            param="purpose",
+        )
+    filename = Path(upload.filename or "upload.jsonl").name[:512]
+    settings.ensure_dirs()
+    temp, size, sha = await _spool(upload, settings.files_dir, settings.max_upload_bytes)
+    try:
+        report = validate_jsonl(temp)
+        target = settings.files_dir / sha[:2] / f"{sha}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            temp.unlink()
+        else:
+            os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    details = None if report.ok else str(report.error())
+    return files_repo.create_file(
+        session,
+        tenant_id=tenant,
+        filename=filename,
+        purpose=purpose,
+        bytes=size,
+        sha256=sha,
+        storage_path=str(target.relative_to(settings.files_dir)),
+        status="processed" if report.ok else "error",
+        status_details=details,
+        format=report.format,
+        n_examples=report.n_examples,
+    )
+
+
+def file_path(settings: Settings, row: File) -> Path:
+    return settings.files_dir / row.storage_path
+
+
+def delete_file(session: Session, settings: Settings, row: File) -> None:
+    shared = files_repo.storage_is_shared(session, row)
+    path = file_path(settings, row)
+    files_repo.delete_file(session, row)
+    session.flush()
+    if not shared:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,21 @@
+"""Registry errors. The API maps them to HTTP in one table (``api/errors.py``)."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    pass
+
+
+class NotFound(RegistryError):
+    def __init__(self, kind: str, identifier: str):
+        super().__init__(f"no {kind} with id {identifier!r}")
+        self.kind, self.identifier = kind, identifier
+
+
+class Conflict(RegistryError):
+    """The request conflicts with the current state (cancelling a finished job, ...)."""
+
+
+class LeaseLost(RegistryError):
+    """This worker no longer holds the job's lease (another worker took it over)."""

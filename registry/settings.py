@@ -1,0 +1,75 @@
+"""Service settings: one ``get_settings()``, from ``STEER_*`` environment variables.
+
+With nothing set, everything is embedded under one data directory: a SQLite registry, a
+filesystem message broker (kombu's, so Celery runs unchanged) and the artifact store. Production
+sets ``STEER_DATABASE_URL`` (PostgreSQL) and ``STEER_BROKER_URL`` (Redis).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODELS = ["smollm2-135m-instruct", "gemma-3-270m", "tiny-llama", "tiny-gemma3_text"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STEER_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data/service"), description="Everything embedded lives here"
+    )
+    database_url: str | None = Field(default=None, description="default: sqlite in data_dir")
+    broker_url: str | None = Field(
+        default=None, description="default: filesystem broker in data_dir"
+    )
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS))
+    model_cache_dir: Path | None = None
+    max_upload_bytes: int = 100 * 1024 * 1024
+    lease_seconds: float = 30.0
+    checkpoint_every_n_steps: int = 50
+    reconcile_every_seconds: float = 10.0
+    requeue_stale_after_seconds: float = 60.0
+    max_attempts: int = 3
+    worker_queues: list[str] = Field(default_factory=lambda: ["cpu"])
+    worker_gpus: int = 0
+    torch_threads: int | None = None
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def files_dir(self) -> Path:
+        return (self.data_dir / "files").resolve()
+
+    @property
+    def jobs_dir(self) -> Path:
+        return (self.data_dir / "jobs").resolve()
+
+    @property
+    def adapters_dir(self) -> Path:
+        return (self.data_dir / "adapters").resolve()
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.files_dir, self.jobs_dir, self.adapters_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        if self.broker_url is None:
+            for sub in ("in", "processed"):
+                (self.broker_folder / sub).mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The ``steer`` command: run the service (up, api, worker, migrate, reconcile)."""

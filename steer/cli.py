@@ -1,0 +1,190 @@
+"""``steer``: one command for the whole service.
+
+    steer migrate                 create or upgrade the registry schema (Alembic)
+    steer api [--host --port]     the HTTP API (uvicorn)
+    steer worker [--queues --gpus --name]
+                                  a Celery worker (plus the reconciler)
+    steer up [--workers N --port] everything on one machine: migrate, API, N workers
+    steer reconcile               requeue jobs whose worker died, once
+
+Settings come from ``STEER_*`` environment variables (``registry.settings``). With none set,
+``steer up`` needs no server: SQLite and a filesystem broker under ``STEER_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from registry.settings import Settings, get_settings
+
+log = logging.getLogger("steer")
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
+    from registry.migrate import upgrade
+
+    settings.ensure_dirs()
+    upgrade(settings.resolved_database_url)
+    print(f"registry at {_redact(settings.resolved_database_url)} is at the latest schema")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    if settings.broker_url is None and settings.database_url is None:
+        print(
+            "embedded mode: SQLite registry and filesystem broker under "
+            f"{settings.data_dir.resolve()}; no authentication (listen on localhost only)",
+            flush=True,
+        )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+
+
+def _detect_gpus() -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def worker_queues(gpus: int, queues: list[str] | None) -> list[str]:
+    """A worker with G GPUs serves jobs that need 1..G GPUs (and CPU jobs unless told not)."""
+    if queues:
+        return queues
+    return ["cpu", *(f"gpu{n}" for n in range(1, gpus + 1))]
+
+
+def _reconcile_forever(settings: Settings, enqueue, stop: threading.Event) -> None:
+    from worker.reconciler import reconcile_once
+
+    while not stop.wait(settings.reconcile_every_seconds):
+        try:
+            reconcile_once(settings, enqueue)
+        except Exception as exc:  # the database may be restarting: try again next round
+            log.warning("reconciler: %s", exc)
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from worker.celery_app import enqueuer, make_celery, worker_name
+
+    gpus = _detect_gpus() if args.gpus == "auto" else int(args.gpus)
+    queues = worker_queues(gpus, args.queues.split(",") if args.queues else None)
+    settings.ensure_dirs()
+    app = make_celery(settings)
+    print(f"worker {args.name or worker_name()}: {gpus} GPU(s), queues {queues}", flush=True)
+    stop = threading.Event()
+    if not args.no_reconciler:
+        threading.Thread(
+            target=_reconcile_forever, args=(settings, enqueuer(app), stop), daemon=True
+        ).start()
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+                "--queues",
+                ",".join(queues),
+                "--hostname",
+                args.name or f"worker-{os.getpid()}@%h",
+                "--loglevel",
+                args.loglevel,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+        )
+    finally:
+        stop.set()
+
+
+def cmd_reconcile(settings: Settings, _args: argparse.Namespace) -> None:
+    from worker.celery_app import enqueuer, make_celery
+    from worker.reconciler import reconcile_once
+
+    print(reconcile_once(settings, enqueuer(make_celery(settings))))
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> None:
+    """Migrate, then run N worker processes and the API in this process until interrupted."""
+    cmd_migrate(settings, args)
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "steer.cli",
+                "worker",
+                "--name",
+                f"local-{i}@%h",
+                "--loglevel",
+                "warning",
+                *(["--no-reconciler"] if i else []),
+            ]
+        )
+        for i in range(args.workers)
+    ]
+    try:
+        cmd_api(settings, args)
+    finally:
+        for proc in workers:
+            proc.terminate()
+        deadline = time.monotonic() + 20
+        for proc in workers:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="steer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate").set_defaults(func=cmd_migrate)
+    for name, func in (("api", cmd_api), ("up", cmd_up)):
+        p = sub.add_parser(name)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        p.set_defaults(func=func)
+        if name == "up":
+            p.add_argument("--workers", type=int, default=1)
+    worker = sub.add_parser("worker")
+    worker.add_argument("--queues", default=None, help="comma-separated; default from --gpus")
+    worker.add_argument("--gpus", default="0", help="number of GPUs, or 'auto'")
+    worker.add_argument("--name", default=None)
+    worker.add_argument("--loglevel", default="info")
+    worker.add_argument("--no-reconciler", action="store_true")
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("reconcile").set_defaults(func=cmd_reconcile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    args.func(get_settings(), args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

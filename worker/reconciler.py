@@ -1,0 +1,64 @@
+"""Jobs whose worker died or whose message was lost: requeue them, or fail them after N tries.
+
+Safe to run anywhere and often: a duplicate message is harmless because only the lease decides
+who runs a job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from registry import jobs as jobs_repo
+from registry.db import session_scope
+from registry.models import Job
+from registry.settings import Settings
+from registry.states import JobStatus
+
+log = logging.getLogger("steer.reconciler")
+
+
+def reconcile_once(
+    settings: Settings, enqueue: Callable[[str, str], object]
+) -> dict[str, list[str]]:
+    requeued, failed, resent = [], [], []
+    with session_scope(settings.resolved_database_url) as session:
+        for job in jobs_repo.expired_running_jobs(session):
+            if job.attempts >= job.max_attempts:
+                jobs_repo.set_status(
+                    session,
+                    job,
+                    JobStatus.FAILED,
+                    error={
+                        "code": "worker_lost",
+                        "message": f"the job's worker stopped responding {job.attempts} times; "
+                        f"giving up after {job.max_attempts} attempts",
+                        "param": None,
+                    },
+                )
+                failed.append(job.id)
+            else:
+                jobs_repo.set_status(session, job, JobStatus.QUEUED)
+                jobs_repo.add_event(
+                    session,
+                    job.id,
+                    "The worker stopped responding; the job "
+                    "was requeued and resumes from its last checkpoint",
+                )
+                job.lease_owner = None
+                requeued.append(job.id)
+        stale_before = datetime.now(UTC) - timedelta(seconds=settings.requeue_stale_after_seconds)
+        stale = session.scalars(
+            select(Job).where(Job.status == JobStatus.QUEUED.value, Job.created_at < stale_before)
+        ).all()
+        resent = [job.id for job in stale]
+        queues = {job.id: job.queue for job in [*stale]}
+        queues.update({job_id: session.get(Job, job_id).queue for job_id in requeued})
+    for job_id in [*requeued, *resent]:
+        enqueue(job_id, queues[job_id])
+    if requeued or failed:
+        log.info("reconciler: requeued %s, failed %s", requeued, failed)
+    return {"requeued": requeued, "failed": failed, "resent": resent}
