@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.errors import NotFound
+from registry.errors import Conflict, NotFound
 from registry.ids import new_id
 from registry.models import Adapter
+
+MAX_VERSION_RETRIES = 5
 
 
 def next_version(session: Session, tenant_id: str, name: str) -> int:
@@ -19,17 +24,25 @@ def next_version(session: Session, tenant_id: str, name: str) -> int:
     return (current or 0) + 1
 
 
-def create_adapter(session: Session, *, tenant_id: str, name: str, **fields) -> Adapter:
-    adapter = Adapter(
-        id=new_id("adapter"),
-        tenant_id=tenant_id,
-        name=name,
-        version=next_version(session, tenant_id, name),
-        **fields,
-    )
-    session.add(adapter)
-    session.flush()
-    return adapter
+def create_adapter(session: Session, *, tenant_id: str, name: str, **fields: Any) -> Adapter:
+    """Register the next version of ``name``. Two jobs finishing together under one name race
+    for the same version: the loser retries with the next one inside a savepoint."""
+    for _ in range(MAX_VERSION_RETRIES):
+        adapter = Adapter(
+            id=new_id("adapter"),
+            tenant_id=tenant_id,
+            name=name,
+            version=next_version(session, tenant_id, name),
+            **fields,
+        )
+        try:
+            with session.begin_nested():
+                session.add(adapter)
+                session.flush()
+            return adapter
+        except IntegrityError:  # the savepoint rolled back; try the next version
+            continue
+    raise Conflict(f"could not allocate a version of adapter {name!r}; retry")
 
 
 def get_adapter(session: Session, reference: str, tenant_id: str | None = None) -> Adapter:
@@ -42,7 +55,7 @@ def get_adapter(session: Session, reference: str, tenant_id: str | None = None) 
         if tenant_id is not None:
             query = query.where(Adapter.tenant_id == tenant_id)
         if version:
-            if not version.isdigit():
+            if not (version.isascii() and version.isdigit()):
                 raise NotFound("adapter", reference)
             query = query.where(Adapter.version == int(version))
         adapter = session.scalar(query.order_by(Adapter.version.desc()).limit(1))

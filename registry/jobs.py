@@ -18,12 +18,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:  # SQLite returns naive datetimes
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def create_job(session: Session, *, tenant_id: str, **fields: Any) -> Job:
     job = Job(id=new_id("ftjob"), tenant_id=tenant_id, status=JobStatus.QUEUED.value, **fields)
     session.add(job)
@@ -67,11 +61,12 @@ def set_status(
     now = _now()
     if new == JobStatus.RUNNING and job.started_at is None:
         job.started_at = now
-    if new in TERMINAL:
-        job.finished_at = now
+    if new in TERMINAL or new == JobStatus.QUEUED:
         job.lease_owner = None
         job.lease_expires_at = None
         job.estimated_finish = None
+    if new in TERMINAL:
+        job.finished_at = now
     if error is not None:
         job.error = error
     add_event(
@@ -88,7 +83,8 @@ def _status_message(job: Job, status: JobStatus) -> str:
         JobStatus.QUEUED: "Job queued",
         JobStatus.RUNNING: f"Job started (attempt {job.attempts})",
         JobStatus.SUCCEEDED: "The job has successfully completed",
-        JobStatus.FAILED: "The job failed" + (f": {job.error['message']}" if job.error else ""),
+        JobStatus.FAILED: "The job failed"
+        + (f": {job.error.get('message')}" if job.error and job.error.get("message") else ""),
         JobStatus.CANCELLED: "The job was cancelled",
     }.get(status, f"Job {status.value}")
 

@@ -71,8 +71,10 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
     model: Mapped[str] = mapped_column(String(256))
-    training_file: Mapped[str] = mapped_column(ForeignKey("files.id"))
-    validation_file: Mapped[str | None] = mapped_column(ForeignKey("files.id"))
+    # Plain ids, not foreign keys: a finished job keeps naming its files after they are deleted
+    # (as OpenAI's jobs do); deletion is refused while an unfinished job needs the file.
+    training_file: Mapped[str] = mapped_column(String(64), index=True)
+    validation_file: Mapped[str | None] = mapped_column(String(64))
     method: Mapped[dict[str, Any]] = mapped_column(JSON)
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(BigInteger)

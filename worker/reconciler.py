@@ -24,10 +24,14 @@ log = logging.getLogger("steer.reconciler")
 def reconcile_once(
     settings: Settings, enqueue: Callable[[str, str], object]
 ) -> dict[str, list[str]]:
-    requeued, failed, resent = [], [], []
+    requeued: list[str] = []
+    failed: list[str] = []  # failed or, when cancel was requested, cancelled
     with session_scope(settings.resolved_database_url) as session:
         for job in jobs_repo.expired_running_jobs(session):
-            if job.attempts >= job.max_attempts:
+            if job.cancel_requested:  # its worker died before it could stop the job
+                jobs_repo.set_status(session, job, JobStatus.CANCELLED)
+                failed.append(job.id)
+            elif job.attempts >= job.max_attempts:
                 jobs_repo.set_status(
                     session,
                     job,
@@ -55,7 +59,7 @@ def reconcile_once(
             select(Job).where(Job.status == JobStatus.QUEUED.value, Job.created_at < stale_before)
         ).all()
         resent = [job.id for job in stale]
-        queues = {job.id: job.queue for job in [*stale]}
+        queues = {job.id: job.queue for job in stale}
         queues.update({job_id: session.get(Job, job_id).queue for job_id in requeued})
     for job_id in [*requeued, *resent]:
         enqueue(job_id, queues[job_id])

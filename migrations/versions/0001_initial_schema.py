@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 12:45:27.320162
+Create Date: 2026-11-28 12:56:44.808367
 """
 
 from __future__ import annotations
@@ -46,27 +46,6 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('tenant_id', 'key')
     )
-    op.create_table('tenants',
-    sa.Column('id', sa.String(length=64), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('max_concurrent_jobs', sa.Integer(), nullable=True),
-    sa.Column('max_file_bytes', sa.BigInteger(), nullable=True),
-    sa.Column('max_training_tokens', sa.BigInteger(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id')
-    )
-    op.create_table('api_keys',
-    sa.Column('id', sa.String(length=64), nullable=False),
-    sa.Column('tenant_id', sa.String(length=64), nullable=False),
-    sa.Column('key_hash', sa.String(length=128), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('is_admin', sa.Boolean(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('key_hash')
-    )
     op.create_table('jobs',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('tenant_id', sa.String(length=64), nullable=False),
@@ -97,15 +76,23 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['training_file'], ['files.id'], ),
-    sa.ForeignKeyConstraint(['validation_file'], ['files.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_jobs_status'), ['status'], unique=False)
         batch_op.create_index('ix_jobs_tenant_created', ['tenant_id', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_jobs_tenant_id'), ['tenant_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_jobs_training_file'), ['training_file'], unique=False)
 
+    op.create_table('tenants',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('max_concurrent_jobs', sa.Integer(), nullable=True),
+    sa.Column('max_file_bytes', sa.BigInteger(), nullable=True),
+    sa.Column('max_training_tokens', sa.BigInteger(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
     op.create_table('adapters',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('tenant_id', sa.String(length=64), nullable=False),
@@ -128,6 +115,18 @@ def upgrade() -> None:
     with op.batch_alter_table('adapters', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_adapters_tenant_id'), ['tenant_id'], unique=False)
 
+    op.create_table('api_keys',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('tenant_id', sa.String(length=64), nullable=False),
+    sa.Column('key_hash', sa.String(length=128), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('is_admin', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('key_hash')
+    )
     op.create_table('checkpoints',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('job_id', sa.String(length=64), nullable=False),
@@ -187,18 +186,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_checkpoints_job_id'))
 
     op.drop_table('checkpoints')
+    op.drop_table('api_keys')
     with op.batch_alter_table('adapters', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_adapters_tenant_id'))
 
     op.drop_table('adapters')
+    op.drop_table('tenants')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_jobs_training_file'))
         batch_op.drop_index(batch_op.f('ix_jobs_tenant_id'))
         batch_op.drop_index('ix_jobs_tenant_created')
         batch_op.drop_index(batch_op.f('ix_jobs_status'))
 
     op.drop_table('jobs')
-    op.drop_table('api_keys')
-    op.drop_table('tenants')
     op.drop_table('idempotency_keys')
     with op.batch_alter_table('files', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_files_tenant_id'))

@@ -1,0 +1,78 @@
+"""The schema comes from Alembic alone, and it matches the SQLAlchemy models exactly."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+
+from registry.db import get_engine
+from registry.migrate import alembic_config, upgrade
+from registry.models import Base
+
+MODEL_TABLES = set(Base.metadata.tables)
+
+
+def _tables(url: str) -> set[str]:
+    return set(inspect(get_engine(url)).get_table_names())
+
+
+def _current_revision(url: str) -> str | None:
+    with get_engine(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _head() -> str:
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    assert len(heads) == 1, f"the migrations must have one head, found {heads}"
+    return heads[0]
+
+
+def _differences(url: str) -> list[object]:
+    with get_engine(url).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def test_model_tables_are_the_expected_ones() -> None:
+    assert {
+        "tenants",
+        "api_keys",
+        "files",
+        "jobs",
+        "job_events",
+        "checkpoints",
+        "adapters",
+        "metrics",
+        "idempotency_keys",
+    } == MODEL_TABLES
+
+
+def test_upgrade_head_on_an_empty_database(empty_db_url: str) -> None:
+    assert _tables(empty_db_url) == set()
+    upgrade(empty_db_url)
+    assert _tables(empty_db_url) == MODEL_TABLES | {"alembic_version"}
+    assert _current_revision(empty_db_url) == _head()
+
+
+def test_upgrade_twice_is_a_no_op(db_url: str) -> None:
+    upgrade(db_url)
+    assert _current_revision(db_url) == _head()
+    assert _differences(db_url) == []
+
+
+def test_migrated_schema_matches_the_models(db_url: str) -> None:
+    assert _differences(db_url) == []
+    command.check(alembic_config(db_url))  # raises if autogenerate would write a migration
+
+
+def test_downgrade_to_base_then_upgrade_again(db_url: str) -> None:
+    command.downgrade(alembic_config(db_url), "base")
+    assert _tables(db_url) == {"alembic_version"}
+    assert _current_revision(db_url) is None
+    upgrade(db_url)
+    assert _tables(db_url) == MODEL_TABLES | {"alembic_version"}
+    assert _current_revision(db_url) == _head()
+    assert _differences(db_url) == []
