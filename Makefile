@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast lint format
+.PHONY: setup demo demo-library test test-fast lint format
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -10,6 +10,9 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
+	$(PY) -m steer.demo
+
+demo-library: $(VENV)/.installed
 	$(PY) -m steering_core.demo
 
 test: $(VENV)/.installed

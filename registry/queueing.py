@@ -32,6 +32,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "data_folder_in": str(folder / "in"),
             "data_folder_out": str(folder / "in"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     else:

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         for path in (self.data_dir, self.files_dir, self.jobs_dir, self.adapters_dir):
             path.mkdir(parents=True, exist_ok=True)
         if self.broker_url is None:
-            for sub in ("in", "processed"):
+            for sub in ("in", "processed", "control"):
                 (self.broker_folder / sub).mkdir(parents=True, exist_ok=True)
 
 

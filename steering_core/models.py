@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from steering_core.catalogue import TINY_FAMILIES
 from steering_core.errors import UnknownModelError
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "steering-service" / "models"
@@ -178,20 +179,6 @@ def tiny_config(family: str) -> Any:
     return builders[family]()
 
 
-TINY_FAMILIES = (
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "gemma",
-    "gemma2",
-    "gemma3_text",
-    "gemma3",
-    "gpt2",
-    "gpt_neox",
-)
-
-
 def build_tiny_model(
     family: str,
     *,
@@ -288,33 +275,6 @@ def resolve_model_path(name_or_path: str, cache_dir: Path | None = None) -> Path
         + ", ".join(catalogue_names())
         + ") and is not a local Hugging Face model directory"
     )
-
-
-# Published sizes of the catalogue models, so that a service can check layer indices and ranks
-# without loading (or converting) the weights.
-CATALOGUE_DIMENSIONS: dict[str, tuple[int, int]] = {
-    "smollm2-135m-instruct": (30, 576),
-    "gemma-3-270m": (18, 640),
-}
-
-
-def model_dimensions(name_or_path: str) -> tuple[int, int]:
-    """(decoder layers, hidden size) of a catalogue name, tiny model or local HF directory."""
-    if name_or_path in CATALOGUE_DIMENSIONS:
-        return CATALOGUE_DIMENSIONS[name_or_path]
-    if name_or_path.startswith("tiny-"):
-        config = tiny_config(name_or_path.removeprefix("tiny-"))
-    else:
-        path = Path(name_or_path)
-        if not (path / "config.json").is_file():
-            raise UnknownModelError(f"model {name_or_path!r} is not in the catalogue")
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
-    text = getattr(config, "text_config", None) or config
-    layers = getattr(text, "num_hidden_layers", None) or text.n_layer
-    hidden = getattr(text, "hidden_size", None) or text.n_embd
-    return int(layers), int(hidden)
 
 
 def catalogue_names() -> list[str]:

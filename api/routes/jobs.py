@@ -68,35 +68,42 @@ def events(
     after: str | None = None,
     limit: int = Query(default=20, ge=1, le=1000),
     stream: bool = False,
-    session: Session = Depends(get_session),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ):
-    repo.get_job(session, job_id, tenant)
-    if stream:
-        return StreamingResponse(
-            _event_stream(settings, job_id),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
-    rows, more = repo.list_events(session, job_id, after=after, limit=limit)
-    return ListObject(data=[event_object(r) for r in rows], has_more=more)
+    # No request-scoped session here: a stream must not hold a transaction (on SQLite, the
+    # write lock) while it waits for new events.
+    with session_scope(settings.resolved_database_url) as session:
+        repo.get_job(session, job_id, tenant)
+        if not stream:
+            rows, more = repo.list_events(session, job_id, after=after, limit=limit)
+            return ListObject(data=[event_object(r) for r in rows], has_more=more)
+    return StreamingResponse(
+        _event_stream(settings, job_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 def _event_stream(settings: Settings, job_id: str, poll: float = 0.5) -> Iterator[str]:
-    """Server-sent events, oldest first, until the job has finished and every event is sent."""
+    """Server-sent events, oldest first, until the job has finished and every event is sent.
+
+    Each poll reads in a short transaction and yields only after it is closed.
+    """
     seq = 0
     while True:
         with session_scope(settings.resolved_database_url) as session:
             rows = repo.events_since(session, job_id, seq)
             finished = repo.get_job(session, job_id).status in TERMINAL
-            for row in rows:
-                seq = row.seq
-                yield f"id: {row.id}\ndata: {event_object(row).model_dump_json()}\n\n"
-        if finished and not rows:
+            payloads = [(row.seq, row.id, event_object(row).model_dump_json()) for row in rows]
+        for _, event_id, payload in payloads:
+            yield f"id: {event_id}\ndata: {payload}\n\n"
+        if payloads:
+            seq = payloads[-1][0]
+        if finished and not payloads:
             yield f"event: done\ndata: {json.dumps({'job_id': job_id})}\n\n"
             return
-        if not rows:
+        if not payloads:
             time.sleep(poll)
 
 

@@ -17,9 +17,9 @@ from registry.errors import NotFound
 from registry.models import Job
 from registry.queueing import queue_for
 from registry.settings import Settings
+from steering_core.catalogue import model_dimensions
 from steering_core.config import MethodConfig, parse_method
 from steering_core.errors import SteeringUserError
-from steering_core.models import model_dimensions
 from steering_core.spec import Hyperparameters
 
 

@@ -121,3 +121,32 @@ def test_hyperparameters_resolve_to_method_defaults() -> None:
     assert spec.seed == 42
     with pytest.raises(ValidationError, match="learning_rate"):
         Hyperparameters(learning_rate=-1.0)
+
+
+def test_catalogue_dimensions_match_the_models() -> None:
+    from steering_core.catalogue import TINY_DIMENSIONS, TINY_FAMILIES, model_dimensions
+    from steering_core.models import tiny_config
+
+    for family in TINY_FAMILIES:
+        config = tiny_config(family)
+        text = getattr(config, "text_config", None) or config
+        layers = getattr(text, "num_hidden_layers", None) or text.n_layer
+        hidden = getattr(text, "hidden_size", None) or text.n_embd
+        assert (layers, hidden) == TINY_DIMENSIONS == model_dimensions(f"tiny-{family}")
+    # the converted catalogue models' own config.json agree with the published sizes
+    from steering_core.models import DEFAULT_CACHE_DIR
+
+    for name in ("smollm2-135m-instruct", "gemma-3-270m"):
+        converted = DEFAULT_CACHE_DIR / name
+        if (converted / "config.json").is_file():
+            assert model_dimensions(str(converted)) == model_dimensions(name)
+
+
+def test_api_side_modules_import_without_torch() -> None:
+    code = (
+        "import sys\nimport steering_core.catalogue, steering_core.data_formats\n"
+        "import steering_core.events, steering_core.exit_codes\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "sys.exit(1 if heavy else 0)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -1,0 +1,194 @@
+"""``make demo``: the whole service on one machine, from upload to a better model.
+
+1. starts ``steer up`` embedded (SQLite + filesystem broker under ``data/demo``; no servers);
+2. measures SmolLM2-135M-Instruct on held-out generated ListOps;
+3. uploads the bundled training file and POSTs a ``post_block`` job over HTTP;
+4. follows the job's server-sent events live (step, loss, ETA);
+5. downloads the trained adapter, loads it into a fresh model and measures again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ROOT / "data" / "tasks"
+MODEL = "smollm2-135m-instruct"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _head(source: Path, target: Path, n: int) -> Path:
+    target.write_text("\n".join(source.read_text().splitlines()[:n]) + "\n")
+    return target
+
+
+def _accuracy(test: Path, adapter: Path | None) -> float:
+    command = [
+        sys.executable,
+        "-m",
+        "steering_core.cli",
+        "evaluate",
+        "--model",
+        MODEL,
+        "--data",
+        str(test),
+        "--task",
+        "listops",
+        "--max-new-tokens",
+        "12",
+    ]
+    if adapter is not None:
+        command += ["--adapter", str(adapter)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"evaluation failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])["accuracy"]
+
+
+def _follow(client: httpx.Client, job_id: str) -> None:
+    """Print progress from the job's event stream until it ends."""
+    with client.stream(
+        "GET", f"/v1/fine_tuning/jobs/{job_id}/events", params={"stream": "true"}, timeout=None
+    ) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            data = event.get("data") or {}
+            if event["type"] == "metrics" and "train_loss" in data:
+                job = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+                eta = job["estimated_finish"]
+                left = f", ~{max(0, eta - int(time.time()))} s left" if eta else ""
+                print(
+                    f"\r  step {data['step']:>3}/{data['total_steps']}  loss "
+                    f"{data['train_loss']:.4f}  {data['tokens_per_second']:.0f} tok/s{left}   ",
+                    end="",
+                    flush=True,
+                )
+            elif event["type"] == "message":
+                print(f"\n  {event['message']}", flush=True)
+    print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=400, help="training items (ListOps)")
+    parser.add_argument("--test", type=int, default=100, help="held-out items")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "demo")
+    args = parser.parse_args(argv)
+    shutil.rmtree(args.data_dir, ignore_errors=True)
+    args.data_dir.mkdir(parents=True)
+    train = _head(TASKS / "listops_train.jsonl", args.data_dir / "listops_train.jsonl", args.train)
+    test = _head(TASKS / "listops_test.jsonl", args.data_dir / "listops_test.jsonl", args.test)
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEER_")}
+    env.update(
+        {
+            "STEER_DATA_DIR": str(args.data_dir / "service"),
+            "STEER_CHECKPOINT_EVERY_N_STEPS": "25",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    log = (args.data_dir / "service.log").open("w")
+    service = subprocess.Popen(
+        [sys.executable, "-m", "steer.cli", "up", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        print(
+            f"1. service: `steer up` on http://127.0.0.1:{port} (embedded: SQLite + "
+            f"filesystem broker in {args.data_dir / 'service'})"
+        )
+        for _ in range(300):
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        print(f"2. base model {MODEL} on {args.test} held-out ListOps items ...", flush=True)
+        before = _accuracy(test, None)
+        print(f"   accuracy before: {before:.1%}")
+
+        with train.open("rb") as handle:
+            file = client.post(
+                "/v1/files", data={"purpose": "fine-tune"}, files={"file": (train.name, handle)}
+            ).json()
+        print(
+            f"3. uploaded {file['filename']}: {file['id']}, {file['n_examples']} examples, "
+            f"status {file['status']}"
+        )
+        body = {
+            "model": MODEL,
+            "training_file": file["id"],
+            "suffix": "listops-demo",
+            "seed": 42,
+            "method": {
+                "type": "post_block",
+                "post_block": {
+                    "site": {"name": "block_output"},
+                    "adapter": {"kind": "nonlinear", "rank": 8},
+                    "hyperparameters": {
+                        "n_epochs": 1,
+                        "batch_size": 8,
+                        "gradient_accumulation_steps": 1,
+                        "learning_rate": 2e-3,
+                    },
+                },
+            },
+        }
+        job = client.post("/v1/fine_tuning/jobs", json=body).json()
+        print(f"   POST /v1/fine_tuning/jobs -> {job['id']} ({job['status']})")
+        print("4. following the job's event stream:")
+        started = time.monotonic()
+        _follow(client, job["id"])
+        job = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()
+        if job["status"] != "succeeded":
+            raise SystemExit(f"job ended {job['status']}: {job['error']}")
+        print(
+            f"   {job['status']} in {time.monotonic() - started:.0f} s; adapter "
+            f"{job['fine_tuned_model']}, {job['trained_tokens']} trained tokens"
+        )
+
+        archive = client.get(f"/v1/adapters/{job['fine_tuned_model']}/content")
+        target = args.data_dir / "downloaded"
+        with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+            tar.extractall(target, filter="data")
+        adapter = next(target.iterdir())
+        files = ", ".join(sorted(p.name for p in adapter.iterdir()))
+        print(f"5. downloaded {len(archive.content):,} bytes to {adapter}: {files}")
+        after = _accuracy(test, adapter)
+        print(f"   accuracy after:  {after:.1%}  (before: {before:.1%})")
+    finally:
+        client.close()
+        service.send_signal(signal.SIGINT)
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+
+
+if __name__ == "__main__":
+    main()
