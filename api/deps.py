@@ -18,6 +18,8 @@ def get_app_settings(request: Request) -> Settings:
 
 
 def get_session(settings: Settings = Depends(get_app_settings)) -> Iterator[Session]:
+    """A session per request, committed before the response is sent (routes declare it with
+    ``scope="function"``), so a client that saw a 200 reads its own write next."""
     session = session_factory(settings.resolved_database_url)()
     try:
         yield session

@@ -68,9 +68,14 @@ def _follow(client: httpx.Client, job_id: str) -> None:
     with client.stream(
         "GET", f"/v1/fine_tuning/jobs/{job_id}/events", params={"stream": "true"}, timeout=None
     ) as response:
+        kind = "message"
         for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
             if not line.startswith("data: "):
                 continue
+            if kind == "done":
+                break
             event = json.loads(line[6:])
             data = event.get("data") or {}
             if event["type"] == "metrics" and "train_loss" in data:

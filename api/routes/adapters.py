@@ -23,7 +23,7 @@ router = APIRouter(tags=["adapters"])
 def list_adapters(
     after: str | None = None,
     limit: int = Query(default=20, ge=1, le=100),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
     rows, more = repo.list_adapters(session, tenant, after=after, limit=limit)
@@ -32,7 +32,9 @@ def list_adapters(
 
 @router.get("/v1/adapters/{reference}", response_model=AdapterObject)
 def get_adapter(
-    reference: str, session: Session = Depends(get_session), tenant: str = Depends(get_tenant)
+    reference: str,
+    session: Session = Depends(get_session, scope="function"),
+    tenant: str = Depends(get_tenant),
 ) -> AdapterObject:
     return adapter_object(repo.get_adapter(session, reference, tenant))
 
@@ -41,7 +43,7 @@ def get_adapter(
 def adapter_content(
     reference: str,
     file: str | None = None,
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ):
@@ -72,7 +74,7 @@ def adapter_content(
 @router.delete("/v1/adapters/{reference}")
 def delete_adapter(
     reference: str,
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> dict:
@@ -86,7 +88,7 @@ def delete_adapter(
 
 @router.get("/v1/models", response_model=ListObject)
 def list_models(
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:

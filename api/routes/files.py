@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 async def upload(
     file: UploadFile = File(...),
     purpose: str = Form(...),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> FileObject:
@@ -32,7 +32,7 @@ def list_files(
     purpose: str | None = None,
     after: str | None = None,
     limit: int = Query(default=100, ge=1, le=10000),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
     rows, more = repo.list_files(session, tenant, purpose=purpose, after=after, limit=limit)
@@ -47,7 +47,9 @@ def list_files(
 
 @router.get("/{file_id}", response_model=FileObject)
 def get_file(
-    file_id: str, session: Session = Depends(get_session), tenant: str = Depends(get_tenant)
+    file_id: str,
+    session: Session = Depends(get_session, scope="function"),
+    tenant: str = Depends(get_tenant),
 ) -> FileObject:
     return file_object(repo.get_file(session, file_id, tenant))
 
@@ -55,7 +57,7 @@ def get_file(
 @router.get("/{file_id}/content")
 def file_content(
     file_id: str,
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> FileResponse:
@@ -68,7 +70,7 @@ def file_content(
 @router.delete("/{file_id}")
 def delete(
     file_id: str,
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> dict:

@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 @router.post("", response_model=JobObject)
 def create(
     body: JobCreate,
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> JobObject:
@@ -40,7 +40,7 @@ def create(
 def list_jobs(
     after: str | None = None,
     limit: int = Query(default=20, ge=1, le=100),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
     rows, more = repo.list_jobs(session, tenant, after=after, limit=limit)
@@ -49,14 +49,18 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobObject)
 def retrieve(
-    job_id: str, session: Session = Depends(get_session), tenant: str = Depends(get_tenant)
+    job_id: str,
+    session: Session = Depends(get_session, scope="function"),
+    tenant: str = Depends(get_tenant),
 ) -> JobObject:
     return job_object(repo.get_job(session, job_id, tenant))
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject)
 def cancel(
-    job_id: str, session: Session = Depends(get_session), tenant: str = Depends(get_tenant)
+    job_id: str,
+    session: Session = Depends(get_session, scope="function"),
+    tenant: str = Depends(get_tenant),
 ) -> JobObject:
     job = repo.request_cancel(session, repo.get_job(session, job_id, tenant))
     return job_object(job)
@@ -112,7 +116,7 @@ def checkpoints(
     job_id: str,
     after: str | None = None,
     limit: int = Query(default=10, ge=1, le=100),
-    session: Session = Depends(get_session),
+    session: Session = Depends(get_session, scope="function"),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
     repo.get_job(session, job_id, tenant)

@@ -1,0 +1,121 @@
+"""Helpers for the API tests: the running app's handle, request shortcuts, error assertions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from registry.settings import Settings
+
+PROMPT_COMPLETION_ROWS: list[dict[str, str]] = [
+    {"prompt": "2 + 2 =", "completion": " 4"},
+    {"prompt": "The capital of France is", "completion": " Paris"},
+    {"prompt": "Say hi:", "completion": " hi"},
+]
+
+JOBS = "/v1/fine_tuning/jobs"
+FILES = "/v1/files"
+ERROR_TYPES = {"invalid_request_error", "server_error"}
+
+
+def jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+VALID_JSONL = jsonl(PROMPT_COMPLETION_ROWS)
+
+
+class _Missing:
+    """Marks an expectation that was not given (``None`` is a valid ``param``)."""
+
+
+MISSING = _Missing()
+
+
+@dataclass
+class Api:
+    """An HTTP client on a running app, its settings, and request shortcuts."""
+
+    client: httpx.Client
+    settings: Settings
+    base_url: str
+
+    def upload(
+        self,
+        content: bytes = VALID_JSONL,
+        *,
+        filename: str = "train.jsonl",
+        purpose: str = "fine-tune",
+    ) -> httpx.Response:
+        return self.client.post(
+            FILES, data={"purpose": purpose}, files={"file": (filename, content)}
+        )
+
+    def upload_ok(self, content: bytes = VALID_JSONL, **kwargs: Any) -> dict[str, Any]:
+        response = self.upload(content, **kwargs)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def create_job(self, body: Any) -> httpx.Response:
+        return self.client.post(JOBS, json=body)
+
+    def post_raw(self, path: str, content: bytes) -> httpx.Response:
+        """POST raw bytes as JSON on a connection of its own (a 500 closes its connection)."""
+        return httpx.post(
+            self.base_url + path,
+            content=content,
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+
+    def job_ok(self, training_file: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Create a job on tiny-llama (uploading a file unless one is given); return it."""
+        file_id = training_file or self.upload_ok()["id"]
+        response = self.create_job({"model": "tiny-llama", "training_file": file_id, **fields})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def get_json(self, path: str, **params: Any) -> dict[str, Any]:
+        response = self.client.get(path, params=params)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def assert_error(
+    response: httpx.Response,
+    status: int,
+    *,
+    param: str | _Missing | None = MISSING,
+    code: str | _Missing | None = MISSING,
+    mentions: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The response is the OpenAI error envelope with this status; return its ``error``."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"].strip(), error
+    assert error["type"] in ERROR_TYPES, error
+    assert error["param"] is None or isinstance(error["param"], str), error
+    if not isinstance(param, _Missing):
+        assert error["param"] == param, error
+    if not isinstance(code, _Missing):
+        assert error["code"] == code, error
+    for word in mentions:
+        assert word.lower() in error["message"].lower(), (word, error["message"])
+    return error
+
+
+def assert_client_error(response: httpx.Response) -> dict[str, Any]:
+    """Any 4xx with the envelope (never a 422: validation maps to 400)."""
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert response.status_code != 422, response.text
+    return assert_error(response, response.status_code)
