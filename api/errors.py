@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,9 +62,23 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str, str]] = [
 ]
 
 
+_UNION_TAG = re.compile(r"^(int|float|str|bool|dict|list|none|constrained-[a-z]+|[a-z-]+\[.*\])$")
+
+
+def field_path(loc: Any) -> str:
+    """A pydantic error location as a dotted field path: request sections, list positions kept
+    as indices, and union-member tags (``int``, ``literal['auto']``) dropped."""
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path", "header", "form")
+        and not (isinstance(p, str) and _UNION_TAG.match(p))
+    ]
+    return ".".join(parts)
+
+
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or None
+    return field_path(loc) or None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -75,6 +90,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # its loc holds a character offset, not a field
+            return envelope(
+                400,
+                f"Invalid JSON body: {first.get('msg')}",
+                type="invalid_request_error",
+                code="invalid_json",
+                param=None,
+            )
         param = _loc_to_param(tuple(first.get("loc", ())))
         detail = "; ".join(
             f"{_loc_to_param(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg')}"

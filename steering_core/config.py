@@ -25,7 +25,7 @@ MAX_RANK = 4096
 class StrictModel(BaseModel):
     """Base of every config: unknown fields are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SiteConfig(StrictModel):

@@ -7,7 +7,7 @@ the per-method defaults of METHOD.md section 3-4, resolved by :func:`resolve_hyp
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -36,9 +36,13 @@ METHOD_DEFAULTS: dict[str, MethodDefaults] = {
 class Hyperparameters(StrictModel):
     """OpenAI's names where they exist (each accepting ``"auto"``), plus ours."""
 
-    n_epochs: int | Literal["auto"] = Field(default="auto", description="auto: 1 epoch")
-    batch_size: int | Literal["auto"] = Field(default="auto", description="auto: 8")
-    learning_rate_multiplier: float | Literal["auto"] = Field(
+    n_epochs: Annotated[int, Field(ge=1, le=1000)] | Literal["auto"] = Field(
+        default="auto", description="auto: 1 epoch"
+    )
+    batch_size: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] = Field(
+        default="auto", description="auto: 8"
+    )
+    learning_rate_multiplier: Annotated[float, Field(gt=0, le=1000)] | Literal["auto"] = Field(
         default="auto", description="Multiplies the method's default learning rate."
     )
     learning_rate: float | None = Field(default=None, gt=0, le=1.0)
@@ -49,8 +53,8 @@ class Hyperparameters(StrictModel):
     warmup_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
     lr_scheduler: Scheduler | None = None
     weight_decay: float = Field(default=0.0, ge=0.0, le=10.0)
-    max_grad_norm: float = Field(default=1.0, gt=0.0)
-    max_steps: int | None = Field(default=None, ge=1)
+    max_grad_norm: float = Field(default=1.0, gt=0.0, le=1e6)
+    max_steps: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
 class ResolvedHyperparameters(StrictModel):

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError
+from api.errors import ApiError, field_path
 from api.schemas import JobCreate, MethodBlock
 from registry import files as files_repo
 from registry import jobs as jobs_repo
@@ -25,12 +25,9 @@ from steering_core.spec import Hyperparameters
 
 def _first_error(exc: ValidationError, prefix: str) -> ApiError:
     errors = exc.errors()
-    loc = ".".join(str(p) for p in errors[0]["loc"] if p != "method")
-    # The core's discriminated union nests fields under the method type: drop that level.
+    loc = field_path(errors[0]["loc"])
     param = f"{prefix}.{loc}" if loc else prefix
-    detail = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'] if p != 'method')}: {e['msg']}" for e in errors[:5]
-    )
+    detail = "; ".join(f"{field_path(e['loc']) or prefix}: {e['msg']}" for e in errors[:5])
     return ApiError(400, f"Invalid {prefix}: {detail}", param=param)
 
 
@@ -44,8 +41,22 @@ def translate_method(block: MethodBlock) -> tuple[MethodConfig, dict[str, Any]]:
                 param=f"method.{other}",
             )
     inner = dict(getattr(block, block.type) or {})
-    hyperparameters = inner.pop("hyperparameters", None) or {}
     prefix = f"method.{block.type}"
+    if "type" in inner:
+        raise ApiError(
+            400,
+            f"{prefix} must not contain 'type': the method is method.type ({block.type!r})",
+            param=f"{prefix}.type",
+        )
+    hyperparameters = inner.pop("hyperparameters", None)
+    if hyperparameters is None:
+        hyperparameters = {}
+    if not isinstance(hyperparameters, dict):
+        raise ApiError(
+            400,
+            f"{prefix}.hyperparameters must be an object, got {type(hyperparameters).__name__}",
+            param=f"{prefix}.hyperparameters",
+        )
     try:
         method = parse_method({"type": block.type, **inner})
     except ValidationError as exc:

@@ -227,12 +227,7 @@ def test_every_field_removed(shared_api: Api, shared_file: str, path: tuple[str,
         assert response.status_code == 400, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="method.<type>.hyperparameters that is not an object gives a 500 (see "
-    "test_jobs_create.py::test_bug_block_hyperparameters_not_an_object)",
-)
-def test_bug_fuzz_block_hyperparameters(shared_api: Api, shared_file: str) -> None:
+def test_fuzz_block_hyperparameters(shared_api: Api, shared_file: str) -> None:
     statuses = {
         name: shared_api.post_raw(
             JOBS, _with_file(_replace(VALID_BODY, KNOWN_500_PATH, value), shared_file)

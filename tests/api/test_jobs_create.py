@@ -57,6 +57,11 @@ def _hp(**hyperparameters: Any) -> dict[str, Any]:
     return _post_block(hyperparameters=hyperparameters)
 
 
+def _hp_raw(hyperparameters: Any) -> dict[str, Any]:
+    """A body whose method block's ``hyperparameters`` is any JSON value."""
+    return _post_block(hyperparameters=hyperparameters)
+
+
 # -- accepted bodies ------------------------------------------------------------------------------
 
 
@@ -506,19 +511,8 @@ def test_rejected_bodies_create_nothing(api: Api) -> None:
 
 # -- known bugs -----------------------------------------------------------------------------------
 
-HYPERPARAMETER_BOUNDS = (
-    "steering_core.spec.Hyperparameters has no lower bound on n_epochs / batch_size and no "
-    "bounds at all on learning_rate_multiplier: the job is accepted (200) and queued with a "
-    "non-positive epoch count, batch size or learning rate"
-)
-NON_OBJECT_HYPERPARAMETERS = (
-    "api/services/jobs.py: method.<type>.hyperparameters is popped from the block without a type "
-    "check; a list, string, number or true reaches {**top, **block_hp} and raises TypeError (500), "
-    "and falsy values (0, '', false) are silently taken as {}"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=HYPERPARAMETER_BOUNDS)
 @pytest.mark.parametrize(
     ("hyperparameters", "field"),
     [
@@ -531,26 +525,20 @@ NON_OBJECT_HYPERPARAMETERS = (
     ],
     ids=["epochs-0", "epochs-negative", "batch-0", "batch-negative", "lrm-negative", "lrm-0"],
 )
-def test_bug_non_positive_hyperparameters_are_accepted(
+def test_non_positive_hyperparameters_are_refused(
     shared_api: Api, shared_file: str, hyperparameters: dict[str, Any], field: str
 ) -> None:
     response = shared_api.create_job(_with_file(_hp(**hyperparameters), shared_file))
     assert_error(response, 400, param=f"method.post_block.hyperparameters.{field}")
 
 
-@pytest.mark.xfail(strict=True, reason=HYPERPARAMETER_BOUNDS)
-def test_bug_top_level_n_epochs_zero_is_accepted(shared_api: Api, shared_file: str) -> None:
+def test_top_level_n_epochs_zero_is_refused(shared_api: Api, shared_file: str) -> None:
     response = shared_api.create_job(
         _with_file(_body(hyperparameters={"n_epochs": 0}), shared_file)
     )
     assert_error(response, 400, param="hyperparameters.n_epochs")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="non-finite floats (JSON 1e999 / NaN) pass learning_rate_multiplier (no bounds) and "
-    "max_grad_norm (gt=0 only); the job is queued and the value is echoed as null",
-)
 @pytest.mark.parametrize(
     "hyperparameters",
     [
@@ -560,7 +548,7 @@ def test_bug_top_level_n_epochs_zero_is_accepted(shared_api: Api, shared_file: s
     ],
     ids=["lrm-inf", "lrm-nan", "max-grad-norm-inf"],
 )
-def test_bug_non_finite_hyperparameters_are_accepted(
+def test_non_finite_hyperparameters_are_refused(
     shared_api: Api, shared_file: str, hyperparameters: str
 ) -> None:
     content = json.dumps(_hp_raw("$HP")).replace('"$HP"', hyperparameters)
@@ -568,31 +556,20 @@ def test_bug_non_finite_hyperparameters_are_accepted(
     assert_error(shared_api.post_raw(JOBS, content.encode()), 400)
 
 
-@pytest.mark.xfail(strict=True, reason=NON_OBJECT_HYPERPARAMETERS)
 @pytest.mark.parametrize(
     "hyperparameters",
     [[1], "x", 5, True, 0, "", False],
     ids=["list", "string", "number", "true", "zero", "empty-string", "false"],
 )
-def test_bug_block_hyperparameters_not_an_object(
+def test_block_hyperparameters_must_be_an_object(
     shared_api: Api, shared_file: str, hyperparameters: Any
 ) -> None:
     content = json.dumps(_with_file(_hp_raw(hyperparameters), shared_file)).encode()
     assert_error(shared_api.post_raw(JOBS, content), 400, param="method.post_block.hyperparameters")
 
 
-def _hp_raw(hyperparameters: Any) -> dict[str, Any]:
-    return _post_block(hyperparameters=hyperparameters)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/services/jobs.py translate_method: parse_method({'type': block.type, **inner}) "
-    "lets a 'type' key inside the block override method.type, so "
-    "{'type': 'post_block', 'post_block': {'type': 'joint'}} creates a joint job (200)",
-)
 @pytest.mark.parametrize("inner_type", ["joint", "full", "lora"])
-def test_bug_type_inside_the_block_overrides_method_type(
+def test_type_inside_the_block_is_refused(
     shared_api: Api, shared_file: str, inner_type: str
 ) -> None:
     response = shared_api.create_job(_with_file(_post_block(type=inner_type), shared_file))
@@ -601,11 +578,6 @@ def test_bug_type_inside_the_block_overrides_method_type(
     assert_error(response, 400, param="method.post_block.type")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the param of a union-typed field carries pydantic's branch tag: "
-    "'method.post_block.hyperparameters.n_epochs.int' (and 'hyperparameters.n_epochs.int')",
-)
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -614,7 +586,7 @@ def test_bug_type_inside_the_block_overrides_method_type(
     ],
     ids=["block", "top-level"],
 )
-def test_bug_union_field_param_has_branch_suffix(
+def test_union_field_param_names_the_field(
     shared_api: Api, shared_file: str, body: dict[str, Any], param: str
 ) -> None:
     assert_error(shared_api.create_job(_with_file(body, shared_file)), 400, param=param)
@@ -643,11 +615,6 @@ def test_bug_booleans_as_numbers(
     assert_error(response, 400, param=param)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/errors.py _loc_to_param: a JSON decode error's loc is ('body', <char offset>), "
-    "so param is the offset ('1'), not null",
-)
-def test_bug_invalid_json_param_is_a_character_offset(shared_api: Api) -> None:
+def test_invalid_json_has_no_param(shared_api: Api) -> None:
     error = assert_error(shared_api.post_raw(JOBS, b"{not json"), 400)
     assert error["param"] is None
