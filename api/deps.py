@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from registry.db import session_factory
+from registry.db import session_scope
 from registry.settings import Settings
 
 DEFAULT_TENANT = "default"
@@ -20,15 +20,8 @@ def get_app_settings(request: Request) -> Settings:
 def get_session(settings: Settings = Depends(get_app_settings)) -> Iterator[Session]:
     """A session per request, committed before the response is sent (routes declare it with
     ``scope="function"``), so a client that saw a 200 reads its own write next."""
-    session = session_factory(settings.resolved_database_url)()
-    try:
+    with session_scope(settings.resolved_database_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def get_tenant() -> str:

@@ -21,7 +21,6 @@ index messages from 0 (``messages[1].role`` is the second message).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, NamedTuple
 
 from steering_core.errors import SteeringUserError
+from steering_core.hashing import sha256_file
 
 DataFormat = Literal["chat", "prompt_completion", "alpaca"]
 DATA_FORMATS: tuple[DataFormat, ...] = ("chat", "prompt_completion", "alpaca")
@@ -366,10 +366,4 @@ def parse_jsonl(
     return ParsedDataset(report.format, examples, line_numbers)
 
 
-def dataset_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+dataset_sha256 = sha256_file  # the name the manifest and the API use for datasets

@@ -13,7 +13,6 @@ trusted.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -27,6 +26,7 @@ from torch import nn
 
 from steering_core.catalogue import TINY_FAMILIES
 from steering_core.errors import UnknownModelError
+from steering_core.hashing import sha256_file
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "steering-service" / "models"
 
@@ -207,14 +207,6 @@ def build_tiny_model(
 
 
 # -- conversion and loading ------------------------------------------------------------------
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def converted_model_dir(name: str, cache_dir: Path | None = None) -> Path:
     """Convert a catalogue GGUF model to a safetensors directory once; return that directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -253,7 +245,7 @@ def converted_model_dir(name: str, cache_dir: Path | None = None) -> Path:
                     "name": name,
                     "package": source.package,
                     "gguf": gguf.name,
-                    "gguf_sha256": _sha256_file(gguf),
+                    "gguf_sha256": sha256_file(gguf),
                 },
                 indent=2,
             )

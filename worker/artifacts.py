@@ -6,13 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from steering_core.hashing import sha256_file
 
 
 def store_artifact(source: Path, target: Path) -> tuple[dict[str, str], str, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -10,18 +9,11 @@ from pathlib import Path
 from api.errors import ApiError
 from registry.models import Adapter
 from registry.settings import Settings
+from steering_core.hashing import sha256_file
 
 
 def adapter_dir(settings: Settings, row: Adapter) -> Path:
     return settings.adapters_dir / row.storage_path
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verified_files(settings: Settings, row: Adapter) -> dict[str, Path]:
