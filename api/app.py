@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from api.broker import broker_ok
 from api.errors import install_error_handlers
+from api.limits import UploadSizeLimit
 from api.routes import adapters, files, jobs
 from registry.db import get_engine
 from registry.settings import Settings, get_settings
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(UploadSizeLimit, path="/v1/files", max_bytes=settings.max_upload_bytes)
     app.include_router(files.router)
     app.include_router(jobs.router)
     app.include_router(adapters.router)

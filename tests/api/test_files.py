@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from tests.api.helpers import FILES, JOBS, VALID_JSONL, Api, assert_error, jsonl
@@ -273,3 +274,20 @@ def test_delete_file_of_a_queued_job_conflicts_until_cancelled(api: Api) -> None
     assert after["status"] == "cancelled"
     assert after["training_file"] == training
     assert after["validation_file"] == validation
+
+
+def test_an_announced_oversize_upload_is_refused_before_its_body_is_read(
+    make_api: Callable[..., Api],
+) -> None:
+    """A client announcing 1 GB gets 413 at once: the server answers before any body is sent."""
+    small = make_api(max_upload_bytes=1000)
+    with socket.create_connection((small.client.base_url.host, small.client.base_url.port)) as s:
+        s.sendall(
+            b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n"
+            b"Content-Type: multipart/form-data; boundary=zz\r\n\r\n"
+        )
+        s.settimeout(10)
+        answer = s.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert "file_too_large" in answer and "1000 bytes" in answer
+    assert small.get_json(FILES)["data"] == []

@@ -512,7 +512,6 @@ def test_rejected_bodies_create_nothing(api: Api) -> None:
 # -- known bugs -----------------------------------------------------------------------------------
 
 
-
 @pytest.mark.parametrize(
     ("hyperparameters", "field"),
     [
