@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
+from api.errors import ApiError
 from registry.db import session_scope
 from registry.settings import Settings
+from registry.tenants import resolve_api_key
 
 DEFAULT_TENANT = "default"
 
@@ -24,6 +28,45 @@ def get_session(settings: Settings = Depends(get_app_settings)) -> Iterator[Sess
         yield session
 
 
-def get_tenant() -> str:
-    """The caller's tenant. API keys and tenants arrive with the security work (issue 5)."""
-    return DEFAULT_TENANT
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    is_admin: bool
+
+
+ADMIN_TENANT = "admin"
+
+
+def get_principal(
+    authorization: str | None = Header(default=None),
+    settings: Settings = Depends(get_app_settings),
+) -> Principal:
+    """Who is calling. With ``STEER_AUTH=off`` everyone is tenant ``default`` (and ``steer api``
+    then refuses to listen beyond localhost); with ``on`` a Bearer API key is required."""
+    if settings.auth == "off":
+        return Principal(DEFAULT_TENANT, is_admin=True)
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(
+            401, "Missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
+        )
+    key = key.strip()
+    if settings.admin_key and hmac.compare_digest(key.encode(), settings.admin_key.encode()):
+        return Principal(ADMIN_TENANT, is_admin=True)
+    with session_scope(settings.resolved_database_url) as session:
+        row = resolve_api_key(session, key)
+        principal = Principal(row.tenant_id, row.is_admin) if row is not None else None
+    if principal is None:
+        raise ApiError(401, "Invalid API key", code="invalid_api_key")
+    return principal
+
+
+def get_tenant(principal: Principal = Depends(get_principal)) -> str:
+    """The caller's tenant: every read and write is scoped to it."""
+    return principal.tenant_id
+
+
+def require_admin(principal: Principal = Depends(get_principal)) -> Principal:
+    if not principal.is_admin:
+        raise ApiError(403, "This route needs an admin API key", code="forbidden")
+    return principal

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,12 @@ class Settings(BaseSettings):
     reconcile_every_seconds: float = 10.0
     requeue_stale_after_seconds: float = 60.0
     max_attempts: int = 3
+    auth: Literal["off", "on"] = Field(
+        default="off",
+        description="off: every request is tenant 'default' (steer api then binds to localhost "
+        "only); on: every request needs an API key (Authorization: Bearer ...)",
+    )
+    admin_key: str | None = Field(default=None, description="bootstrap admin key (auth on)")
     worker_queues: list[str] = Field(default_factory=lambda: ["cpu"])
     worker_gpus: int = 0
     torch_threads: int | None = None

@@ -6,6 +6,7 @@
                                   a Celery worker (plus the reconciler)
     steer up [--workers N --port] everything on one machine: migrate, API, N workers
     steer reconcile               requeue jobs whose worker died, once
+    steer tenant NAME [--admin]   create a tenant and print its first API key
 
 Settings come from ``STEER_*`` environment variables (``registry.settings``). With none set,
 ``steer up`` needs no server: SQLite and a filesystem broker under ``STEER_DATA_DIR``.
@@ -24,6 +25,7 @@ import time
 from registry.settings import Settings, get_settings
 
 log = logging.getLogger("steer")
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
@@ -46,10 +48,21 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
 
     from api.app import create_app
 
+    if settings.auth == "off":
+        if args.host not in LOCAL_HOSTS:
+            raise SystemExit(
+                f"refusing to listen on {args.host} with STEER_AUTH=off: bind to "
+                "127.0.0.1, or set STEER_AUTH=on (and STEER_ADMIN_KEY)"
+            )
+        print(
+            "authentication is OFF (STEER_AUTH=off): every request is tenant 'default'; "
+            "listening on localhost only",
+            flush=True,
+        )
     if settings.broker_url is None and settings.database_url is None:
         print(
             "embedded mode: SQLite registry and filesystem broker under "
-            f"{settings.data_dir.resolve()}; no authentication (listen on localhost only)",
+            f"{settings.data_dir.resolve()}",
             flush=True,
         )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
@@ -116,6 +129,17 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
         stop.set()
 
 
+def cmd_tenant(settings: Settings, args: argparse.Namespace) -> None:
+    """Create a tenant and its first API key (printed once)."""
+    from registry.db import session_scope
+    from registry.tenants import create_api_key, create_tenant
+
+    with session_scope(settings.resolved_database_url) as session:
+        tenant = create_tenant(session, args.name)
+        _, key = create_api_key(session, tenant.id, "first key", is_admin=args.admin)
+    print(f"tenant {tenant.id} ({args.name}); API key (shown once): {key}")
+
+
 def cmd_reconcile(settings: Settings, _args: argparse.Namespace) -> None:
     from worker.celery_app import enqueuer, make_celery
     from worker.reconciler import reconcile_once
@@ -176,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--no-reconciler", action="store_true")
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("reconcile").set_defaults(func=cmd_reconcile)
+    tenant = sub.add_parser("tenant", help="create a tenant and print its first API key")
+    tenant.add_argument("name")
+    tenant.add_argument("--admin", action="store_true", help="the key may manage tenants")
+    tenant.set_defaults(func=cmd_tenant)
     return parser
 
 
