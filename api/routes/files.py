@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+import hashlib
+
+from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
@@ -10,6 +12,7 @@ from api.deps import get_app_settings, get_session, get_tenant
 from api.schemas import FileObject, ListObject
 from api.serializers import file_object
 from api.services import files as service
+from api.services import idempotency
 from registry import files as repo
 from registry.settings import Settings
 
@@ -20,11 +23,26 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 async def upload(
     file: UploadFile = File(...),
     purpose: str = Form(...),
+    idempotency_key: str | None = Header(default=None),
     session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
-) -> FileObject:
-    return file_object(await service.upload_file(session, settings, tenant, file, purpose))
+):
+    key = idempotency.check_key(idempotency_key)
+    if key is not None:
+        digest = hashlib.sha256()
+        while chunk := await file.read(1 << 20):
+            digest.update(chunk)
+        await file.seek(0)
+        request = idempotency.request_hash(
+            "files", purpose, file.filename or "", digest.hexdigest()
+        )
+        if (replayed := idempotency.replay(session, tenant, key, request)) is not None:
+            return replayed
+    body = file_object(await service.upload_file(session, settings, tenant, file, purpose))
+    if key is not None:
+        idempotency.remember(session, tenant, key, request, body.model_dump(mode="json"))
+    return body
 
 
 @router.get("", response_model=ListObject)

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -14,6 +14,7 @@ from api.broker import enqueue_job
 from api.deps import get_app_settings, get_session, get_tenant
 from api.schemas import JobCreate, JobObject, ListObject
 from api.serializers import checkpoint_object, event_object, job_object
+from api.services import idempotency
 from api.services import jobs as service
 from registry import jobs as repo
 from registry.db import session_scope
@@ -26,14 +27,22 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 @router.post("", response_model=JobObject)
 def create(
     body: JobCreate,
+    idempotency_key: str | None = Header(default=None),
     session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
-) -> JobObject:
+):
+    key = idempotency.check_key(idempotency_key)
+    request = idempotency.request_hash("jobs", body.model_dump_json())
+    if key is not None and (replayed := idempotency.replay(session, tenant, key, request)):
+        return replayed
     job = service.create_job(session, settings, tenant, body)
+    answer = job_object(job)
+    if key is not None:
+        idempotency.remember(session, tenant, key, request, answer.model_dump(mode="json"))
     session.commit()  # the row exists before any worker can receive its message
     enqueue_job(settings, job.id, job.queue)
-    return job_object(job)
+    return answer
 
 
 @router.get("", response_model=ListObject)
