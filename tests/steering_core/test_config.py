@@ -133,13 +133,6 @@ def test_catalogue_dimensions_match_the_models() -> None:
         layers = getattr(text, "num_hidden_layers", None) or text.n_layer
         hidden = getattr(text, "hidden_size", None) or text.n_embd
         assert (layers, hidden) == TINY_DIMENSIONS == model_dimensions(f"tiny-{family}")
-    # the converted catalogue models' own config.json agree with the published sizes
-    from steering_core.models import DEFAULT_CACHE_DIR
-
-    for name in ("smollm2-135m-instruct", "gemma-3-270m"):
-        converted = DEFAULT_CACHE_DIR / name
-        if (converted / "config.json").is_file():
-            assert model_dimensions(str(converted)) == model_dimensions(name)
 
 
 def test_api_side_modules_import_without_torch() -> None:

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from steering_core.attach import attach_method
+from steering_core.catalogue import model_dimensions
 from steering_core.io import save_artifact
-from steering_core.models import load_model, load_tokenizer
+from steering_core.models import load_model, load_tokenizer, resolve_model_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
@@ -35,6 +36,9 @@ def test_smollm2_is_what_the_catalogue_says(smollm) -> None:
     model, tokenizer = smollm
     assert model.config.model_type == "llama"
     assert (model.config.hidden_size, model.config.num_hidden_layers) == (576, 30)
+    # the API checks jobs against the catalogue's table: it must agree with the real model
+    assert model_dimensions(SMOLLM) == (30, 576)
+    assert model_dimensions(str(resolve_model_path(SMOLLM))) == (30, 576)
     assert tokenizer.eos_token == "<|im_end|>"
 
 
@@ -97,6 +101,8 @@ def test_gemma3_270m_loads_steers_and_generates() -> None:
     model = load_model("gemma-3-270m")
     tokenizer = load_tokenizer("gemma-3-270m")
     assert model.config.model_type == "gemma3_text"
+    layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
+    assert model_dimensions("gemma-3-270m") == (layers, hidden)
     ids = tokenizer("Q: What is the capital of France?\nA:", return_tensors="pt").input_ids
     with torch.no_grad():
         base = model(input_ids=ids).logits.clone()
