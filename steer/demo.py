@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from steering_core.tasks.evaluation_runs import cli_evaluate, head_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "data" / "tasks"
 MODEL = "smollm2-135m-instruct"
@@ -33,34 +35,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _head(source: Path, target: Path, n: int) -> Path:
-    target.write_text("\n".join(source.read_text().splitlines()[:n]) + "\n")
-    return target
-
-
-def _accuracy(test: Path, adapter: Path | None) -> float:
-    command = [
-        sys.executable,
-        "-m",
-        "steering_core.cli",
-        "evaluate",
-        "--model",
-        MODEL,
-        "--data",
-        str(test),
-        "--task",
-        "listops",
-        "--max-new-tokens",
-        "12",
-    ]
-    if adapter is not None:
-        command += ["--adapter", str(adapter)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"evaluation failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["accuracy"]
 
 
 def _follow(client: httpx.Client, job_id: str) -> None:
@@ -101,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     shutil.rmtree(args.data_dir, ignore_errors=True)
     args.data_dir.mkdir(parents=True)
-    train = _head(TASKS / "listops_train.jsonl", args.data_dir / "listops_train.jsonl", args.train)
-    test = _head(TASKS / "listops_test.jsonl", args.data_dir / "listops_test.jsonl", args.test)
+    train = head_jsonl(
+        TASKS / "listops_train.jsonl", args.data_dir / "listops_train.jsonl", args.train
+    )
+    test = head_jsonl(TASKS / "listops_test.jsonl", args.data_dir / "listops_test.jsonl", args.test)
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEER_")}
@@ -134,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             except httpx.TransportError:
                 time.sleep(0.5)
         print(f"2. base model {MODEL} on {args.test} held-out ListOps items ...", flush=True)
-        before = _accuracy(test, None)
+        before = cli_evaluate(MODEL, test, "listops")["accuracy"]
         print(f"   accuracy before: {before:.1%}")
 
         with train.open("rb") as handle:
@@ -184,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         adapter = next(target.iterdir())
         files = ", ".join(sorted(p.name for p in adapter.iterdir()))
         print(f"5. downloaded {len(archive.content):,} bytes to {adapter}: {files}")
-        after = _accuracy(test, adapter)
+        after = cli_evaluate(MODEL, test, "listops", adapter=adapter)["accuracy"]
         print(f"   accuracy after:  {after:.1%}  (before: {before:.1%})")
     finally:
         client.close()

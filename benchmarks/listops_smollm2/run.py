@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from steering_core.tasks.evaluation_runs import cli_evaluate, head_jsonl
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DATA = ROOT / "data" / "tasks"
@@ -36,30 +38,9 @@ def cli(*args: str) -> str:
     return result.stdout
 
 
-def head(source: Path, target: Path, n: int) -> Path:
-    lines = source.read_text().splitlines()[:n]
-    target.write_text("\n".join(lines) + "\n")
-    return target
-
-
 def evaluate(work: Path, test: Path, adapter: Path | None, name: str) -> dict:
-    args = [
-        "evaluate",
-        "--model",
-        MODEL,
-        "--data",
-        str(test),
-        "--task",
-        "listops",
-        "--max-new-tokens",
-        "12",
-        "--out",
-        str(work / f"{name}.json"),
-    ]
-    if adapter is not None:
-        args += ["--adapter", str(adapter)]
     started = time.perf_counter()
-    summary = json.loads(cli(*args).strip().splitlines()[-1])
+    summary = cli_evaluate(MODEL, test, "listops", adapter=adapter, out=work / f"{name}.json")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary
 
@@ -76,8 +57,8 @@ def main() -> None:
         args.train, args.test = 80, 40
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    train = head(DATA / "listops_train.jsonl", work / "train.jsonl", args.train)
-    test = head(DATA / "listops_test.jsonl", work / "test.jsonl", args.test)
+    train = head_jsonl(DATA / "listops_train.jsonl", work / "train.jsonl", args.train)
+    test = head_jsonl(DATA / "listops_test.jsonl", work / "test.jsonl", args.test)
 
     before = evaluate(work, test, None, "before")
     spec = {

@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.steering_core.train_helpers import ROOT, run_cli, train_cli
+from steering_core.tasks.evaluation_runs import cli_evaluate, head_jsonl
+from tests.steering_core.train_helpers import ROOT, train_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
 MODEL = "smollm2-135m-instruct"
 
 
-def _head(source: Path, target: Path, n: int) -> Path:
-    target.write_text("\n".join(source.read_text().splitlines()[:n]) + "\n")
-    return target
-
-
-def _accuracy(test: Path, adapter: str | None) -> float:
-    args = [
-        "evaluate",
-        "--model",
-        MODEL,
-        "--data",
-        str(test),
-        "--task",
-        "listops",
-        "--max-new-tokens",
-        "12",
-    ]
-    code, _, out, err = run_cli(*args, *(["--adapter", adapter] if adapter else []))
-    assert code == 0, err[-2000:]
-    return json.loads(out.strip().splitlines()[-1])["accuracy"]
-
-
 def test_post_block_job_raises_listops_accuracy(tmp_path: Path) -> None:
     data = ROOT / "data" / "tasks"
-    train = _head(data / "listops_train.jsonl", tmp_path / "train.jsonl", 80)
-    test = _head(data / "listops_test.jsonl", tmp_path / "test.jsonl", 40)
-    before = _accuracy(test, None)
+    train = head_jsonl(data / "listops_train.jsonl", tmp_path / "train.jsonl", 80)
+    test = head_jsonl(data / "listops_test.jsonl", tmp_path / "test.jsonl", 40)
+    before = cli_evaluate(MODEL, test, "listops")["accuracy"]
     spec = {
         "model": MODEL,
         "train_file": str(train),
@@ -57,6 +35,6 @@ def test_post_block_job_raises_listops_accuracy(tmp_path: Path) -> None:
     assert code == 0, err[-2000:]
     steps = [e for e in events if e.event == "step"]
     assert len(steps) == 10 and steps[-1].loss < 0.5 * steps[0].loss
-    after = _accuracy(test, events[-1].artifact)
+    after = cli_evaluate(MODEL, test, "listops", adapter=events[-1].artifact)["accuracy"]
     # The base model never answers in the <answer> format (0% here and in METHOD.md's trial).
     assert after >= before + 0.2, (before, after)
