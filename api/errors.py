@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry.errors import Conflict, NotFound
+from registry.quotas import QuotaExceeded
 from registry.states import InvalidTransition
 from steering_core.errors import SteeringUserError
 
@@ -85,6 +86,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return envelope(exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param)
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(_request: Request, exc: QuotaExceeded) -> JSONResponse:
+        return envelope(
+            exc.status,
+            str(exc),
+            type="invalid_request_error",
+            code="quota_exceeded",
+            param="file" if exc.limit == "max_file_bytes" else None,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from registry.errors import Conflict, LeaseLost, NotFound
@@ -235,6 +235,13 @@ def record_progress(
 ) -> None:
     job.current_step, job.total_steps, job.trained_tokens = step, total, trained_tokens
     job.estimated_finish = None if eta_seconds is None else _now() + timedelta(seconds=eta_seconds)
+    # A resumed run repeats the steps after its last checkpoint, and a retried write repeats
+    # one step: either way the newest value of a (step, metric) replaces the old one.
+    session.execute(
+        delete(Metric).where(
+            Metric.job_id == job.id, Metric.step == step, Metric.name.in_(list(metrics))
+        )
+    )
     for name, value in metrics.items():
         session.add(Metric(job_id=job.id, step=step, name=name, value=float(value)))
 

@@ -97,6 +97,8 @@ class Job(Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(64))
     result_files: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # when its message was last sent (None: at creation); the reconciler re-sends stale ones
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     __table_args__ = (Index("ix_jobs_tenant_created", "tenant_id", "created_at"),)

@@ -38,5 +38,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     else:
         # Redis re-delivers unacked messages after this; the job lease, not the message,
         # decides who runs a job, so a re-delivery can never run it twice.
-        config["broker_transport_options"] = {"visibility_timeout": 3600}
+        # kombu sweeps for overdue messages every interval x throttle seconds (100 s by
+        # default); sweep often enough that the visibility timeout means what it says.
+        visibility = settings.broker_visibility_timeout
+        config["broker_transport_options"] = {
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(10, int(visibility // 2))),
+            "unacked_restore_throttle": 1,
+        }
     return config

@@ -35,12 +35,33 @@ class Settings(BaseSettings):
     reconcile_every_seconds: float = 10.0
     requeue_stale_after_seconds: float = 60.0
     max_attempts: int = 3
+    broker_visibility_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Redis re-delivers an unacked message after this many seconds (harmless: "
+        "the job lease decides who runs a job)",
+    )
+    db_retry_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="a worker retries registry writes this long while the database is "
+        "unreachable, then stops the run (its lease expires and the job is requeued)",
+    )
     auth: Literal["off", "on"] = Field(
         default="off",
         description="off: every request is tenant 'default' (steer api then binds to localhost "
         "only); on: every request needs an API key (Authorization: Bearer ...)",
     )
     admin_key: str | None = Field(default=None, description="bootstrap admin key (auth on)")
+    quota_max_concurrent_jobs: int | None = Field(
+        default=None, ge=1, description="default per-tenant limit of unfinished jobs"
+    )
+    quota_max_file_bytes: int | None = Field(
+        default=None, ge=1, description="default per-tenant limit of one file's size"
+    )
+    quota_max_training_tokens: int | None = Field(
+        default=None, ge=1, description="default per-tenant limit of tokens one job trains on"
+    )
     worker_queues: list[str] = Field(default_factory=lambda: ["cpu"])
     worker_gpus: int = 0
     torch_threads: int | None = None

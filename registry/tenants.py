@@ -35,6 +35,22 @@ def get_tenant(session: Session, tenant_id: str) -> Tenant:
     return tenant
 
 
+QUOTA_FIELDS = ("max_concurrent_jobs", "max_file_bytes", "max_training_tokens")
+
+
+def set_quotas(session: Session, tenant_id: str, **limits: int | None) -> Tenant:
+    """Set some of the tenant's quotas (None: back to the service-wide default)."""
+    tenant = get_tenant(session, tenant_id)
+    for name, value in limits.items():
+        if name not in QUOTA_FIELDS:
+            raise ValueError(f"unknown quota {name!r}; known: {QUOTA_FIELDS}")
+        if value is not None and value < 1:
+            raise ValueError(f"quota {name} must be a positive integer or unset, got {value}")
+        setattr(tenant, name, value)
+    session.flush()
+    return tenant
+
+
 def create_api_key(
     session: Session, tenant_id: str, name: str = "", is_admin: bool = False
 ) -> tuple[ApiKey, str]:

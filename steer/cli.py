@@ -6,7 +6,8 @@
                                   a Celery worker (plus the reconciler)
     steer up [--workers N --port] everything on one machine: migrate, API, N workers
     steer reconcile               requeue jobs whose worker died, once
-    steer tenant NAME [--admin]   create a tenant and print its first API key
+    steer tenant NAME [--admin] [--max-concurrent-jobs N] [--max-file-bytes N]
+                  [--max-training-tokens N]   create a tenant and print its first API key
 
 Settings come from ``STEER_*`` environment variables (``registry.settings``). With none set,
 ``steer up`` needs no server: SQLite and a filesystem broker under ``STEER_DATA_DIR``.
@@ -129,13 +130,21 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
         stop.set()
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def cmd_tenant(settings: Settings, args: argparse.Namespace) -> None:
     """Create a tenant and its first API key (printed once)."""
     from registry.db import session_scope
-    from registry.tenants import create_api_key, create_tenant
+    from registry.tenants import QUOTA_FIELDS, create_api_key, create_tenant, set_quotas
 
     with session_scope(settings.resolved_database_url) as session:
         tenant = create_tenant(session, args.name)
+        set_quotas(session, tenant.id, **{name: getattr(args, name) for name in QUOTA_FIELDS})
         _, key = create_api_key(session, tenant.id, "first key", is_admin=args.admin)
     print(f"tenant {tenant.id} ({args.name}); API key (shown once): {key}")
 
@@ -203,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = sub.add_parser("tenant", help="create a tenant and print its first API key")
     tenant.add_argument("name")
     tenant.add_argument("--admin", action="store_true", help="the key may manage tenants")
+    for quota in ("max-concurrent-jobs", "max-file-bytes", "max-training-tokens"):
+        tenant.add_argument(f"--{quota}", type=_positive_int, help="quota (default: none)")
     tenant.set_defaults(func=cmd_tenant)
     return parser
 

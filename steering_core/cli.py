@@ -211,9 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(args: argparse.Namespace | None, code: ExitCode, kind: str, message: str) -> int:
+def _fail(
+    args: argparse.Namespace | None,
+    code: ExitCode,
+    kind: str,
+    message: str,
+    reason: str | None = None,
+) -> int:
     if args is not None and getattr(args, "progress", None) == "json":
-        sys.stdout.write(ErrorEvent(error_type=kind, message=message).model_dump_json() + "\n")
+        event = ErrorEvent(error_type=kind, message=message, code=reason)
+        sys.stdout.write(event.model_dump_json() + "\n")
         sys.stdout.flush()
     print(f"error: {message}", file=sys.stderr)
     return int(code)
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except SteeringUserError as exc:
-        return _fail(args, ExitCode.USER_ERROR, "user_error", str(exc))
+        return _fail(args, ExitCode.USER_ERROR, "user_error", str(exc), exc.code)
     except MemoryError as exc:
         return _fail(args, ExitCode.OUT_OF_MEMORY, "out_of_memory", f"out of memory: {exc}")
     except Exception as exc:

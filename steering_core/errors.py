@@ -15,6 +15,8 @@ class SteeringError(Exception):
 class SteeringUserError(SteeringError):
     """The caller asked for something invalid (bad config, wrong base model, bad file)."""
 
+    code: str | None = None  # a finer failure code for a service to report, where one applies
+
 
 class UnsupportedArchitectureError(SteeringUserError):
     """The model's architecture has no entry in the site table."""
@@ -30,3 +32,9 @@ class ArtifactError(SteeringUserError):
 
 class UnknownModelError(SteeringUserError):
     """A model name is neither in the catalogue nor a local Hugging Face directory."""
+
+
+class QuotaExceededError(SteeringUserError):
+    """The run would exceed a limit set for its owner (``max_training_tokens``)."""
+
+    code = "quota_exceeded"

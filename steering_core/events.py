@@ -71,6 +71,7 @@ class ErrorEvent(_Event):
     event: Literal["error"] = "error"
     error_type: Literal["user_error", "out_of_memory", "cancelled", "internal_error"]
     message: str
+    code: str | None = None  # a finer reason for user errors (quota_exceeded, ...)
 
 
 TrainingEvent = Annotated[

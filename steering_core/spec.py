@@ -110,6 +110,12 @@ class TrainingSpec(StrictModel):
         default="auto", description="auto: bf16 where the device supports it, else fp32."
     )
     deepspeed: DeepSpeedSpec | None = None
+    max_training_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Refuse to start when the run would feed more tokens than this through the "
+        "model (a tenant's quota); checked exactly, after tokenizing, before step 1.",
+    )
     eval_every_n_steps: int | None = Field(default=None, ge=1)
     checkpoint_every_n_steps: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1, le=1000)

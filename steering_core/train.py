@@ -29,7 +29,7 @@ from steering_core.checkpoint import (
 )
 from steering_core.data import collate, pad_token_id_for, tokenize_dataset
 from steering_core.data_formats import parse_jsonl
-from steering_core.errors import SteeringUserError
+from steering_core.errors import QuotaExceededError, SteeringUserError
 from steering_core.events import CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent
 from steering_core.io import save_artifact
 from steering_core.manifest import build_manifest
@@ -150,6 +150,14 @@ def train(
         max_steps=hp.max_steps,
     )
     total = plan.total_steps
+    if spec.max_training_tokens is not None:
+        planned = plan.planned_tokens([len(row.input_ids) for row in train_rows])
+        if planned > spec.max_training_tokens:
+            raise QuotaExceededError(
+                f"this job would train on {planned:,} tokens ({total} steps over "
+                f"{len(train_rows)} examples), over its max_training_tokens quota of "
+                f"{spec.max_training_tokens:,}; use fewer epochs or steps, or a smaller file"
+            )
     groups = attached.parameter_groups(
         hp.learning_rate,
         weight_decay=hp.weight_decay,

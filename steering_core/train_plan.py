@@ -46,6 +46,18 @@ class DataPlan:
         generator = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randperm(self.n_rows, generator=generator).tolist()
 
+    def planned_tokens(self, lengths: list[int]) -> int:
+        """Tokens the whole run feeds through the model (all processes), given each row's
+        length: what a ``max_training_tokens`` limit is checked against before step 1."""
+        total, perm, perm_epoch = 0, [], -1
+        for micro in range(self.total_steps * self.grad_accum):
+            epoch, j = divmod(micro, self.micro_per_epoch)
+            if epoch != perm_epoch:
+                perm, perm_epoch = self.permutation(epoch), epoch
+            start = j * self.global_batch
+            total += sum(lengths[perm[(start + k) % self.n_rows]] for k in range(self.global_batch))
+        return total
+
     def rows_for(self, micro: int, rank: int) -> list[int]:
         """Row indices of micro-batch ``micro`` for process ``rank``.
 

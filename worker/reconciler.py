@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from registry import jobs as jobs_repo
 from registry.db import session_scope
@@ -55,14 +55,30 @@ def reconcile_once(
                 job.lease_owner = None
                 requeued.append(job.id)
         stale_before = datetime.now(UTC) - timedelta(seconds=settings.requeue_stale_after_seconds)
+        # queued, and its message sent long enough ago that it should have been taken: the
+        # broker may have lost it (a restart without persistence). Re-sending is harmless.
+        last_sent = func.coalesce(Job.enqueued_at, Job.created_at)
         stale = session.scalars(
-            select(Job).where(Job.status == JobStatus.QUEUED.value, Job.created_at < stale_before)
+            select(Job).where(Job.status == JobStatus.QUEUED.value, last_sent < stale_before)
         ).all()
-        resent = [job.id for job in stale]
+        resent = [job.id for job in stale if job.id not in requeued]
+        now = datetime.now(UTC)
+        for job in stale:
+            job.enqueued_at = now
         queues = {job.id: job.queue for job in stale}
-        queues.update({job_id: session.get(Job, job_id).queue for job_id in requeued})
+        for job_id in requeued:
+            job = session.get(Job, job_id)
+            job.enqueued_at, queues[job_id] = now, job.queue
+    unsent: list[str] = []
     for job_id in [*requeued, *resent]:
-        enqueue(job_id, queues[job_id])
-    if requeued or failed:
-        log.info("reconciler: requeued %s, failed %s", requeued, failed)
-    return {"requeued": requeued, "failed": failed, "resent": resent}
+        try:
+            enqueue(job_id, queues[job_id])
+        except Exception as exc:  # the broker is down: the next round sends it again
+            log.warning("reconciler: could not send job %s: %s", job_id, exc)
+            unsent.append(job_id)
+    if unsent:  # not sent after all: make them stale at once, for the next round
+        with session_scope(settings.resolved_database_url) as session:
+            session.execute(update(Job).where(Job.id.in_(unsent)).values(enqueued_at=None))
+    if requeued or failed or unsent:
+        log.info("reconciler: requeued %s, failed %s, unsent %s", requeued, failed, unsent)
+    return {"requeued": requeued, "failed": failed, "resent": resent, "unsent": unsent}

@@ -23,18 +23,23 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from registry import adapters as adapters_repo
 from registry import files as files_repo
 from registry import jobs as jobs_repo
+from registry import quotas
 from registry.db import session_scope
 from registry.errors import LeaseLost
 from registry.settings import Settings
@@ -67,14 +72,35 @@ class JobRunner:
         self.token: int | None = None
         self.job_dir = settings.jobs_dir / job_id
         self.last_error: str | None = None
+        self.last_error_code: str | None = None
         self.stderr_tail: deque[str] = deque(maxlen=40)
         self.cancelled = False
 
-    # -- registry writes, all fenced --------------------------------------------------------
+    # -- registry writes, all fenced, retried while the database is unreachable -------------
+    def _retrying(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (one transaction), retrying it while the database cannot be reached, for up
+        to ``db_retry_seconds``. A transaction that failed was rolled back, so retrying it
+        cannot half-write anything."""
+        deadline = time.monotonic() + self.settings.db_retry_seconds
+        delay = 0.25
+        while True:
+            try:
+                return fn()
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("job %s: the database stayed unreachable: %s", self.job_id, exc)
+                    raise
+                log.warning("job %s: database unreachable, retrying in %.1fs", self.job_id, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def _write(self, fn) -> Any:
-        with session_scope(self.url) as session:
-            job = jobs_repo.fenced_job(session, self.job_id, self.token)
-            return fn(session, job)
+        def transaction() -> Any:
+            with session_scope(self.url) as session:
+                job = jobs_repo.fenced_job(session, self.job_id, self.token)
+                return fn(session, job)
+
+        return self._retrying(transaction)
 
     def claim(self) -> bool:
         with session_scope(self.url) as session:
@@ -103,6 +129,9 @@ class JobRunner:
                         else None
                     ),
                     "checkpoint_every_n_steps": every,
+                    "max_training_tokens": quotas.quotas_for(
+                        session, self.settings, job.tenant_id
+                    ).max_training_tokens,
                     "eval_every_n_steps": every if validation else None,
                 }
             )
@@ -226,35 +255,47 @@ class JobRunner:
 
             self._write(checkpoint)
         elif kind == "error":
-            self.last_error = event.message
+            self.last_error, self.last_error_code = event.message, event.code
+
+    def start_keeping_lease(self) -> None:
+        self.keeper = LeaseKeeper(self)
+        self.keeper.start()
 
     def renew(self) -> bool:
-        with session_scope(self.url) as session:
-            return jobs_repo.renew_lease(
-                session, self.job_id, self.token, self.settings.lease_seconds
-            )
+        def transaction() -> bool:
+            with session_scope(self.url) as session:
+                return jobs_repo.renew_lease(
+                    session, self.job_id, self.token, self.settings.lease_seconds
+                )
+
+        return bool(self._retrying(transaction))
 
     def supervise(self, proc: subprocess.Popen) -> int:
+        """Follow the training process to its end; if following it fails (the lease was lost,
+        the database stayed down), the process group is killed before the error propagates:
+        no training outlives the worker's interest in it."""
+        try:
+            return self._follow(proc)
+        except BaseException:
+            self._kill(proc)
+            raise
+
+    def _follow(self, proc: subprocess.Popen) -> int:
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, args=(proc.stdout, lines), daemon=True).start()
         threading.Thread(target=self._pump, args=(proc.stderr, None), daemon=True).start()
-        renew_every = max(0.2, self.settings.lease_seconds / 3)
-        next_renew, kill_at = 0.0, None
+        kill_at = None
         stdout_open = True
         while True:
             now = time.monotonic()
-            if now >= next_renew:
-                next_renew = now + renew_every
-                try:
-                    if self.renew() and kill_at is None:
-                        self.cancelled = True
-                        log.info("job %s: cancel requested, stopping training", self.job_id)
-                        os.killpg(proc.pid, signal.SIGTERM)
-                        kill_at = now + KILL_GRACE_SECONDS
-                except LeaseLost:
-                    log.warning("job %s: lease lost, stopping", self.job_id)
-                    self._kill(proc)
-                    raise
+            if self.keeper.lost.is_set():
+                log.warning("job %s: lease lost, stopping", self.job_id)
+                raise LeaseLost(f"lease {self.token} on job {self.job_id} is no longer held")
+            if self.keeper.cancel_requested.is_set() and kill_at is None:
+                self.cancelled = True
+                log.info("job %s: cancel requested, stopping training", self.job_id)
+                os.killpg(proc.pid, signal.SIGTERM)
+                kill_at = now + KILL_GRACE_SECONDS
             if kill_at is not None and now >= kill_at and proc.poll() is None:
                 self._kill(proc)
             try:
@@ -288,9 +329,18 @@ class JobRunner:
             raise RuntimeError(f"artifact verification failed: {result.stderr.strip()[-500:]}")
 
     def succeed(self, artifact: Path) -> None:
+        """Store the artifact and register it, in one transaction with the job's success. A
+        stored copy whose transaction did not commit is removed, so the adapter store never
+        holds a directory without its row (nor a row without its files)."""
         config = json.loads((artifact / "steering_config.json").read_text())
+        stored: list[Path] = []
+
+        def discard_stored() -> None:
+            while stored:
+                shutil.rmtree(stored.pop(), ignore_errors=True)
 
         def register(session, job):
+            discard_stored()  # left by an attempt whose commit failed
             name = job.suffix or f"{job.model}-{job.method['type']}"
             adapter = adapters_repo.create_adapter(
                 session,
@@ -308,6 +358,7 @@ class JobRunner:
             )
             target = self.settings.adapters_dir / adapter.id
             files, digest, size = store_artifact(artifact, target)
+            stored.append(target)
             adapter.storage_path, adapter.sha256, adapter.bytes, adapter.files = (
                 adapter.id,
                 digest,
@@ -322,14 +373,13 @@ class JobRunner:
 
         try:
             self._write(register)
-        except LeaseLost:
-            raise
         except OSError as exc:
-            shutil_target = self.settings.adapters_dir
-            log.error(
-                "job %s: storing the artifact in %s failed: %s", self.job_id, shutil_target, exc
-            )
+            discard_stored()
+            log.error("job %s: storing the artifact failed: %s", self.job_id, exc)
             self.fail("artifact_write_failed", f"the adapter could not be stored: {exc}")
+        except BaseException:
+            discard_stored()
+            raise
 
     def _results_file(self, session, job):
         buffer = io.StringIO()
@@ -381,12 +431,43 @@ class JobRunner:
                 return "failed"
             self.succeed(artifact)
             return "succeeded"
-        code = FAILURES.get(returncode, "internal_error")  # type: ignore[call-overload]
+        code = self.last_error_code or FAILURES.get(returncode, "internal_error")  # type: ignore[call-overload]
         message = self.last_error or (
             f"training exited with code {returncode}: " + " | ".join(list(self.stderr_tail)[-3:])
         )
         self.fail(code, message)
         return "failed"
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the job's lease every third of its length from claim to the last write, in its
+    own thread: neither a burst of events nor a slow artifact check can let it lapse. It sets
+    ``cancel_requested`` when a cancel arrives and ``lost`` when another worker took over."""
+
+    def __init__(self, runner: JobRunner):
+        super().__init__(name=f"lease-{runner.job_id}", daemon=True)
+        self.runner = runner
+        self.every = max(0.2, runner.settings.lease_seconds / 3)
+        self.stopping = threading.Event()
+        self.cancel_requested = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.every):
+            try:
+                if self.runner.renew():
+                    self.cancel_requested.set()
+            except LeaseLost:
+                self.lost.set()
+                return
+            except Exception as exc:  # the database stayed down past the retry window
+                log.error("job %s: cannot renew the lease: %s", self.runner.job_id, exc)
+                self.lost.set()
+                return
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)
 
 
 def run_job(settings: Settings, job_id: str, owner: str) -> str:
@@ -395,8 +476,11 @@ def run_job(settings: Settings, job_id: str, owner: str) -> str:
     if not runner.claim():
         log.info("job %s: not claimable (held, finished or cancelled): skipping", job_id)
         return "skipped"
+    runner.start_keeping_lease()
     try:
         proc = runner.launch(runner.write_spec())
         return runner.finish(runner.supervise(proc))
     except LeaseLost:
         return "lease_lost"
+    finally:
+        runner.keeper.stop()

@@ -13,9 +13,27 @@ from registry import tenants as repo
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
-class TenantCreate(BaseModel):
+class TenantQuotas(BaseModel):
+    """Per-tenant limits; null: the service-wide default (STEER_QUOTA_*) applies."""
+
     model_config = ConfigDict(extra="forbid")
+    max_concurrent_jobs: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_file_bytes: int | None = Field(default=None, ge=1, le=2**62)
+    max_training_tokens: int | None = Field(default=None, ge=1, le=2**62)
+
+
+class TenantCreate(TenantQuotas):
     name: str = Field(min_length=1, max_length=200)
+
+
+def tenant_object(tenant) -> dict:
+    return {
+        "object": "tenant",
+        "id": tenant.id,
+        "name": tenant.name,
+        "quotas": {name: getattr(tenant, name) for name in TenantQuotas.model_fields},
+        "created_at": unix(tenant.created_at),
+    }
 
 
 class ApiKeyCreate(BaseModel):
@@ -31,12 +49,28 @@ def create_tenant(
     _admin: Principal = Depends(require_admin),
 ) -> dict:
     tenant = repo.create_tenant(session, body.name)
-    return {
-        "object": "tenant",
-        "id": tenant.id,
-        "name": tenant.name,
-        "created_at": unix(tenant.created_at),
-    }
+    repo.set_quotas(session, tenant.id, **body.model_dump(exclude={"name"}))
+    return tenant_object(tenant)
+
+
+@router.get("/tenants/{tenant_id}")
+def get_tenant(
+    tenant_id: str,
+    session: Session = Depends(get_session, scope="function"),
+    _admin: Principal = Depends(require_admin),
+) -> dict:
+    return tenant_object(repo.get_tenant(session, tenant_id))
+
+
+@router.patch("/tenants/{tenant_id}")
+def update_quotas(
+    tenant_id: str,
+    body: TenantQuotas,
+    session: Session = Depends(get_session, scope="function"),
+    _admin: Principal = Depends(require_admin),
+) -> dict:
+    """Set the fields given (null clears a limit back to the default); others stay."""
+    return tenant_object(repo.set_quotas(session, tenant_id, **body.model_dump(exclude_unset=True)))
 
 
 @router.post("/tenants/{tenant_id}/api_keys")

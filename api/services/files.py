@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from registry import files as files_repo
+from registry import quotas
 from registry.models import File
+from registry.quotas import QuotaExceeded
 from registry.settings import Settings
 from steering_core.data_formats import validate_jsonl
 
@@ -20,7 +22,9 @@ PURPOSES = ("fine-tune",)
 CHUNK = 1 << 20
 
 
-async def _spool(upload: UploadFile, directory: Path, limit: int) -> tuple[Path, int, str]:
+async def _spool(
+    upload: UploadFile, directory: Path, limit: int, quota: str | None
+) -> tuple[Path, int, str]:
     """Copy the upload to a temp file, never holding more than a chunk in memory."""
     digest, size = hashlib.sha256(), 0
     handle = tempfile.NamedTemporaryFile(dir=directory, prefix=".upload-", delete=False)  # noqa: SIM115
@@ -28,6 +32,12 @@ async def _spool(upload: UploadFile, directory: Path, limit: int) -> tuple[Path,
         with handle:
             while chunk := await upload.read(CHUNK):
                 size += len(chunk)
+                if size > limit and quota is not None:
+                    raise QuotaExceeded(
+                        quota,
+                        f"quota exceeded: the file is over your {quota} quota of {limit} bytes",
+                        400,
+                    )
                 if size > limit:
                     raise ApiError(
                         413,
@@ -54,7 +64,8 @@ async def upload_file(
         )
     filename = Path(upload.filename or "upload.jsonl").name[:512]
     settings.ensure_dirs()
-    temp, size, sha = await _spool(upload, settings.files_dir, settings.max_upload_bytes)
+    limit, quota = quotas.file_size_limit(session, settings, tenant)
+    temp, size, sha = await _spool(upload, settings.files_dir, limit, quota)
     try:
         report = validate_jsonl(temp)
         target = settings.files_dir / sha[:2] / f"{sha}.jsonl"

@@ -13,6 +13,7 @@ from api.errors import ApiError, field_path
 from api.schemas import JobCreate, MethodBlock
 from registry import files as files_repo
 from registry import jobs as jobs_repo
+from registry import quotas
 from registry.errors import NotFound
 from registry.models import Job
 from registry.queueing import queue_for
@@ -134,6 +135,7 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
         raise _first_error(exc, f"{prefix}.hyperparameters") from exc
     _check_against_model(method, body.model, prefix)
     training = _processed_file(session, tenant, body.training_file, "training_file")
+    quotas.check_new_job(session, settings, tenant)
     validation = None
     if body.validation_file is not None:
         validation = _processed_file(session, tenant, body.validation_file, "validation_file")

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,13 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
         self.workers: dict[str, subprocess.Popen] = {}
+        self.log_paths: dict[str, Path] = {}
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def steer(self, *args: str, **kwargs: Any) -> subprocess.Popen:
-        log = open(self.data_dir / f"{args[0]}-{len(self.procs)}.log", "w")  # noqa: SIM115
+        log_path = self.data_dir / f"{args[0]}-{len(self.procs)}.log"
+        self.log_paths[args[0] + ("" if args[0] != "worker" else ":" + args[2])] = log_path
+        log = open(log_path, "w")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "steer.cli", *args],
             cwd=ROOT,
@@ -62,7 +65,7 @@ class Service:
         assert result.returncode == 0, result.stderr
 
     def start_api(self) -> None:
-        self.steer("api", "--port", str(self.port))
+        self.api = self.steer("api", "--port", str(self.port))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -72,6 +75,31 @@ class Service:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"API did not come up: {self.logs()}")
+
+    def kill_api(self) -> None:
+        self.api.kill()
+        self.api.wait()
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL the worker process (its training subprocess dies with it: PDEATHSIG)."""
+        proc = self.workers.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def reconcile(self) -> str:
+        """``steer reconcile``: one reconciler round, as its own process."""
+        result = subprocess.run(
+            [sys.executable, "-m", "steer.cli", "reconcile"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def worker_log(self, name: str) -> str:
+        return self.log_paths[f"worker:{name}@test"].read_text()
 
     def start_worker(self, name: str, *extra: str) -> subprocess.Popen:
         proc = self.steer("worker", "--name", f"{name}@test", "--loglevel", "info", *extra)
@@ -119,6 +147,28 @@ class Service:
                 return job
             time.sleep(0.3)
         raise AssertionError(f"{job_id} still {job['status']} after {timeout}s\n{self.logs()}")
+
+    def wait_until(self, what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+
+    def training_processes(self, job_id: str) -> list[str]:
+        spec = str(self.data_dir / "jobs" / job_id / "spec.json")
+        found = subprocess.run(["pgrep", "-f", spec], capture_output=True, text=True)
+        return found.stdout.split()
+
+    def started_on(self, job_id: str) -> list[str]:
+        """The workers that claimed the job, in order (one per attempt)."""
+        return [
+            e["message"].split(" on ")[1].split(" ")[0]
+            for e in self.events(job_id)
+            if e["message"].startswith("Job started on")
+        ]
 
     def events(self, job_id: str) -> list[dict]:
         response = self.http.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 1000})

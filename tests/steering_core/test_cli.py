@@ -115,6 +115,17 @@ def test_bad_spec_is_a_user_error(tmp_path: Path) -> None:
     assert code == ExitCode.USER_ERROR and "not in the catalogue" in events[-1].message
 
 
+def test_quota_exceeded_is_a_user_error_with_its_own_code(tmp_path: Path) -> None:
+    data = write_sums(tmp_path / "train.jsonl")
+    code, events, _, stderr = train_cli(tmp_path, spec_dict(data, max_training_tokens=50))
+    assert code == ExitCode.USER_ERROR, stderr
+    assert [e.event for e in events] == ["error"]
+    assert events[0].error_type == "user_error" and events[0].code == "quota_exceeded"
+    assert "max_training_tokens quota of 50" in events[0].message
+    code, events, _, _ = train_cli(tmp_path, spec_dict(tmp_path / "missing.jsonl"), name="plain")
+    assert code == ExitCode.USER_ERROR and events[-1].code is None
+
+
 def _start(tmp_path: Path, spec: dict, name: str, *extra: str) -> subprocess.Popen:
     (tmp_path / f"{name}.json").write_text(json.dumps(spec))
     return subprocess.Popen(

@@ -154,3 +154,45 @@ def test_joint_separate_learning_rates_reach_the_optimizer(tmp_path: Path) -> No
         "resolved_hyperparameters"
     ]
     assert resolved["learning_rate"] == 1e-3 and resolved["steering_learning_rate"] == 2e-2
+
+
+def test_planned_tokens_are_exactly_the_tokens_trained(tmp_path: Path) -> None:
+    """The quota check counts before step 1 what the loop then feeds through the model."""
+    from steering_core.train_plan import DataPlan
+
+    spec = _spec(tmp_path, hyperparameters={"n_epochs": 3, "batch_size": 5})
+    reporter = Collect()
+    result = train(spec, tmp_path / "out", reporter)
+    start = reporter.events[0]
+    plan = DataPlan(
+        n_rows=start.n_examples,
+        batch_size=5,
+        world_size=1,
+        grad_accum=2,
+        n_epochs=3,
+        seed=spec.seed,
+    )
+    from steering_core.data import tokenize_dataset
+    from steering_core.data_formats import parse_jsonl
+    from steering_core.models import load_tokenizer
+
+    rows = tokenize_dataset(
+        parse_jsonl(spec.train_file), load_tokenizer("tiny-llama"), max_seq_length=512
+    )
+    assert plan.total_steps == result.total_steps
+    assert plan.planned_tokens([len(r.input_ids) for r in rows]) == result.trained_tokens
+
+
+def test_max_training_tokens_refuses_before_the_first_step(tmp_path: Path) -> None:
+    from steering_core.errors import QuotaExceededError
+
+    reporter = Collect()
+    allowed = train(_spec(tmp_path, max_training_tokens=10**9), tmp_path / "ok", reporter)
+    used = allowed.trained_tokens
+    # exactly the tokens it needs is allowed; one fewer is not
+    assert train(_spec(tmp_path, max_training_tokens=used), tmp_path / "exact").trained_tokens
+    refused = Collect()
+    with pytest.raises(QuotaExceededError, match=rf"{used:,} tokens.*quota of {used - 1:,}"):
+        train(_spec(tmp_path, max_training_tokens=used - 1), tmp_path / "over", refused)
+    assert refused.events == []  # not one step, not even a start event
+    assert not (tmp_path / "over" / "adapter").exists()
