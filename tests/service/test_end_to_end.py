@@ -161,3 +161,17 @@ def test_gpu_job_is_never_taken_by_a_cpu_worker(tmp_path: Path) -> None:
         time.sleep(2)
         still = service.job(gpu_job["id"])
         assert still["status"] == "queued" and still["progress"]["attempts"] == 0
+
+
+def test_training_token_quota_fails_the_job_before_training(tmp_path: Path) -> None:
+    with running_service(tmp_path, "embedded", quota_max_training_tokens="100") as service:
+        service.start_worker("w1")
+        file = service.upload(write_sums(tmp_path / "train.jsonl", n=48))
+        job = service.create_job(model="tiny-llama", training_file=file["id"])
+        done = service.wait_for(job["id"], {"succeeded", "failed", "cancelled"})
+        assert done["status"] == "failed", done
+        assert done["error"]["code"] == "quota_exceeded"
+        assert "max_training_tokens quota of 100" in done["error"]["message"]
+        assert done["progress"]["attempts"] == 1 and not done["progress"]["step"]
+        assert done["fine_tuned_model"] is None
+        assert service.http.get("/v1/adapters").json()["data"] == []

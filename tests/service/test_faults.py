@@ -61,6 +61,31 @@ def _adapters_of(service: Service, job_id: str) -> list[dict[str, Any]]:
     return [a for a in rows if a.get("job_id") == job_id]
 
 
+def _overlapping_runs(service: Service, job_id: str) -> bool:
+    """Whether an attempt started while the previous one was still open (not requeued)."""
+    open_attempt = False
+    for event in service.events(job_id):
+        if event["message"].startswith("Job started on"):
+            if open_attempt:
+                return True
+            open_attempt = True
+        elif "was requeued" in event["message"]:
+            open_attempt = False
+    return False
+
+
+def _tally(service: Service, job_ids: list[str]) -> dict[str, int]:
+    """Measured at the end of a fault test: jobs left in no final state (lost), and jobs whose
+    result was registered twice or whose attempts overlapped (run twice)."""
+    lost = sum(1 for job_id in job_ids if service.job(job_id)["status"] not in FINAL)
+    twice = sum(
+        1
+        for job_id in job_ids
+        if len(_adapters_of(service, job_id)) > 1 or _overlapping_runs(service, job_id)
+    )
+    return {"jobs": len(job_ids), "lost": lost, "run_twice": twice}
+
+
 def test_worker_killed_mid_job_resumes_from_its_checkpoint_and_matches(tmp_path: Path) -> None:
     with running_service(tmp_path, "redis_postgres", **FAST) as service:
         file = service.upload(write_sums(tmp_path / "train.jsonl", n=64))
@@ -103,12 +128,11 @@ def test_worker_killed_mid_job_resumes_from_its_checkpoint_and_matches(tmp_path:
         metrics = service.http.get(f"/v1/files/{done['result_files'][0]}/content").text
         losses = [line for line in metrics.splitlines() if ",train_loss," in line]
         assert [int(line.split(",")[0]) for line in losses] == list(range(1, LONG_STEPS + 1))
+        tally = _tally(service, [reference["id"], job["id"]])
     record(
         "worker_kill_9",
         injected=1,
-        jobs=2,
-        lost=0,
-        run_twice=0,
+        **tally,
         recovery_seconds=round(recovery, 1),
         detail=f"resumed from step {resumed[0]['data']['resumed_from_step']}; "
         f"max |adapter - uninterrupted| = {worst:.1e}",
@@ -137,12 +161,11 @@ def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(tmp_path: Path)
         again = service.job(job["id"])
         assert again["status"] == "failed" and again["progress"]["attempts"] == 2
         assert len(service.started_on(job["id"])) == 2
+        tally = _tally(service, [job["id"]])
     record(
         "worker_kill_9_repeated",
         injected=2,
-        jobs=1,
-        lost=0,
-        run_twice=0,
+        **tally,
         recovery_seconds=None,
         detail="failed with worker_lost after max_attempts=2",
     )
@@ -166,12 +189,11 @@ def test_a_job_outlasting_the_visibility_timeout_runs_once(tmp_path: Path) -> No
             for log in (service.worker_log("w1"), service.worker_log("w2"))
         )
         assert skipped >= 1, "the message was never re-delivered: the test proved nothing"
+        tally = _tally(service, [job["id"]])
     record(
         "visibility_timeout_redelivery",
         injected=skipped,
-        jobs=1,
-        lost=0,
-        run_twice=0,
+        **tally,
         recovery_seconds=None,
         detail=f"{skipped} re-deliveries found the job held and did nothing",
     )
@@ -202,12 +224,11 @@ def test_redis_restart_loses_messages_but_no_job(tmp_path: Path) -> None:
             assert len(service.started_on(job["id"])) == 1
             assert len(_adapters_of(service, job["id"])) == 1
         recovery = time.monotonic() - restarted_at
+        tally = _tally(service, [job["id"] for job in [running, *waiting]])
     record(
         "redis_restart",
         injected=1,
-        jobs=3,
-        lost=0,
-        run_twice=0,
+        **tally,
         recovery_seconds=round(recovery, 1),
         detail="all messages lost; the reconciler re-sent the queued jobs",
     )
@@ -262,12 +283,11 @@ def test_postgres_restart_gives_503_then_recovers(tmp_path: Path) -> None:
         assert (
             len(service.http.get("/v1/fine_tuning/jobs").json()["data"]) == 1
         )  # the 503 POST stored nothing
+        tally = _tally(service, [job["id"]])
     record(
         "postgres_restart",
         injected=1,
-        jobs=1,
-        lost=0,
-        run_twice=0,
+        **tally,
         recovery_seconds=round(recovery, 1),
         detail="API answered 503 database_unavailable meanwhile; the worker retried its writes",
     )
@@ -300,12 +320,11 @@ def test_api_restart_loses_nothing(tmp_path: Path) -> None:
         done = service.wait_for(job["id"], FINAL, timeout=240)
         assert done["status"] == "succeeded" and done["progress"]["attempts"] == 1
         assert len(service.http.get("/v1/fine_tuning/jobs").json()["data"]) == 1
+        tally = _tally(service, [job["id"]])
     record(
         "api_kill_9",
         injected=1,
-        jobs=1,
-        lost=0,
-        run_twice=0,
+        **tally,
         recovery_seconds=round(recovery, 1),
         detail="idempotent retry after the restart returned the first job",
     )
@@ -341,15 +360,14 @@ def test_disk_full_fails_the_job_and_registers_no_partial_artifact(tmp_path: Pat
             filler.unlink()  # space again: the service is fine
             second = service.create_job(training_file=file["id"], model="tiny-llama")
             assert service.wait_for(second["id"], FINAL, timeout=120)["status"] == "succeeded"
+            tally = _tally(service, [job["id"], second["id"]])
         finally:
             service.stop()
             subprocess.run(["umount", str(store)], check=False)
     record(
         "disk_full",
         injected=1,
-        jobs=2,
-        lost=0,
-        run_twice=0,
+        **tally,
         recovery_seconds=None,
         detail="failed with artifact_write_failed; no adapter row, no partial files",
     )
