@@ -11,7 +11,7 @@ from sqlalchemy import text
 from api.broker import broker_ok
 from api.errors import install_error_handlers
 from api.limits import UploadSizeLimit
-from api.routes import adapters, admin, files, jobs
+from api.routes import adapters, admin, completions, files, jobs
 from registry.db import get_engine
 from registry.settings import Settings, get_settings
 
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(adapters.router)
     app.include_router(admin.router)
+    app.include_router(completions.router)
 
     @app.get("/health", tags=["operations"])
     def health() -> JSONResponse:

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     quota_max_training_tokens: int | None = Field(
         default=None, ge=1, description="default per-tenant limit of tokens one job trains on"
     )
+    generation_cache_size: int = Field(
+        default=2, ge=1, le=64, description="loaded (base model, adapter) pairs kept for generation"
+    )
+    generation_max_tokens: int = Field(
+        default=512, ge=1, le=32768, description="upper bound of max_tokens per request"
+    )
     worker_queues: list[str] = Field(default_factory=lambda: ["cpu"])
     worker_gpus: int = 0
     torch_threads: int | None = None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from registry.adapters import create_adapter, next_version
+from registry.db import session_scope
 from registry.settings import Settings
 
 PROMPT_COMPLETION_ROWS: list[dict[str, str]] = [
@@ -119,3 +122,45 @@ def assert_client_error(response: httpx.Response) -> dict[str, Any]:
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     assert response.status_code != 422, response.text
     return assert_error(response, response.status_code)
+
+
+def register_adapter(
+    api: Api,
+    name: str,
+    *,
+    tenant: str = "default",
+    files: dict[str, bytes],
+    base_model: str = "tiny-llama",
+    method: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write an adapter's files under the adapters directory and register it; return its row."""
+    with session_scope(api.settings.resolved_database_url) as session:
+        version = next_version(session, tenant, name)
+        storage = f"{tenant}/{name}/v{version}"
+        root = api.settings.adapters_dir / storage
+        digests = {}
+        for file_name, content in files.items():
+            path = root / file_name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            digests[file_name] = hashlib.sha256(content).hexdigest()
+        row = create_adapter(
+            session,
+            tenant_id=tenant,
+            name=name,
+            base_model=base_model,
+            method=method or {"type": "post_block"},
+            storage_path=storage,
+            sha256=hashlib.sha256(repr(sorted(digests.items())).encode()).hexdigest(),
+            bytes=sum(len(c) for c in files.values()),
+            files=digests,
+            trainable_parameters=1234,
+            metrics={"eval_loss": 0.5},
+        )
+        return {
+            "id": row.id,
+            "name": row.name,
+            "version": row.version,
+            "sha256": row.sha256,
+            "storage": storage,
+        }

@@ -7,9 +7,7 @@ import io
 import tarfile
 from typing import Any
 
-from registry.adapters import create_adapter, next_version
-from registry.db import session_scope
-from tests.api.helpers import Api, assert_error
+from tests.api.helpers import Api, assert_error, register_adapter
 
 FILES_OF_AN_ADAPTER = {
     "adapter.safetensors": b"\x00\x01weights" * 10,
@@ -18,44 +16,9 @@ FILES_OF_AN_ADAPTER = {
 }
 
 
-def _register(
-    api: Api,
-    name: str,
-    *,
-    tenant: str = "default",
-    files: dict[str, bytes] = FILES_OF_AN_ADAPTER,
-) -> dict[str, Any]:
-    """Write an adapter's files under the adapters directory and register it; return its row."""
-    with session_scope(api.settings.resolved_database_url) as session:
-        version = next_version(session, tenant, name)
-        storage = f"{tenant}/{name}/v{version}"
-        root = api.settings.adapters_dir / storage
-        digests = {}
-        for file_name, content in files.items():
-            path = root / file_name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-            digests[file_name] = hashlib.sha256(content).hexdigest()
-        row = create_adapter(
-            session,
-            tenant_id=tenant,
-            name=name,
-            base_model="tiny-llama",
-            method={"type": "post_block"},
-            storage_path=storage,
-            sha256=hashlib.sha256(repr(sorted(digests.items())).encode()).hexdigest(),
-            bytes=sum(len(c) for c in files.values()),
-            files=digests,
-            trainable_parameters=1234,
-            metrics={"eval_loss": 0.5},
-        )
-        return {
-            "id": row.id,
-            "name": row.name,
-            "version": row.version,
-            "sha256": row.sha256,
-            "storage": storage,
-        }
+def _register(api: Api, name: str, **kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("files", FILES_OF_AN_ADAPTER)
+    return register_adapter(api, name, **kwargs)
 
 
 def test_registered_adapter_is_listed_and_retrieved(api: Api) -> None:
