@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from api.broker import broker_ok
 from api.errors import install_error_handlers
 from api.limits import UploadSizeLimit
+from api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from api.routes import adapters, admin, completions, files, jobs
 from registry.db import get_engine
 from registry.settings import Settings, get_settings
@@ -29,11 +30,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(UploadSizeLimit, path="/v1/files", max_bytes=settings.max_upload_bytes)
+    metrics = Metrics(settings, app)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(files.router)
     app.include_router(jobs.router)
     app.include_router(adapters.router)
     app.include_router(admin.router)
     app.include_router(completions.router)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus text format: jobs by status, queue depth, throughput, latency."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/health", tags=["operations"])
     def health() -> JSONResponse:

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     generation_max_tokens: int = Field(
         default=512, ge=1, le=32768, description="upper bound of max_tokens per request"
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per log line, with job_id fields"
+    )
     worker_queues: list[str] = Field(default_factory=lambda: ["cpu"])
     worker_gpus: int = 0
     torch_threads: int | None = None

@@ -24,6 +24,7 @@ import threading
 import time
 
 from registry.settings import Settings, get_settings
+from steer.logs import configure_logging
 
 log = logging.getLogger("steer")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -55,16 +56,14 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
                 f"refusing to listen on {args.host} with STEER_AUTH=off: bind to "
                 "127.0.0.1, or set STEER_AUTH=on (and STEER_ADMIN_KEY)"
             )
-        print(
+        log.warning(
             "authentication is OFF (STEER_AUTH=off): every request is tenant 'default'; "
-            "listening on localhost only",
-            flush=True,
+            "listening on localhost only"
         )
     if settings.broker_url is None and settings.database_url is None:
-        print(
-            "embedded mode: SQLite registry and filesystem broker under "
-            f"{settings.data_dir.resolve()}",
-            flush=True,
+        log.info(
+            "embedded mode: SQLite registry and filesystem broker under %s",
+            settings.data_dir.resolve(),
         )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
 
@@ -101,7 +100,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     queues = worker_queues(gpus, args.queues.split(",") if args.queues else None)
     settings.ensure_dirs()
     app = make_celery(settings)
-    print(f"worker {args.name or worker_name()}: {gpus} GPU(s), queues {queues}", flush=True)
+    log.info("worker %s: %s GPU(s), queues %s", args.name or worker_name(), gpus, queues)
     stop = threading.Event()
     if not args.no_reconciler:
         threading.Thread(
@@ -219,9 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    args.func(get_settings(), args)
+    settings = get_settings()
+    configure_logging(settings.log_format)
+    args.func(settings, args)
     return 0
 
 

@@ -476,11 +476,15 @@ def run_job(settings: Settings, job_id: str, owner: str) -> str:
     if not runner.claim():
         log.info("job %s: not claimable (held, finished or cancelled): skipping", job_id)
         return "skipped"
+    log.info("job %s: claimed by %s (lease token %s)", job_id, owner, runner.token)
     runner.start_keeping_lease()
+    outcome = "lease_lost"
     try:
         proc = runner.launch(runner.write_spec())
-        return runner.finish(runner.supervise(proc))
+        outcome = runner.finish(runner.supervise(proc))
+        return outcome
     except LeaseLost:
-        return "lease_lost"
+        return outcome
     finally:
         runner.keeper.stop()
+        log.info("job %s: %s", job_id, outcome)

@@ -175,3 +175,27 @@ def test_training_token_quota_fails_the_job_before_training(tmp_path: Path) -> N
         assert done["progress"]["attempts"] == 1 and not done["progress"]["step"]
         assert done["fine_tuned_model"] is None
         assert service.http.get("/v1/adapters").json()["data"] == []
+
+
+def test_json_logs_carry_the_job_id(tmp_path: Path) -> None:
+    import json
+
+    with running_service(tmp_path, "embedded", log_format="json") as service:
+        service.start_worker("w1")
+        file = service.upload(write_sums(tmp_path / "train.jsonl", n=16))
+        job = service.create_job(model="tiny-llama", training_file=file["id"])
+        assert service.wait_for(job["id"], {"succeeded", "failed"})["status"] == "succeeded"
+        service.job(job["id"])
+        api_lines = service.log_paths["api"].read_text().splitlines()
+        entries = [json.loads(line) for line in api_lines if line.strip()]  # every line is JSON
+        requests = [e for e in entries if e["logger"] == "steer.api.requests"]
+        assert any(
+            e.get("job_id") == job["id"] and e["http"]["route"] == "/v1/fine_tuning/jobs/{job_id}"
+            for e in requests
+        ), requests[-5:]
+        worker_json = [
+            json.loads(line)
+            for line in service.worker_log("w1").splitlines()
+            if line.startswith("{")
+        ]
+        assert any(e.get("job_id") == job["id"] for e in worker_json), worker_json[-5:]
