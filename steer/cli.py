@@ -9,6 +9,9 @@
     steer tenant NAME [--admin] [--max-concurrent-jobs N] [--max-file-bytes N]
                   [--max-training-tokens N]   create a tenant and print its first API key
 
+and, for users of a running service (``steer.user_cli``): ``steer configure``, ``steer files``,
+``steer jobs``, ``steer adapters``, ``steer generate``.
+
 Settings come from ``STEER_*`` environment variables (``registry.settings``). With none set,
 ``steer up`` needs no server: SQLite and a filesystem broker under ``STEER_DATA_DIR``.
 """
@@ -217,7 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_COMMANDS = ("configure", "files", "jobs", "adapters", "generate")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in USER_COMMANDS:  # the user side: talk to a running service
+        from steer.user_cli import main as user_main
+
+        return user_main(argv)
     args = build_parser().parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_format)

@@ -6,7 +6,7 @@ writing what it injected and measured, and tabulate the figures.
 Needs the same services as the test suite (PostgreSQL and Redis on localhost) and root for the
 disk-full case (it mounts a tiny tmpfs). One round takes about ten minutes on 2 cores. The
 figures come from the tests themselves (``tests/reliability_record.py``): a fault test that
-fails records nothing and is listed as failed here.
+fails records nothing and is listed as failed here (the fuzz test records before asserting).
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def render(records: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> str:
         f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} cores, "
         "real PostgreSQL 15 and Redis 7, real Celery workers training tiny-llama).",
         "The figures are written by the tests themselves (`tests/service/test_faults.py`, "
-        "`tests/api/test_schema_fuzz.py`); a failed test records nothing and is listed below.",
+        "`tests/api/test_schema_fuzz.py`); a fault test that fails records nothing (the fuzz "
+        "test records before it asserts), and failed tests are listed below.",
         "",
         "| fault | runs | faults injected | jobs | jobs lost | jobs run twice | "
         "recovery s (median, max) | what happened |",
@@ -102,7 +103,8 @@ def render(records: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> str:
         f"**{totals['lost']}** | **{totals['run_twice']}** | | |",
         "",
         "Recovery: worker kill, from the kill to the job running again on another worker "
-        "(lease 4 s + reconciler round); Redis, from the restart to every job finished; "
+        "(lease 4 s + reconciler round); Redis, from the restart to both lost jobs running on an "
+        "idle worker (re-sent after 3 s of staleness); "
         "PostgreSQL, from the stop to the API answering again; API, from the kill to /health.",
         "",
         "## Schema-driven fuzzing",

@@ -218,12 +218,18 @@ def test_redis_restart_loses_messages_but_no_job(tmp_path: Path) -> None:
         broker.start()
         restarted_at = time.monotonic()
         assert broker.queued_messages() == 0  # their messages are gone
+        service.start_worker("w2")  # a free worker: the lost jobs run as soon as re-sent
+
+        def lost_jobs_started() -> bool:
+            return all(service.started_on(job["id"]) for job in waiting)
+
+        service.wait_until("the lost jobs to run", lost_jobs_started, timeout=120)
+        recovery = time.monotonic() - restarted_at
         for job in [running, *waiting]:
             done = service.wait_for(job["id"], FINAL, timeout=240)
             assert done["status"] == "succeeded", done
             assert len(service.started_on(job["id"])) == 1
             assert len(_adapters_of(service, job["id"])) == 1
-        recovery = time.monotonic() - restarted_at
         tally = _tally(service, [job["id"] for job in [running, *waiting]])
     record(
         "redis_restart",
