@@ -158,9 +158,23 @@ def _emittable(text: str, stop: tuple[str, ...]) -> int:
     return len(text) - hold
 
 
-def stream(loaded: LoadedModel, prompt: list[int], params: GenerationParams) -> Iterator[str]:
+@dataclass
+class StreamOutcome:
+    """Filled in by :func:`stream` once the generator is exhausted."""
+
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+def stream(
+    loaded: LoadedModel,
+    prompt: list[int],
+    params: GenerationParams,
+    outcome: StreamOutcome | None = None,
+) -> Iterator[str]:
     """Yield the completion in pieces as tokens are generated; a stop string ends it (and the
     generation) early, and no piece of a stop string is ever sent."""
+    outcome = outcome if outcome is not None else StreamOutcome()
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     halt = threading.Event()
@@ -182,14 +196,19 @@ def stream(loaded: LoadedModel, prompt: list[int], params: GenerationParams) -> 
             with loaded.lock, _steered(loaded, params.steering_strength), torch.no_grad():
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
-                loaded.model.generate(**kwargs)
+                output = loaded.model.generate(**kwargs)
+            new = output[0, len(prompt) :].tolist()
+            eos = loaded.tokenizer.eos_token_id
+            outcome.completion_tokens = len(new)
+            ended = (eos is not None and eos in new) or len(new) < params.max_tokens
+            outcome.finish_reason = "stop" if ended else "length"
         except BaseException as exc:  # surfaced to the reader below
             errors.append(exc)
             streamer.end()
 
     worker = threading.Thread(target=run, name="generate", daemon=True)
     worker.start()
-    text, sent, finished = "", 0, False
+    text, sent, finished, stopped_early = "", 0, False, False
     try:
         for piece in streamer:
             text += piece
@@ -198,6 +217,7 @@ def stream(loaded: LoadedModel, prompt: list[int], params: GenerationParams) -> 
                 if cut[sent:]:
                     yield cut[sent:]
                 sent = len(cut)
+                stopped_early = True
                 break
             ready = _emittable(text, params.stop)
             if ready > sent:
@@ -215,3 +235,5 @@ def stream(loaded: LoadedModel, prompt: list[int], params: GenerationParams) -> 
         worker.join()
     if errors:
         raise errors[0]
+    if stopped_early:
+        outcome.finish_reason = "stop"

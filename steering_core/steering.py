@@ -36,6 +36,8 @@ class SiteSteering(nn.Module):
         self.site = site
         self.adapters = nn.ModuleDict({str(i): adapters[i] for i in sorted(adapters)})
         self.scale: float = 1.0
+        # called as probe(layer, hidden, shift) on every hooked forward when set (statistics)
+        self.probe: Any = None
         self.enabled: bool = True
         self._handles: list[RemovableHandle] = []
 
@@ -70,6 +72,8 @@ class SiteSteering(nn.Module):
                 return None
             hidden = output[0] if isinstance(output, tuple) else output
             shift = adapter(hidden)
+            if self.probe is not None:
+                self.probe(layer, hidden, shift)
             if self.scale != 1.0:
                 shift = shift * self.scale
             steered = hidden + shift

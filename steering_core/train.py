@@ -32,6 +32,7 @@ from steering_core.data_formats import parse_jsonl
 from steering_core.errors import QuotaExceededError, SteeringUserError
 from steering_core.events import CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent
 from steering_core.io import save_artifact
+from steering_core.layer_stats import layer_statistics
 from steering_core.manifest import build_manifest
 from steering_core.methods import AttachedMethod
 from steering_core.models import load_model, load_tokenizer
@@ -46,6 +47,7 @@ from steering_core.spec import TrainingSpec, resolve_hyperparameters
 from steering_core.train_plan import DataPlan, lr_lambda
 
 ARTIFACT_DIR = "adapter"
+LAYER_STATS_BATCHES = 4  # training micro-batches the per-layer statistics are measured on
 
 
 class Reporter(Protocol):
@@ -327,6 +329,11 @@ def train(
     train_seconds = time.perf_counter() - started
     artifact = out_dir / ARTIFACT_DIR
     manifest = build_manifest(spec, attached, tokenizer, device, ds_config, state, train_seconds)
+    if env.is_main and (spec.deepspeed is None or spec.deepspeed.zero_stage < 3):
+        probe = range(min(LAYER_STATS_BATCHES, plan.micro_per_epoch))
+        manifest["layer_stats"] = layer_statistics(
+            attached, (collate([train_rows[i] for i in plan.rows_for(m, 0)], pad_id) for m in probe)
+        )
     with gathered(params):
         if env.is_main:
             save_artifact(attached, artifact, base_model_id=spec.model, training_manifest=manifest)

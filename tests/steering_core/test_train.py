@@ -196,3 +196,25 @@ def test_max_training_tokens_refuses_before_the_first_step(tmp_path: Path) -> No
         train(_spec(tmp_path, max_training_tokens=used - 1), tmp_path / "over", refused)
     assert refused.events == []  # not one step, not even a start event
     assert not (tmp_path / "over" / "adapter").exists()
+
+
+def test_manifest_records_per_layer_shift_statistics(tmp_path: Path) -> None:
+    from steering_core.attach import attach_method
+    from steering_core.data import collate
+    from steering_core.layer_stats import layer_statistics
+    from steering_core.models import load_model
+
+    result = train(_spec(tmp_path), tmp_path / "out")
+    stats = read_artifact_config(result.artifact_dir).training_manifest["layer_stats"]
+    assert [s["layer"] for s in stats] == [0, 1, 2]
+    for entry in stats:
+        assert entry["residual_norm"] > 0 and entry["shift_norm"] > 0  # trained: not zero
+        assert entry["relative_shift"] == pytest.approx(
+            entry["shift_norm"] / entry["residual_norm"]
+        )
+        assert entry["parameter_norm"] > 0
+    # at init (W_up = 0) the shift is exactly zero: the statistic measures the adapter
+    fresh = attach_method(load_model("tiny-llama"), {"type": "post_block"})
+    batch = collate([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}], 0)
+    zero = layer_statistics(fresh, [batch])
+    assert all(s["shift_norm"] == 0 and s["residual_norm"] > 0 for s in zero)
