@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import io
 import shutil
+import tarfile
+import tempfile
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
@@ -13,8 +19,10 @@ from api.errors import ApiError
 from api.schemas import AdapterObject, ListObject, ModelObject
 from api.serializers import adapter_object, unix
 from api.services import adapters as service
+from api.services.adapter_layers import adapter_layers as describe
 from registry import adapters as repo
 from registry.settings import Settings
+from steering_core.errors import ArtifactError
 
 router = APIRouter(tags=["adapters"])
 
@@ -71,6 +79,92 @@ def adapter_content(
     )
 
 
+@router.get("/v1/adapters/{reference}/export")
+def export_adapter(
+    reference: str,
+    export_format: str = Query(alias="format"),
+    drop_layer_0: bool = False,
+    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+):
+    """The adapter in another tool's format (``steering_core.exports``): ``layer_tensors`` and
+    ``peft_lora`` as a ``.tar.gz`` of their directory, ``control_vector_gguf`` as the llama.cpp
+    ``.gguf`` file (``drop_layer_0=true`` exports a vector that steers layer 0 without it)."""
+    formats = ("layer_tensors", "control_vector_gguf", "peft_lora")  # steering_core.exports
+    if export_format not in formats:
+        raise ApiError(
+            400,
+            f"unknown export format {export_format!r}; use one of {', '.join(formats)}",
+            param="format",
+        )
+    row = repo.get_adapter(session, reference, tenant)
+    paths = service.verified_files(settings, row)  # sha256 of every file, before any export
+    try:
+        exports = importlib.import_module("steering_core.exports")
+    except ImportError as exc:
+        raise ApiError(
+            503,
+            f"exports are not available on this API process: they need torch (install the "
+            f"[train] extra) ({exc})",
+            type="server_error",
+            code="export_unavailable",
+        ) from exc
+
+    stem = f"{row.name}-v{row.version}-{export_format}"
+    with tempfile.TemporaryDirectory(prefix="steer-export-") as tmp:
+        source = Path(tmp) / "artifact"
+        source.mkdir()
+        try:
+            config_path = paths.get("steering_config.json")
+            if config_path is None:
+                raise ArtifactError(f"adapter {row.id} has no steering_config.json")
+            shutil.copyfile(config_path, source / "steering_config.json")
+            exports.check_export(source, export_format)  # before copying any tensor
+            for name, path in paths.items():
+                target = source / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+            options = (
+                {"drop_layer_0": drop_layer_0} if export_format == "control_vector_gguf" else {}
+            )
+            result = exports.run_export(export_format, source, Path(tmp) / "out", **options)
+        except exports.ExportNotApplicableError as exc:
+            raise ApiError(400, str(exc), param="format", code="export_not_applicable") from exc
+        except ArtifactError as exc:
+            raise ApiError(
+                500,
+                f"stored artifact of {row.id} cannot be exported: {exc}",
+                type="server_error",
+                code="artifact_corrupted",
+            ) from exc
+        except ImportError as exc:  # torch present, but gguf or peft missing
+            raise ApiError(
+                503,
+                f"the {export_format} export is not available on this API process ({exc})",
+                type="server_error",
+                code="export_unavailable",
+            ) from exc
+        if result.is_file():
+            content, filename = result.read_bytes(), f"{stem}.gguf"
+            media_type = "application/octet-stream"
+        else:
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+                for path in sorted(p for p in result.rglob("*") if p.is_file()):
+                    tar.add(path, arcname=f"{stem}/{path.relative_to(result).as_posix()}")
+            content, filename = buffer.getvalue(), f"{stem}.tar.gz"
+            media_type = "application/gzip"
+    return Response(
+        content,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Content-SHA256": hashlib.sha256(content).hexdigest(),
+        },
+    )
+
+
 @router.delete("/v1/adapters/{reference}")
 def delete_adapter(
     reference: str,
@@ -101,3 +195,16 @@ def list_models(
         for r in rows
     ]
     return ListObject(data=data)
+
+
+@router.get("/v1/adapters/{reference}/layers")
+def adapter_layers(
+    reference: str,
+    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> dict:
+    """Per steered layer: the adapter's parameter norm, and the trained shift's norm relative to
+    the residual stream's (measured at the end of training)."""
+    row = repo.get_adapter(session, reference, tenant)
+    return describe(row.id, service.verified_files(settings, row))

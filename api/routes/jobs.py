@@ -120,6 +120,22 @@ def _event_stream(settings: Settings, job_id: str, poll: float = 0.5) -> Iterato
             time.sleep(poll)
 
 
+@router.get("/{job_id}/metrics")
+def metrics(
+    job_id: str,
+    session: Session = Depends(get_session, scope="function"),
+    tenant: str = Depends(get_tenant),
+) -> dict:
+    """Every recorded metric value, by step: train_loss, learning_rate, tokens_per_second,
+    valid_loss (what the dashboard plots; the same as the result CSV, but live)."""
+    repo.get_job(session, job_id, tenant)
+    rows = repo.metrics_of(session, job_id)
+    return {
+        "object": "list",
+        "data": [{"step": m.step, "name": m.name, "value": m.value} for m in rows],
+    }
+
+
 @router.get("/{job_id}/checkpoints")
 def checkpoints(
     job_id: str,
