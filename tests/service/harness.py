@@ -54,15 +54,20 @@ class Service:
         self.procs.append(proc)
         return proc
 
-    def migrate(self) -> None:
+    def run_once(self, *args: str) -> str:
+        """``steer ARGS`` to completion (``migrate``, ``reconcile``); its stdout."""
         result = subprocess.run(
-            [sys.executable, "-m", "steer.cli", "migrate"],
+            [sys.executable, "-m", "steer.cli", *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
             text=True,
         )
         assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def migrate(self) -> None:
+        self.run_once("migrate")
 
     def start_api(self) -> None:
         self.api = self.steer("api", "--port", str(self.port))
@@ -88,15 +93,7 @@ class Service:
 
     def reconcile(self) -> str:
         """``steer reconcile``: one reconciler round, as its own process."""
-        result = subprocess.run(
-            [sys.executable, "-m", "steer.cli", "reconcile"],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return self.run_once("reconcile")
 
     def worker_log(self, name: str) -> str:
         return self.log_paths[f"worker:{name}@test"].read_text()

@@ -7,8 +7,7 @@ and "stale" messages are made by moving timestamps into the past, not by sleepin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,15 +21,10 @@ from registry.states import JobStatus
 from tests.db_fixtures import (
     add_file,
     add_job,
-    dispose_engine,
-    fresh_postgres_database,
-    migrated,
-    sqlite_url,
 )
 from tests.registry.helpers import aware, new_tenant, utc
 from worker.reconciler import reconcile_once
 
-BACKENDS = ["sqlite", "postgres"]
 STALE_AFTER = 60.0  # settings.requeue_stale_after_seconds in these tests
 LONG_AGO = timedelta(hours=2)  # well past STALE_AFTER
 REQUEUED_MESSAGE = (
@@ -42,26 +36,6 @@ Sent = list[tuple[str, str]]
 
 
 # --- fixtures -----------------------------------------------------------------------------
-
-
-@contextmanager
-def _empty_database(backend: str, directory: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        url = sqlite_url(directory)
-        try:
-            yield url
-        finally:
-            dispose_engine(url)
-    else:
-        with fresh_postgres_database() as url:
-            yield url
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A freshly migrated, empty database of its own for this test."""
-    with _empty_database(request.param, tmp_path) as url:
-        yield migrated(url)
 
 
 @pytest.fixture
