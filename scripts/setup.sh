@@ -10,6 +10,14 @@ VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
+# Debian's Chromium for the dashboard's browser test (tests/api/test_dashboard_browser.py drives
+# it through Playwright; no browser download). Only as root with apt-get; never fatal.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      >/dev/null 2>&1; then
+    echo "warning: could not install chromium with apt-get; the dashboard browser test will be skipped" >&2
+  fi
+fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # torch first and pinned: a looser requirement would pull a multi-GB CUDA build.
