@@ -1,0 +1,74 @@
+"""How `steer jobs create` turns a recipe file and flags into a job body."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steer.user_cli import _recipe, build_job_body
+
+NO_HP = {"n_epochs": None, "learning_rate": None, "batch_size": None}
+
+
+def _body(recipe: dict, **flags) -> dict:
+    base = {
+        "model": None,
+        "training_file": None,
+        "method": None,
+        "site": None,
+        "layers": None,
+        "rank": None,
+        "hyperparameters": NO_HP,
+        "suffix": None,
+        "seed": None,
+    }
+    return build_job_body(recipe, **{**base, **flags})
+
+
+def test_yaml_recipe_with_flags_on_top(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "model: smollm2-135m-instruct\n"
+        "method:\n"
+        "  type: joint\n"
+        "  joint:\n"
+        "    lora: {rank: 4}\n"
+        "    hyperparameters: {n_epochs: 2, learning_rate: 0.0002}\n"
+    )
+    body = _body(
+        _recipe(path),
+        training_file="file-1",
+        layers="0-2,5",
+        rank=16,
+        hyperparameters={**NO_HP, "n_epochs": 3},
+    )
+    assert body == {
+        "model": "smollm2-135m-instruct",
+        "training_file": "file-1",
+        "method": {
+            "type": "joint",
+            "joint": {
+                "lora": {"rank": 4},
+                "adapter": {"rank": 16},
+                "site": {"layers": [0, 1, 2, 5]},
+                "hyperparameters": {"n_epochs": 3, "learning_rate": 0.0002},
+            },
+        },
+    }
+
+
+def test_flags_alone_and_method_specific_rank(tmp_path: Path) -> None:
+    assert _body({}, model="m", training_file="f")["method"] == {"type": "post_block"}
+    assert _body({}, method="lora", rank=8)["method"] == {
+        "type": "lora",
+        "lora": {"lora": {"rank": 8}},
+    }
+    assert _body({}, method="reft", rank=2, site="mlp_output")["method"] == {
+        "type": "reft",
+        "reft": {"site": {"name": "mlp_output"}, "rank": 2},
+    }
+    # a recipe for one method does not leak its block into another chosen by flag
+    recipe = {"method": {"type": "joint", "joint": {"lora": {"rank": 4}}}}
+    assert _body(recipe, method="post_block")["method"] == {"type": "post_block"}
+    json_recipe = tmp_path / "job.json"
+    json_recipe.write_text('{"model": "tiny-llama", "seed": 4}')
+    assert _body(_recipe(json_recipe), seed=9)["seed"] == 9
