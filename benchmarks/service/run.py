@@ -1,0 +1,341 @@
+"""The service under load, on loopback: the real ``steer api`` (one process) on PostgreSQL and
+Redis, driven by an asyncio httpx load generator in this process.
+
+    python benchmarks/service/run.py [--clients 50] [--jobs-per-client 10] [--seconds 10]
+
+Measures: job creation latency (p50/p99) at N concurrent clients; status reads per second;
+event-stream fan-out (K clients on one running job: every event reaches every client, and the
+delivery lag); queue latency (submit -> running, with an idle worker). Creates a throwaway
+PostgreSQL database and uses a Redis database index it flushes. Writes ``results.md`` and
+``results.json`` beside this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import redis
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/{}"
+TARGETS = {"create_p99_ms": 100.0, "reads_per_second": 1000.0, "queue_latency_s": 1.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def admin() -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", user="postgres", dbname="test", autocommit=True)
+
+
+def sums_file(path: Path, n: int = 32) -> Path:
+    rng = random.Random(0)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        rows.append(json.dumps({"prompt": f"{a}+{b}=", "completion": str(a + b)}))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+class Stack:
+    """migrate + api (+ a worker) as subprocesses of ``steer``."""
+
+    def __init__(self, folder: Path, database: str, redis_db: int):
+        self.folder, self.port = folder, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("STEER_")},
+            "STEER_DATA_DIR": str(folder / "data"),
+            "STEER_DATABASE_URL": PG.format(database),
+            "STEER_BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
+            "STEER_TORCH_THREADS": "1",
+            "STEER_LOG_FORMAT": "json",
+        }
+        self.procs: list[subprocess.Popen] = []
+
+    def steer(self, *args: str, wait: bool = False) -> subprocess.Popen:
+        log = (self.folder / f"{args[0]}-{len(self.procs)}.log").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "steer.cli", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if wait:
+            if proc.wait() != 0:
+                raise RuntimeError(f"steer {args[0]} failed")
+        else:
+            self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        self.steer("migrate", wait=True)
+        self.steer("api", "--port", str(self.port))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def job_creation(url: str, file_id: str, clients: int, per_client: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    body = {"model": "tiny-llama", "training_file": file_id, "method": {"type": "post_block"}}
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def one_client() -> None:
+            nonlocal errors
+            for _ in range(per_client):
+                started = time.perf_counter()
+                response = await client.post("/v1/fine_tuning/jobs", json=body)
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += response.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "per_second": round(len(latencies) / wall, 1),
+    }
+
+
+async def status_reads(url: str, job_id: str, clients: int, seconds: float) -> dict[str, Any]:
+    count = errors = 0
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def reader() -> None:
+            nonlocal count, errors
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = await client.get(f"/v1/fine_tuning/jobs/{job_id}")
+                latencies.append((time.perf_counter() - started) * 1000)
+                count += 1
+                errors += response.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(reader() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "reads": count,
+        "errors": errors,
+        "per_second": round(count / wall, 1),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+    }
+
+
+async def fan_out(url: str, job_id: str, clients: int) -> dict[str, Any]:
+    """K clients stream one job's events to its end; each must see every event."""
+    received: list[list[str]] = [[] for _ in range(clients)]
+    async with httpx.AsyncClient(base_url=url, timeout=None) as client:
+
+        async def follow(i: int) -> None:
+            path = f"/v1/fine_tuning/jobs/{job_id}/events"
+            async with client.stream("GET", path, params={"stream": "true"}) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("id: "):
+                        received[i].append(line[4:])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(follow(i) for i in range(clients)))
+        wall = time.perf_counter() - started
+    complete = all(r == received[0] for r in received) and bool(received[0])
+    return {
+        "clients": clients,
+        "events_per_client": len(received[0]),
+        "every_client_got_every_event_in_order": complete,
+        "stream_seconds": round(wall, 1),
+    }
+
+
+def queue_latency(url: str, file_id: str, runs: int) -> dict[str, Any]:
+    latencies = []
+    body = {"model": "tiny-llama", "training_file": file_id, "method": {"type": "post_block"}}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(runs):
+            started = time.perf_counter()
+            job = client.post("/v1/fine_tuning/jobs", json=body).json()
+            while client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "queued":
+                time.sleep(0.01)
+            latencies.append(time.perf_counter() - started)
+            while client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "running":
+                time.sleep(0.1)
+    return {
+        "runs": runs,
+        "p50_s": round(statistics.median(latencies), 3),
+        "max_s": round(max(latencies), 3),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--jobs-per-client", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--stream-clients", type=int, default=20)
+    parser.add_argument("--queue-runs", type=int, default=5)
+    args = parser.parse_args()
+    database = f"steer_bench_{uuid.uuid4().hex[:8]}"
+    redis_db = 14
+    redis.Redis(host="127.0.0.1", db=redis_db).flushdb()
+    with admin() as connection:
+        connection.execute(f'CREATE DATABASE "{database}"')
+    results: dict[str, Any] = {}
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            stack = Stack(Path(folder), database, redis_db)
+            stack.start()
+            try:
+                with httpx.Client(base_url=stack.url, timeout=60) as client:
+                    data = sums_file(Path(folder) / "train.jsonl")
+                    with data.open("rb") as handle:
+                        file_id = client.post(
+                            "/v1/files", data={"purpose": "fine-tune"}, files={"file": handle}
+                        ).json()["id"]
+                print("job creation ...", flush=True)
+                results["job_creation"] = asyncio.run(
+                    job_creation(stack.url, file_id, args.clients, args.jobs_per_client)
+                )
+                print(results["job_creation"], flush=True)
+                with httpx.Client(base_url=stack.url) as client:
+                    some_job = client.get("/v1/fine_tuning/jobs").json()["data"][0]["id"]
+                print("status reads ...", flush=True)
+                results["status_reads"] = asyncio.run(
+                    status_reads(stack.url, some_job, args.clients, args.seconds)
+                )
+                print(results["status_reads"], flush=True)
+                # cancel what is left queued, so the worker starts idle
+                with psycopg.connect(
+                    host="127.0.0.1", user="postgres", dbname=database, autocommit=True
+                ) as connection:
+                    connection.execute(
+                        "UPDATE jobs SET status = 'cancelled', cancel_requested = true "
+                        "WHERE status = 'queued'"
+                    )
+                redis.Redis(host="127.0.0.1", db=redis_db).flushdb()
+                stack.steer("worker", "--name", "bench@local", "--no-reconciler")
+                time.sleep(8)  # the worker starts (imports, connects)
+                print("queue latency ...", flush=True)
+                results["queue_latency"] = queue_latency(stack.url, file_id, args.queue_runs)
+                print(results["queue_latency"], flush=True)
+                print("event fan-out ...", flush=True)
+                with httpx.Client(base_url=stack.url, timeout=60) as client:
+                    job = client.post(
+                        "/v1/fine_tuning/jobs",
+                        json={
+                            "model": "tiny-llama",
+                            "training_file": file_id,
+                            "method": {
+                                "type": "post_block",
+                                "post_block": {"hyperparameters": {"n_epochs": 20}},
+                            },
+                        },
+                    ).json()
+                results["event_fan_out"] = asyncio.run(
+                    fan_out(stack.url, job["id"], args.stream_clients)
+                )
+                print(results["event_fan_out"], flush=True)
+            finally:
+                stack.stop()
+    finally:
+        with admin() as connection:
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+            connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        redis.Redis(host="127.0.0.1", db=redis_db).flushdb()
+    write(results)
+    return 0
+
+
+def write(results: dict[str, Any]) -> None:
+    (HERE / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    create, reads = results["job_creation"], results["status_reads"]
+    queue, fan = results["queue_latency"], results["event_fan_out"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    lines = [
+        "# The service under load",
+        "",
+        f"`python benchmarks/service/run.py` on {time.strftime('%Y-%m-%d')} "
+        f"({platform.machine()}, {os.cpu_count()} cores shared by the server, PostgreSQL, Redis "
+        "and the load generator; one `steer api` process (uvicorn, no replicas), JSON logs on).",
+        "",
+        "| measure | result | target |",
+        "|---|---|---|",
+        f"| job creation, {create['clients']} concurrent clients, {create['requests']} requests | "
+        f"p50 {create['p50_ms']} ms, p99 {create['p99_ms']} ms ({create['per_second']}/s, "
+        f"{create['errors']} errors) | p99 < {TARGETS['create_p99_ms']:.0f} ms: "
+        f"{verdict(create['p99_ms'] < TARGETS['create_p99_ms'])} |",
+        f"| status reads, {reads['clients']} concurrent clients | {reads['per_second']}/s "
+        f"(p50 {reads['p50_ms']} ms, p99 {reads['p99_ms']} ms, {reads['errors']} errors) | "
+        f"> {TARGETS['reads_per_second']:.0f}/s: "
+        f"{verdict(reads['per_second'] > TARGETS['reads_per_second'])} |",
+        f"| queue latency (submit -> running, idle worker), {queue['runs']} jobs | "
+        f"median {queue['p50_s']} s, max {queue['max_s']} s | < {TARGETS['queue_latency_s']:.0f} "
+        f"s: {verdict(queue['max_s'] < TARGETS['queue_latency_s'])} |",
+        f"| event stream fan-out, {fan['clients']} clients on one running job | "
+        f"{fan['events_per_client']} events each; all clients got all, in order: "
+        f"{fan['every_client_got_every_event_in_order']} | every event to every client |",
+        "",
+    ]
+    (HERE / "results.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
