@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
 from registry.db import session_scope
@@ -17,7 +18,9 @@ from registry.tenants import resolve_api_key
 DEFAULT_TENANT = "default"
 
 
-def get_app_settings(request: Request) -> Settings:
+# The cheap dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in its
+# thread pool, and a hop there per dependency per request cost more than the work itself.
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -37,7 +40,7 @@ class Principal:
 ADMIN_TENANT = "admin"
 
 
-def get_principal(
+async def get_principal(
     authorization: str | None = Header(default=None),
     settings: Settings = Depends(get_app_settings),
 ) -> Principal:
@@ -53,20 +56,24 @@ def get_principal(
     key = key.strip()
     if settings.admin_key and hmac.compare_digest(key.encode(), settings.admin_key.encode()):
         return Principal(ADMIN_TENANT, is_admin=True)
-    with session_scope(settings.resolved_database_url) as session:
-        row = resolve_api_key(session, key)
-        principal = Principal(row.tenant_id, row.is_admin) if row is not None else None
+    principal = await run_in_threadpool(_principal_of_key, settings, key)  # a database read
     if principal is None:
         raise ApiError(401, "Invalid API key", code="invalid_api_key")
     return principal
 
 
-def get_tenant(principal: Principal = Depends(get_principal)) -> str:
+def _principal_of_key(settings: Settings, key: str) -> Principal | None:
+    with session_scope(settings.resolved_database_url) as session:
+        row = resolve_api_key(session, key)
+        return Principal(row.tenant_id, row.is_admin) if row is not None else None
+
+
+async def get_tenant(principal: Principal = Depends(get_principal)) -> str:
     """The caller's tenant: every read and write is scoped to it."""
     return principal.tenant_id
 
 
-def require_admin(principal: Principal = Depends(get_principal)) -> Principal:
+async def require_admin(principal: Principal = Depends(get_principal)) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, "This route needs an admin API key", code="forbidden")
     return principal
