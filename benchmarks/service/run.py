@@ -130,9 +130,12 @@ async def job_creation(url: str, file_id: str, clients: int, per_client: int) ->
             nonlocal errors
             for _ in range(per_client):
                 started = time.perf_counter()
-                response = await client.post("/v1/fine_tuning/jobs", json=body)
+                try:
+                    response = await client.post("/v1/fine_tuning/jobs", json=body)
+                    errors += response.status_code != 200
+                except httpx.TransportError:  # counted, not fatal: the report shows them
+                    errors += 1
                 latencies.append((time.perf_counter() - started) * 1000)
-                errors += response.status_code != 200
 
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
@@ -158,10 +161,13 @@ async def status_reads(url: str, job_id: str, clients: int, seconds: float) -> d
             nonlocal count, errors
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                response = await client.get(f"/v1/fine_tuning/jobs/{job_id}")
+                try:
+                    response = await client.get(f"/v1/fine_tuning/jobs/{job_id}")
+                    errors += response.status_code != 200
+                except httpx.TransportError:
+                    errors += 1
                 latencies.append((time.perf_counter() - started) * 1000)
                 count += 1
-                errors += response.status_code != 200
 
         started = time.perf_counter()
         await asyncio.gather(*(reader() for _ in range(clients)))
