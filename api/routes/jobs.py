@@ -106,8 +106,11 @@ def _event_stream(settings: Settings, job_id: str, poll: float = 0.5) -> Iterato
     seq = 0
     while True:
         with session_scope(settings.resolved_database_url) as session:
-            rows = repo.events_since(session, job_id, seq)
+            # Status first: the final status commits together with the last events, so once it
+            # reads terminal, the events read next include them. (Read the other way round, a
+            # commit landing between the two reads ended the stream without its last events.)
             finished = repo.get_job(session, job_id).status in TERMINAL
+            rows = repo.events_since(session, job_id, seq)
             payloads = [(row.seq, row.id, event_object(row).model_dump_json()) for row in rows]
         for _, event_id, payload in payloads:
             yield f"id: {event_id}\ndata: {payload}\n\n"
