@@ -132,19 +132,25 @@ def _steered(loaded: LoadedModel, strength: float):
     return loaded.attached.steering_scale(strength)
 
 
-def generate(loaded: LoadedModel, prompt: list[int], params: GenerationParams) -> Generation:
-    kwargs = _generate_kwargs(loaded, prompt, params)
+def _run(
+    loaded: LoadedModel, prompt: list[int], params: GenerationParams, kwargs: dict
+) -> tuple[list[int], bool]:
+    """Generate under the model's lock at the request's strength; (new token ids, whether it
+    ended by itself: EOS, or fewer tokens than allowed)."""
     with loaded.lock, _steered(loaded, params.steering_strength), torch.no_grad():
         if params.seed is not None:
             torch.manual_seed(params.seed)
         output = loaded.model.generate(**kwargs)
     new = output[0, len(prompt) :].tolist()
     eos = loaded.tokenizer.eos_token_id
-    ended = eos is not None and eos in new
+    return new, (eos is not None and eos in new) or len(new) < params.max_tokens
+
+
+def generate(loaded: LoadedModel, prompt: list[int], params: GenerationParams) -> Generation:
+    new, ended = _run(loaded, prompt, params, _generate_kwargs(loaded, prompt, params))
     text = loaded.tokenizer.decode(new, skip_special_tokens=True)
     text, stopped = _cut_at_stop(text, params.stop)
-    finish = "stop" if (ended or stopped or len(new) < params.max_tokens) else "length"
-    return Generation(text, len(prompt), len(new), finish)
+    return Generation(text, len(prompt), len(new), "stop" if (ended or stopped) else "length")
 
 
 def _emittable(text: str, stop: tuple[str, ...]) -> int:
@@ -193,14 +199,8 @@ def stream(
 
     def run() -> None:
         try:
-            with loaded.lock, _steered(loaded, params.steering_strength), torch.no_grad():
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                output = loaded.model.generate(**kwargs)
-            new = output[0, len(prompt) :].tolist()
-            eos = loaded.tokenizer.eos_token_id
+            new, ended = _run(loaded, prompt, params, kwargs)
             outcome.completion_tokens = len(new)
-            ended = (eos is not None and eos in new) or len(new) < params.max_tokens
             outcome.finish_reason = "stop" if ended else "length"
         except BaseException as exc:  # surfaced to the reader below
             errors.append(exc)
