@@ -68,6 +68,17 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
             "embedded mode: SQLite registry and filesystem broker under %s",
             settings.data_dir.resolve(),
         )
+    workers = getattr(args, "workers_api", 1) or 1
+    if workers > 1:  # each process builds its own app from the same STEER_* environment
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=workers,
+            log_level="warning",
+        )
+        return
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
 
 
@@ -201,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
         p.set_defaults(func=func)
+        if name == "api":
+            p.add_argument(
+                "--processes",
+                dest="workers_api",
+                type=_positive_int,
+                default=1,
+                help="API processes (uvicorn workers) sharing the port",
+            )
         if name == "up":
             p.add_argument("--workers", type=int, default=1)
     worker = sub.add_parser("worker")

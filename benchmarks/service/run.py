@@ -66,8 +66,8 @@ def sums_file(path: Path, n: int = 32) -> Path:
 class Stack:
     """migrate + api (+ a worker) as subprocesses of ``steer``."""
 
-    def __init__(self, folder: Path, database: str, redis_db: int):
-        self.folder, self.port = folder, free_port()
+    def __init__(self, folder: Path, database: str, redis_db: int, processes: int = 1):
+        self.folder, self.port, self.processes = folder, free_port(), processes
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("STEER_")},
@@ -97,7 +97,7 @@ class Stack:
 
     def start(self) -> None:
         self.steer("migrate", wait=True)
-        self.steer("api", "--port", str(self.port))
+        self.steer("api", "--port", str(self.port), "--processes", str(self.processes))
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -232,6 +232,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream-clients", type=int, default=20)
     parser.add_argument("--queue-runs", type=int, default=5)
+    parser.add_argument("--api-processes", type=int, default=1, help="steer api --processes")
     args = parser.parse_args()
     database = f"steer_bench_{uuid.uuid4().hex[:8]}"
     redis_db = 14
@@ -241,7 +242,7 @@ def main() -> int:
     results: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as folder:
-            stack = Stack(Path(folder), database, redis_db)
+            stack = Stack(Path(folder), database, redis_db, args.api_processes)
             stack.start()
             try:
                 with httpx.Client(base_url=stack.url, timeout=60) as client:
@@ -303,12 +304,14 @@ def main() -> int:
             )
             connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
         redis.Redis(host="127.0.0.1", db=redis_db).flushdb()
+    results["api_processes"] = args.api_processes
     write(results)
     return 0
 
 
 def write(results: dict[str, Any]) -> None:
-    (HERE / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    suffix = "" if results["api_processes"] == 1 else f"-{results['api_processes']}-processes"
+    (HERE / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
     create, reads = results["job_creation"], results["status_reads"]
     queue, fan = results["queue_latency"], results["event_fan_out"]
 
@@ -320,7 +323,8 @@ def write(results: dict[str, Any]) -> None:
         "",
         f"`python benchmarks/service/run.py` on {time.strftime('%Y-%m-%d')} "
         f"({platform.machine()}, {os.cpu_count()} cores shared by the server, PostgreSQL, Redis "
-        "and the load generator; one `steer api` process (uvicorn, no replicas), JSON logs on).",
+        f"and the load generator; `steer api --processes {results['api_processes']}`, JSON logs "
+        "on).",
         "",
         "| measure | result | target |",
         "|---|---|---|",
@@ -340,7 +344,7 @@ def write(results: dict[str, Any]) -> None:
         f"{fan['every_client_got_every_event_in_order']} | every event to every client |",
         "",
     ]
-    (HERE / "results.md").write_text("\n".join(lines))
+    (HERE / f"results{suffix}.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
