@@ -4,13 +4,12 @@ Job figures are read from the registry at scrape time (so every API replica repo
 truth and nothing is lost on restart): jobs by status, queue depth per queue, training
 throughput of running jobs, tokens trained. Request latency is a histogram per route template
 (``/v1/fine_tuning/jobs/{job_id}``, never the raw path, so ids do not explode the label set).
-Each request is also logged once, with its job id when the path names one.
+Each request is also logged once (its path in the message, so JSON logs carry its job id).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +26,6 @@ from registry.settings import Settings
 from registry.states import JobStatus
 
 log = logging.getLogger("steer.api.requests")
-JOB_ID = re.compile(r"ftjob-[0-9a-f]+")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -127,7 +125,6 @@ class RequestMetrics:
             self.metrics.latency.labels(scope["method"], route, str(status["code"])).observe(
                 seconds
             )
-            found = JOB_ID.search(scope.get("path", ""))
             log.info(
                 "%s %s %s %.1fms",
                 scope["method"],
@@ -135,7 +132,6 @@ class RequestMetrics:
                 status["code"],
                 seconds * 1000,
                 extra={
-                    "job_id": found.group(0) if found else None,
                     "http": {
                         "method": scope["method"],
                         "route": route,

@@ -237,6 +237,7 @@ def record_progress(
     job.estimated_finish = None if eta_seconds is None else _now() + timedelta(seconds=eta_seconds)
     # A resumed run repeats the steps after its last checkpoint, and a retried write repeats
     # one step: either way the newest value of a (step, metric) replaces the old one.
+    # (Every step, not only steps <= current_step: a resumed run moves current_step back.)
     session.execute(
         delete(Metric).where(
             Metric.job_id == job.id, Metric.step == step, Metric.name.in_(list(metrics))

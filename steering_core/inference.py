@@ -17,6 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,8 +127,6 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 
 def _steered(loaded: LoadedModel, strength: float):
     if loaded.attached is None:
-        from contextlib import nullcontext
-
         return nullcontext()
     return loaded.attached.steering_scale(strength)
 

@@ -111,10 +111,10 @@ def prepare(
 ) -> Prepared:
     inference = _inference()
     limit = settings.generation_max_tokens
-    max_tokens = getattr(body, "max_completion_tokens", None) or body.max_tokens or 64
     field = (
         "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
     )
+    max_tokens = getattr(body, field) or 64
     if max_tokens > limit:
         raise ApiError(
             400, f"{field}={max_tokens} is over this server's limit of {limit}", param=field
