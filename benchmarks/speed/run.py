@@ -86,28 +86,33 @@ def inference_speed(model_name: str, prompt_len: int, new_tokens: int, repeats: 
     model = attached.model.eval()
     vocab = model.config.vocab_size
     prompt = torch.randint(0, vocab, (1, prompt_len), generator=torch.Generator().manual_seed(2))
-    results: dict[str, dict[str, float]] = {}
-    for label, steered in (("base", False), ("steered", True)):
-        prefill, decode = [], []
-        for _ in range(repeats):
+    # Base and steered alternate repeat by repeat, so drift in the machine's load (2 shared
+    # cores) falls on both alike; medians over the repeats.
+    timings: dict[str, dict[str, list[float]]] = {
+        label: {"prefill": [], "decode": []} for label in ("base", "steered")
+    }
+    for _ in range(repeats):
+        for label, steered in (("base", False), ("steered", True)):
             with (
                 torch.no_grad(),
                 attached.steering_scale(1.0) if steered else attached.steering_disabled(),
             ):
                 started = time.perf_counter()
                 out = model(input_ids=prompt, use_cache=True)
-                prefill.append(time.perf_counter() - started)
+                timings[label]["prefill"].append(time.perf_counter() - started)
                 past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
                 started = time.perf_counter()
                 for _ in range(new_tokens):
                     out = model(input_ids=token, past_key_values=past, use_cache=True)
                     past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
-                decode.append((time.perf_counter() - started) / new_tokens)
-        results[label] = {
-            "prefill_ms": round(1000 * statistics.median(prefill), 2),
-            "decode_ms_per_token": round(1000 * statistics.median(decode), 3),
+                timings[label]["decode"].append((time.perf_counter() - started) / new_tokens)
+    return {
+        label: {
+            "prefill_ms": round(1000 * statistics.median(t["prefill"]), 2),
+            "decode_ms_per_token": round(1000 * statistics.median(t["decode"]), 3),
         }
-    return results
+        for label, t in timings.items()
+    }
 
 
 def child(args: argparse.Namespace) -> int:

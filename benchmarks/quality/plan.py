@@ -1,0 +1,282 @@
+"""The quality study's plan: which methods, which learning-rate grids, which runs, in what order.
+
+Torch-free. Every run is named by a key (``{method}-lr{lr}-s{seed}``) and its result file is
+``runs/{protocol}/{key}.json``; the plan is recomputed from whatever results exist, so the study
+resumes where it stopped. Per method: the learning-rate sweep (seed 0, every grid point) comes
+first, the best point on the *validation* split is selected (accuracy, then answer-token loss),
+then the other seeds run at that point. Methods are ordered so that the comparisons the targets
+name finish first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DATA = ROOT / "data" / "tasks"
+
+# Three points from each of the paper's grids (METHOD.md sections 3-4).
+STEERING_GRID = (1e-3, 2e-3, 5e-3)  # paper {5e-4, 1e-3, 2e-3, 3e-3, 5e-3}
+FULL_GRID = (1e-5, 3e-5, 1e-4)  # paper {5e-6 ... 1e-4}
+LORA_GRID = (2e-4, 5e-4, 1.5e-3)  # paper {5e-5 ... 1.5e-3}
+
+
+def _post_block(site: str = "block_output", kind: str = "nonlinear", rank: int = 8) -> dict:
+    return {
+        "type": "post_block",
+        "site": {"name": site},
+        "adapter": {"kind": kind, "rank": rank},
+    }
+
+
+def _joint(orthogonal: bool) -> dict:
+    return {
+        "type": "joint",
+        "orthogonality": {"enabled": orthogonal, "every_n_steps": 10},
+    }
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    name: str
+    label: str
+    method: dict[str, Any] | None  # None: the base model, untrained
+    grid: tuple[float, ...]
+    # joint: the steering half trains at the learning rate selected for this method
+    steering_lr_from: str | None = None
+
+
+# Priority order: the targets' comparisons first (post-block vs full, ReFT, post-MLP; LoRA and
+# joint), then the rest of the variants and the site ablation.
+METHODS: tuple[MethodPlan, ...] = (
+    MethodPlan("base", "base model (no training)", None, ()),
+    MethodPlan("post_block", "post-block nonlinear r=8", _post_block(), STEERING_GRID),
+    MethodPlan("full", "full fine-tuning", {"type": "full"}, FULL_GRID),
+    MethodPlan(
+        "reft", "ReFT (LoReFT) r=8 @ mlp_output", {"type": "reft", "rank": 8}, STEERING_GRID
+    ),
+    MethodPlan(
+        "site_mlp",
+        "nonlinear r=8 @ mlp_output (post-MLP)",
+        _post_block("mlp_output"),
+        STEERING_GRID,
+    ),
+    MethodPlan("lora", "LoRA r=8, 7 projections", {"type": "lora"}, LORA_GRID),
+    MethodPlan(
+        "joint", "joint (LoRA + post-block, orthogonal)", _joint(True), LORA_GRID, "post_block"
+    ),
+    MethodPlan(
+        "post_block_linear",
+        "post-block linear r=8",
+        _post_block(kind="linear"),
+        STEERING_GRID,
+    ),
+    MethodPlan(
+        "site_attn",
+        "nonlinear r=8 @ attn_output",
+        _post_block("attn_output"),
+        STEERING_GRID,
+    ),
+    MethodPlan(
+        "joint_no_orth",
+        "joint without the orthogonal projection",
+        _joint(False),
+        LORA_GRID,
+        "post_block",
+    ),
+    MethodPlan("post_block_r1", "post-block nonlinear r=1", _post_block(rank=1), STEERING_GRID),
+    MethodPlan("post_block_vector", "post-block vector", _post_block(kind="vector"), STEERING_GRID),
+)
+METHODS_BY_NAME = {m.name: m for m in METHODS}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Data, budget and seeds of one study; results of different protocols never mix."""
+
+    name: str
+    model: str
+    task: str
+    train_file: Path
+    validation_file: Path
+    test_file: Path
+    n_epochs: int = 1
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_seq_length: int = 256
+    seeds: tuple[int, ...] = (0, 1, 2)
+    quick: bool = False
+    generation_check_items: int = 64
+    out_dir: Path = HERE  # the study's runs and report are committed; a quick run's are not
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.out_dir / "runs" / self.name
+
+    @property
+    def report_stem(self) -> Path:
+        return self.out_dir / f"results-{self.name}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "task": self.task,
+            "train_items": _count_lines(self.train_file),
+            "validation_items": _count_lines(self.validation_file),
+            "test_items": _count_lines(self.test_file),
+            "n_epochs": self.n_epochs,
+            "batch_size": self.batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "seeds": list(self.seeds),
+        }
+
+
+def _count_lines(path: Path) -> int:
+    with path.open(encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def listops_protocol() -> Protocol:
+    return Protocol(
+        name="listops-smollm2",
+        model="smollm2-135m-instruct",
+        task="listops",
+        train_file=DATA / "listops_train.jsonl",
+        validation_file=DATA / "listops_validation.jsonl",
+        test_file=DATA / "listops_test.jsonl",
+    )
+
+
+def quick_protocol(model: str, work: Path) -> Protocol:
+    """Minutes, not hours: a few items, one seed, the middle grid point (a smoke run)."""
+    work.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, n in (("train", 48), ("validation", 32), ("test", 64)):
+        lines = (DATA / f"listops_{split}.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+        files[split] = work / f"listops_{split}.jsonl"
+        files[split].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Protocol(
+        name=f"quick-{model}",
+        model=model,
+        task="listops",
+        train_file=files["train"],
+        validation_file=files["validation"],
+        test_file=files["test"],
+        seeds=(0,),
+        quick=True,
+        out_dir=work,
+        max_seq_length=512,  # the tiny test model's tokenizer is byte-level
+        generation_check_items=16,
+    )
+
+
+def run_key(method: str, lr: float | None, seed: int) -> str:
+    return f"{method}-lr{lr:g}-s{seed}" if lr is not None else f"{method}-s{seed}"
+
+
+@dataclass
+class PlannedRun:
+    key: str
+    method: MethodPlan
+    learning_rate: float | None
+    seed: int
+    steering_learning_rate: float | None = None
+    purpose: str = "sweep"  # sweep | seed
+
+
+@dataclass
+class Selection:
+    """The learning rate chosen for one method and the sweep that chose it."""
+
+    learning_rate: float
+    validation: dict[float, tuple[float, float]] = field(default_factory=dict)  # lr: (acc, loss)
+
+
+def load_results(runs_dir: Path) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    if runs_dir.is_dir():
+        for path in sorted(runs_dir.glob("*.json")):
+            record = json.loads(path.read_text(encoding="utf-8"))
+            results[record["key"]] = record
+    return results
+
+
+def grid_for(method: MethodPlan, protocol: Protocol) -> tuple[float, ...]:
+    if protocol.quick and method.grid:
+        return (method.grid[len(method.grid) // 2],)
+    return method.grid
+
+
+def select(
+    method: MethodPlan, protocol: Protocol, results: dict[str, dict[str, Any]]
+) -> Selection | None:
+    """Best validation accuracy (ties: lower answer-token loss) once the whole sweep is in."""
+    sweep = {}
+    for lr in grid_for(method, protocol):
+        record = results.get(run_key(method.name, lr, protocol.seeds[0]))
+        if record is None:
+            return None
+        sweep[lr] = (record["validation_accuracy"], record["validation_loss"])
+    best = max(sweep, key=lambda lr: (sweep[lr][0], -sweep[lr][1]))
+    return Selection(learning_rate=best, validation=sweep)
+
+
+def next_runs(
+    protocol: Protocol, results: dict[str, dict[str, Any]], methods: tuple[MethodPlan, ...]
+) -> list[PlannedRun]:
+    """Every run still missing whose prerequisites are met, in priority order."""
+    pending: list[PlannedRun] = []
+    for method in methods:
+        steering_lr = None
+        if method.steering_lr_from is not None:
+            source = METHODS_BY_NAME[method.steering_lr_from]
+            chosen = select(source, protocol, results)
+            if chosen is None:
+                continue  # waits for the post-block sweep
+            steering_lr = chosen.learning_rate
+        if method.method is None:
+            for seed in protocol.seeds[:1]:
+                key = run_key(method.name, None, seed)
+                if key not in results:
+                    pending.append(PlannedRun(key, method, None, seed, purpose="baseline"))
+            continue
+        for lr in grid_for(method, protocol):
+            key = run_key(method.name, lr, protocol.seeds[0])
+            if key not in results:
+                pending.append(PlannedRun(key, method, lr, protocol.seeds[0], steering_lr))
+        selection = select(method, protocol, results)
+        if selection is None:
+            continue
+        for seed in protocol.seeds[1:]:
+            key = run_key(method.name, selection.learning_rate, seed)
+            if key not in results:
+                pending.append(
+                    PlannedRun(key, method, selection.learning_rate, seed, steering_lr, "seed")
+                )
+    return pending
+
+
+def run_config(protocol: Protocol, planned: PlannedRun, work_dir: Path) -> dict[str, Any]:
+    """The JSON ``run_one.py`` reads (validated there by its ``RunConfig``)."""
+    return {
+        "key": planned.key,
+        "model": protocol.model,
+        "task": protocol.task,
+        "method": planned.method.method,
+        "learning_rate": planned.learning_rate,
+        "steering_learning_rate": planned.steering_learning_rate,
+        "seed": planned.seed,
+        "n_epochs": protocol.n_epochs,
+        "batch_size": protocol.batch_size,
+        "gradient_accumulation_steps": protocol.gradient_accumulation_steps,
+        "max_seq_length": protocol.max_seq_length,
+        "train_file": str(protocol.train_file),
+        "validation_file": str(protocol.validation_file),
+        "test_file": str(protocol.test_file),
+        "work_dir": str(work_dir),
+        "generation_check_items": protocol.generation_check_items,
+    }

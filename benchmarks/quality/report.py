@@ -1,0 +1,306 @@
+"""The quality study's report: a markdown table, a JSON summary, a PNG plot, the targets' verdicts.
+
+Built from the run files alone (``runs/{protocol}/*.json``), so it can be rebuilt at any time,
+while the study is still running: methods whose runs are not all in are listed as pending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from plan import METHODS, MethodPlan, Protocol, run_key, select
+from stats import accuracy_by_group, mcnemar, spread
+
+# (A, B, what the target asks of A against B)
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("post_block", "full"),
+    ("post_block", "reft"),
+    ("post_block", "site_mlp"),
+    ("post_block", "site_attn"),
+    ("post_block", "lora"),
+    ("joint", "lora"),
+    ("joint", "post_block"),
+    ("joint", "joint_no_orth"),
+    ("post_block", "post_block_linear"),
+    ("post_block", "post_block_r1"),
+    ("post_block", "post_block_vector"),
+)
+
+
+def root_operators(test_file: Path) -> list[str]:
+    """The root operator of every test item (``[MAX ...`` -> ``MAX``), for per-operator scores."""
+    groups = []
+    for line in test_file.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            expression = json.loads(line)["prompt"].split("Expression:\n", 1)[-1]
+            groups.append(expression.lstrip("[ ").split(" ", 1)[0])
+    return groups
+
+
+def method_summary(
+    method: MethodPlan, protocol: Protocol, results: dict[str, dict[str, Any]], groups: list[str]
+) -> dict[str, Any] | None:
+    """Mean/spread over seeds at the selected learning rate, or None while runs are missing."""
+    if method.method is None:
+        record = results.get(run_key(method.name, None, protocol.seeds[0]))
+        if record is None:
+            return None
+        runs, lr, sweep = [record], None, {}
+    else:
+        selection = select(method, protocol, results)
+        if selection is None:
+            return None
+        lr, sweep = selection.learning_rate, selection.validation
+        runs = [
+            results[key]
+            for seed in protocol.seeds
+            if (key := run_key(method.name, lr, seed)) in results
+        ]
+    accuracy = spread([100.0 * r["test_accuracy"] for r in runs])
+    by_operator = [accuracy_by_group(r["test_correct"], groups) for r in runs]
+    return {
+        "method": method.name,
+        "label": method.label,
+        "learning_rate": lr,
+        "steering_learning_rate": runs[0]["config"].get("steering_learning_rate"),
+        "sweep_validation_accuracy": {f"{k:g}": round(100 * v[0], 2) for k, v in sweep.items()},
+        "seeds": [r["config"]["seed"] for r in runs],
+        "complete": len(runs) == (1 if method.method is None else len(protocol.seeds)),
+        "test_accuracy": accuracy.__dict__,
+        "test_accuracy_per_seed": [round(100.0 * r["test_accuracy"], 2) for r in runs],
+        "validation_accuracy": spread([100.0 * r["validation_accuracy"] for r in runs]).mean,
+        "validation_loss": spread([r["validation_loss"] for r in runs]).mean,
+        "per_operator": {
+            op: round(100.0 * sum(d[op] for d in by_operator) / len(by_operator), 1)
+            for op in by_operator[0]
+        },
+        "trainable_parameters": runs[0]["trainable_parameters"],
+        "trainable_percent": runs[0]["trainable_percent"],
+        "train_seconds": spread([r["train_seconds"] for r in runs]).mean,
+        "tokens_per_second": spread([r["tokens_per_second"] for r in runs]).mean,
+        "peak_rss_train_gib": max(r["peak_rss_train_mib"] for r in runs) / 1024.0,
+        "generation_agreement": min(r["generation_check"]["agreement"] for r in runs),
+        "_bits": [r["test_correct"] for r in runs],
+    }
+
+
+def compare(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for a, b in COMPARISONS:
+        if a not in summaries or b not in summaries:
+            continue
+        bits_a, bits_b = summaries[a]["_bits"], summaries[b]["_bits"]
+        n = min(len(bits_a), len(bits_b))
+        test = mcnemar(bits_a[:n], bits_b[:n])
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "seeds_paired": n,
+                "pairs": test.pairs,
+                "difference_points": round(test.difference_points, 2),
+                "a_only": test.a_only,
+                "b_only": test.b_only,
+                "p_value": test.p_value,
+            }
+        )
+    return rows
+
+
+def verdicts(summaries: dict[str, dict[str, Any]], tests: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets, each met / missed / pending, with the numbers."""
+
+    def mean(name: str) -> float | None:
+        found = summaries.get(name)
+        return found["test_accuracy"]["mean"] if found and found["complete"] else None
+
+    def test(a: str, b: str) -> dict[str, Any] | None:
+        return next((t for t in tests if t["a"] == a and t["b"] == b), None)
+
+    lines = []
+    pb, full = mean("post_block"), mean("full")
+    if pb is None or full is None:
+        lines.append("post-block within 1 point of full fine-tuning: pending (runs missing)")
+    else:
+        gap = full - pb
+        verdict = "met" if gap <= 1.0 else "missed"
+        lines.append(
+            f"post-block within 1 point of full fine-tuning: **{verdict}** "
+            f"(post-block {pb:.1f}%, full {full:.1f}%, gap {gap:+.1f} points)"
+        )
+    for other, label in (("site_mlp", "post-MLP"), ("reft", "ReFT")):
+        found, ours = test("post_block", other), mean(other)
+        if found is None or ours is None or pb is None:
+            lines.append(f"post-block above {label} with p < 0.05: pending (runs missing)")
+            continue
+        met = found["difference_points"] > 0 and found["p_value"] < 0.05
+        lines.append(
+            f"post-block above {label} with p < 0.05: **{'met' if met else 'missed'}** "
+            f"(post-block {pb:.1f}% vs {ours:.1f}%, paired difference "
+            f"{found['difference_points']:+.2f} points, McNemar p = {found['p_value']:.2g})"
+        )
+    joint, lora = mean("joint"), mean("lora")
+    if joint is None or lora is None or pb is None:
+        lines.append("joint at least as good as the better of LoRA and post-block: pending")
+    else:
+        best = max(lora, pb)
+        lines.append(
+            "joint at least as good as the better of LoRA and post-block: "
+            f"**{'met' if joint >= best else 'missed'}** (joint {joint:.1f}%, LoRA {lora:.1f}%, "
+            f"post-block {pb:.1f}%)"
+        )
+    return lines
+
+
+def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) -> dict[str, Any]:
+    groups = root_operators(protocol.test_file)
+    summaries = {}
+    for method in METHODS:
+        found = method_summary(method, protocol, results, groups)
+        if found is not None:
+            summaries[method.name] = found
+    tests = compare(summaries)
+    pending = [
+        m.name for m in METHODS if m.name not in summaries or not summaries[m.name]["complete"]
+    ]
+    return {
+        "protocol": protocol.name,
+        "setup": protocol.describe(),
+        "command": command,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
+        "date": time.strftime("%Y-%m-%d"),
+        "runs_done": len(results),
+        "methods": [{k: v for k, v in s.items() if k != "_bits"} for s in summaries.values()],
+        "comparisons": tests,
+        "targets": (
+            ["not judged: a quick smoke run (a few items, one seed) measures nothing"]
+            if protocol.quick
+            else verdicts(summaries, tests)
+        ),
+        "pending_methods": pending,
+    }
+
+
+def write(report: dict[str, Any], out_stem: Path) -> None:
+    out_stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    out_stem.with_suffix(".md").write_text(markdown(report, out_stem.name + ".png"))
+    plot(report, out_stem.with_suffix(".png"))
+
+
+def markdown(report: dict[str, Any], png_name: str) -> str:
+    setup = report["setup"]
+    lines = [
+        f"# Quality: {setup['model']} on generated {setup['task']}",
+        "",
+        f"Command: `{report['command']}` ({report['date']}, {report['machine']}). "
+        f"{report['runs_done']} runs so far.",
+        "",
+        f"Setup: {setup['train_items']} training items, {setup['n_epochs']} epoch(s), batch "
+        f"{setup['batch_size']} x grad-accum {setup['gradient_accumulation_steps']}, fp32; "
+        f"learning rate chosen per method on {setup['validation_items']} validation items "
+        f"(seed {setup['seeds'][0]}, three points of the paper's grid"
+        + (
+            f"; then seeds {', '.join(map(str, setup['seeds'][1:]))} at that rate"
+            if len(setup["seeds"]) > 1
+            else ""
+        )
+        + f"); scored on "
+        f"{setup['test_items']} test items. Accuracy: greedy decoding reproduces "
+        "`<answer>{value}</answer>` exactly (decided in one teacher-forced pass; the "
+        "`agree` column is the share of test items where real greedy generation, scored by the "
+        "task's scorer, gives the same verdict).",
+        "",
+        "## Targets",
+        "",
+        *[f"- {line}" for line in report["targets"]],
+        "",
+        "## Methods",
+        "",
+        "| method | lr (val acc % per grid point) | test acc % mean ± sd (seeds) "
+        "| MAX | MIN | MED | SM | trainable | % of model | train s | tokens/s | peak RSS GiB "
+        "| agree |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in report["methods"]:
+        acc = m["test_accuracy"]
+        lr = (
+            "-"
+            if m["learning_rate"] is None
+            else f"**{m['learning_rate']:g}** ("
+            + ", ".join(f"{k}: {v:.1f}" for k, v in m["sweep_validation_accuracy"].items())
+            + ")"
+        )
+        if m["steering_learning_rate"]:
+            lr += f"; steering {m['steering_learning_rate']:g}"
+        ops = m["per_operator"]
+        done = "" if m["complete"] else " *(seeds pending)*"
+        lines.append(
+            f"| {m['label']}{done} | {lr} | {acc['mean']:.1f} ± {acc['std']:.1f} "
+            f"({', '.join(f'{v:.1f}' for v in m['test_accuracy_per_seed'])}) | "
+            + " | ".join(f"{ops.get(op, 0):.0f}" for op in ("MAX", "MIN", "MED", "SM"))
+            + f" | {m['trainable_parameters']:,} | {m['trainable_percent']:.3f} | "
+            f"{m['train_seconds']:.0f} | {m['tokens_per_second']:.0f} | "
+            f"{m['peak_rss_train_gib']:.2f} | {100 * m['generation_agreement']:.0f}% |"
+        )
+    lines += [
+        "",
+        "## Paired tests (McNemar, exact, items x seeds pooled)",
+        "",
+        "| A | B | pairs | A-B points | A only | B only | p |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in report["comparisons"]:
+        lines.append(
+            f"| {t['a']} | {t['b']} | {t['pairs']} ({t['seeds_paired']} seed(s)) "
+            f"| {t['difference_points']:+.2f} "
+            f"| {t['a_only']} | {t['b_only']} | {t['p_value']:.3g} |"
+        )
+    if report["pending_methods"]:
+        lines += [
+            "",
+            "Pending (runs not all in yet): " + ", ".join(report["pending_methods"]) + ".",
+        ]
+    lines += ["", f"![test accuracy by method]({png_name})", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = report["methods"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    names = [m["method"] for m in methods]
+    means = [m["test_accuracy"]["mean"] for m in methods]
+    left.bar(range(len(methods)), means, color="#9ab")
+    for i, m in enumerate(methods):
+        left.scatter(
+            [i] * len(m["test_accuracy_per_seed"]),
+            m["test_accuracy_per_seed"],
+            color="k",
+            s=10,
+            zorder=3,
+        )
+    left.set_xticks(range(len(methods)), names, rotation=40, ha="right", fontsize=8)
+    left.set_ylabel("test accuracy % (bar: mean; dots: seeds)")
+    left.set_title(f"{report['setup']['model']}, {report['setup']['task']}")
+    for m in methods:
+        if m["trainable_parameters"]:
+            right.scatter(m["trainable_percent"], m["test_accuracy"]["mean"], s=25)
+            right.annotate(
+                m["method"], (m["trainable_percent"], m["test_accuracy"]["mean"]), fontsize=7
+            )
+    right.set_xscale("log")
+    right.set_xlabel("trainable parameters, % of the model (log)")
+    right.set_ylabel("test accuracy % (mean over seeds)")
+    right.set_title("accuracy vs adapter size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,335 @@
+"""One run of the quality study: train a method with the engine, then score it, in one process.
+
+Reads a :class:`RunConfig` (JSON) and writes a :class:`RunResult` (JSON), so the orchestrator
+(``run.py``) never loads torch and every run's peak memory is its own:
+
+    python benchmarks/quality/run_one.py CONFIG.json RESULT.json
+
+Training goes through ``steering_core.train.train`` exactly as a service job does (the engine's
+loop, schedule, clipping and saving); the saved artifact is then loaded onto a fresh base model
+with ``steering_core.io.load_artifact``, as the service's inference path does, and scored with
+greedy decoding on the validation and test items. Per-item correctness is kept (as a string of
+0/1) so that methods can be compared item by item (McNemar) across seeds.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+
+class RunConfig(BaseModel):
+    """What one run trains and scores (written by run.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    model: str
+    task: str
+    method: dict[str, Any] | None  # None: score the base model, untrained
+    learning_rate: float | None
+    steering_learning_rate: float | None = None
+    seed: int
+    n_epochs: int
+    batch_size: int
+    gradient_accumulation_steps: int
+    max_seq_length: int
+    train_file: str
+    validation_file: str
+    test_file: str
+    work_dir: str
+    max_new_tokens: int = 8
+    eval_batch_size: int = 32
+    generation_check_items: int = 64
+    torch_threads: int | None = None
+
+
+def _split_row(input_ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
+    """(tokens fed before the answer, the answer's tokens) of a row whose answer ends it."""
+    first = next(i for i, label in enumerate(labels) if label != -100)
+    if any(label == -100 for label in labels[first:]):
+        raise SystemExit("a row's supervised tokens are not one span at its end")
+    return list(input_ids[:first]), list(labels[first:])
+
+
+def _common_prefix(sequences: list[list[int]]) -> list[int]:
+    """The longest shared prefix, leaving every sequence at least one token of its own."""
+    shortest = min(map(len, sequences))
+    n = 0
+    while n < shortest - 1 and all(seq[n] == sequences[0][n] for seq in sequences):
+        n += 1
+    return sequences[0][:n]
+
+
+class GenerationCheck(BaseModel):
+    """Teacher-forced exact match against the task scorer on real greedy generations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: int
+    generation_accuracy: float
+    teacher_forced_accuracy: float
+    agreement: float
+
+
+class RunResult(BaseModel):
+    """What one run measured; the orchestrator's unit of resumption."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    config: RunConfig
+    trainable_parameters: int
+    trainable_percent: float
+    steps: int
+    trained_tokens: int
+    train_seconds: float
+    tokens_per_second: float
+    first_loss: float | None
+    final_loss: float | None
+    validation_loss: float
+    peak_rss_train_mib: float
+    validation_correct: str
+    test_correct: str
+    validation_accuracy: float
+    test_accuracy: float
+    eval_seconds: float
+    generation_check: GenerationCheck
+    torch_threads: int
+    date: str
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        self.events.append(event)
+
+
+def run(config: RunConfig) -> RunResult:
+    import torch
+
+    from steering_core.io import load_artifact
+    from steering_core.models import load_model, load_tokenizer
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    work = Path(config.work_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    trained: dict[str, Any] = {
+        "trainable_parameters": 0,
+        "trainable_percent": 0.0,
+        "steps": 0,
+        "trained_tokens": 0,
+        "train_seconds": 0.0,
+        "tokens_per_second": 0.0,
+        "first_loss": None,
+        "final_loss": None,
+    }
+    if config.method is not None:
+        trained = _train(config, work)
+    peak_train = _peak_rss_mib()
+
+    started = time.perf_counter()
+    model = load_model(config.model)
+    tokenizer = load_tokenizer(config.model)
+    if config.method is not None:
+        model = load_artifact(model, work / "adapter").model
+    scored = {
+        split: score_teacher_forced(model, tokenizer, path, config)
+        for split, path in (("validation", config.validation_file), ("test", config.test_file))
+    }
+    check = generation_check(model, tokenizer, config, scored["test"].correct)
+    eval_seconds = time.perf_counter() - started
+    shutil.rmtree(work, ignore_errors=True)  # a full fine-tune's copy is 0.5 GB
+
+    return RunResult(
+        key=config.key,
+        config=config,
+        **trained,
+        validation_loss=scored["validation"].loss,
+        peak_rss_train_mib=round(peak_train, 1),
+        validation_correct=scored["validation"].bits,
+        test_correct=scored["test"].bits,
+        validation_accuracy=scored["validation"].accuracy,
+        test_accuracy=scored["test"].accuracy,
+        eval_seconds=round(eval_seconds, 2),
+        generation_check=check,
+        torch_threads=torch.get_num_threads(),
+        date=time.strftime("%Y-%m-%d"),
+    )
+
+
+def _train(config: RunConfig, work: Path) -> dict[str, Any]:
+    """Train through the engine's loop (as a service job does); the artifact lands in work."""
+    from steering_core.spec import TrainingSpec
+    from steering_core.train import train
+
+    hyperparameters: dict[str, Any] = {
+        "n_epochs": config.n_epochs,
+        "batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "learning_rate": config.learning_rate,
+    }
+    if config.steering_learning_rate is not None:
+        hyperparameters["steering_learning_rate"] = config.steering_learning_rate
+    spec = TrainingSpec(
+        model=config.model,
+        method=config.method,
+        hyperparameters=hyperparameters,
+        train_file=config.train_file,
+        seed=config.seed,
+        max_seq_length=config.max_seq_length,
+        precision="fp32",
+    )
+    collect = _Collect()
+    result = train(spec, work, collect)
+    start = next(e for e in collect.events if e.event == "start")
+    return {
+        "trainable_parameters": start.trainable_parameters,
+        "trainable_percent": start.trainable_percent,
+        "steps": result.step,
+        "trained_tokens": result.trained_tokens,
+        "train_seconds": round(result.train_seconds, 2),
+        "tokens_per_second": round(result.trained_tokens / max(result.train_seconds, 1e-9), 1),
+        "first_loss": result.losses[0],
+        "final_loss": result.losses[-1],
+    }
+
+
+@dataclass
+class Scored:
+    """Teacher-forced scores of one split: per-item exact match and answer-token loss."""
+
+    correct: list[bool]
+    loss: float
+
+    @property
+    def accuracy(self) -> float:
+        return sum(self.correct) / len(self.correct)
+
+    @property
+    def bits(self) -> str:
+        return "".join("1" if ok else "0" for ok in self.correct)
+
+
+def score_teacher_forced(model: Any, tokenizer: Any, path: str, config: RunConfig) -> Scored:
+    """Greedy exact match of every item's answer, in one forward pass per batch.
+
+    Greedy decoding reproduces the gold answer tokens exactly if and only if, fed the gold
+    prefix, the model's argmax at every answer position is the gold token: so one teacher-forced
+    pass decides what token-by-token greedy generation would (the final EOS is not required,
+    as the task's scorer ignores what follows ``</answer>``). Rows are tokenized exactly as
+    training tokenized them. The same logits give the answer-token loss.
+    """
+    import torch
+
+    from steering_core.data import pad_token_id_for, parse_jsonl, tokenize_dataset
+
+    rows = tokenize_dataset(parse_jsonl(path), tokenizer, max_seq_length=config.max_seq_length)
+    if rows.stats.n_truncated or rows.stats.n_dropped_all_masked:
+        raise SystemExit(f"{path}: rows truncated or dropped at max_seq_length")
+    items = [_split_row(rows[i].input_ids, rows[i].labels) for i in range(len(rows))]
+    # The instruction every prompt starts with is computed once per batch and shared (causal
+    # attention: its states do not depend on what follows); only each item's own tokens run.
+    prefix = _common_prefix([ids for ids, _ in items])
+    pad, eos = pad_token_id_for(tokenizer), tokenizer.eos_token_id
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+    correct = [False] * len(items)
+    total_loss, total_tokens = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), config.eval_batch_size):
+            chunk = order[start : start + config.eval_batch_size]
+            # Left-pad each item's own tokens so that every answer ends at the last position.
+            # Fed: prompt + answer but its last token; each answer token is predicted from
+            # the gold tokens before it.
+            tails = [(items[i][0] + items[i][1][:-1])[len(prefix) :] for i in chunk]
+            answers = [items[i][1] for i in chunk]
+            keep = max(map(len, answers))
+            if any(len(a) != keep for a in answers):
+                raise SystemExit(f"{path}: answers of different token lengths in one batch")
+            width = max(map(len, tails))
+            ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails])
+            tail_mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails])
+            cache = model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(chunk))
+            mask = torch.cat([torch.ones(len(chunk), len(prefix), dtype=torch.long), tail_mask], 1)
+            positions = len(prefix) + tail_mask.cumsum(-1) - 1
+            logits = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions.clamp(min=len(prefix)),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=keep,
+            ).logits
+            labels = torch.tensor(answers)
+            losses = torch.nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), labels, reduction="none"
+            )
+            total_loss += float(losses.sum())
+            total_tokens += labels.numel()
+            hits = logits.argmax(-1) == labels
+            required = hits if int(labels[0, -1]) != eos else hits[:, :-1]
+            for row, index in enumerate(chunk):
+                correct[index] = bool(required[row].all())
+    return Scored(correct=correct, loss=total_loss / max(1, total_tokens))
+
+
+def generation_check(
+    model: Any, tokenizer: Any, config: RunConfig, teacher_forced: list[bool]
+) -> GenerationCheck:
+    """Greedy-generate the first items of the test split and score them with the task's scorer."""
+    from steering_core.evaluate import evaluate_task, read_records
+    from steering_core.tasks.registry import get_task
+
+    n = min(config.generation_check_items, len(teacher_forced))
+    result = evaluate_task(
+        model,
+        tokenizer,
+        read_records(config.test_file, limit=n),
+        get_task(config.task),
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.eval_batch_size,
+    )
+    generated = [bool(ex["correct"]) for ex in result.examples]
+    forced = teacher_forced[:n]
+    return GenerationCheck(
+        items=n,
+        generation_accuracy=sum(generated) / n,
+        teacher_forced_accuracy=sum(forced) / n,
+        agreement=sum(a == b for a, b in zip(generated, forced, strict=True)) / n,
+    )
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: run_one.py CONFIG.json RESULT.json")
+    config = RunConfig.model_validate_json(Path(sys.argv[1]).read_text())
+    out = Path(sys.argv[2])
+    result = run(config)
+    partial = out.with_suffix(".partial")
+    partial.write_text(result.model_dump_json(indent=1) + "\n")
+    os.replace(partial, out)
+
+
+if __name__ == "__main__":
+    main()

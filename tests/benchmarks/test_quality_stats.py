@@ -1,0 +1,56 @@
+"""McNemar's exact test and the per-seed summaries of the quality study."""
+
+import math
+
+import pytest
+from stats import accuracy_by_group, binomial_two_sided_p, mcnemar, spread
+
+
+def test_binomial_p_matches_hand_computed_values() -> None:
+    assert binomial_two_sided_p(0, 5) == pytest.approx(2 / 32)
+    assert binomial_two_sided_p(5, 5) == pytest.approx(2 / 32)
+    assert binomial_two_sided_p(2, 4) == 1.0  # the middle: capped at 1
+    assert binomial_two_sided_p(0, 0) == 1.0
+    # 1 of 10: 2 * (1 + 10) / 1024
+    assert binomial_two_sided_p(1, 10) == pytest.approx(22 / 1024)
+
+
+def test_binomial_p_survives_large_counts() -> None:
+    p = binomial_two_sided_p(1400, 3000)
+    assert 0 < p < 0.001
+    assert math.isfinite(p)
+
+
+def test_mcnemar_counts_discordant_pairs_across_seeds() -> None:
+    a = ["1100", "1010"]
+    b = ["1000", "0011"]
+    test = mcnemar(a, b)
+    assert test.pairs == 8
+    assert (test.a_only, test.b_only) == (2, 1)  # seed 0: item 1; seed 1: item 0 vs item 3
+    assert test.difference_points == pytest.approx(100 * 1 / 8)
+    assert test.p_value == pytest.approx(1.0)
+
+
+def test_mcnemar_detects_a_consistent_winner() -> None:
+    a = ["1" * 40 + "0" * 60] * 3
+    b = ["0" * 100] * 3
+    test = mcnemar(a, b)
+    assert test.a_only == 120 and test.b_only == 0
+    assert test.p_value < 1e-30
+
+
+def test_mcnemar_refuses_mismatched_items_or_seeds() -> None:
+    with pytest.raises(ValueError, match="different items"):
+        mcnemar(["101"], ["10"])
+    with pytest.raises(ValueError, match="same number"):
+        mcnemar(["1"], ["1", "0"])
+
+
+def test_spread_and_groups() -> None:
+    s = spread([40.0, 44.0, 42.0])
+    assert (s.mean, s.low, s.high, s.n) == (42.0, 40.0, 44.0, 3)
+    assert s.std == pytest.approx(2.0)
+    assert spread([5.0]).std == 0.0
+    assert accuracy_by_group("1101", ["SM", "MAX", "SM", "MAX"]) == {"MAX": 1.0, "SM": 0.5}
+    with pytest.raises(ValueError):
+        accuracy_by_group("11", ["SM"])
