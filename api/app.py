@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
@@ -14,10 +17,19 @@ from api.limits import UploadSizeLimit
 from api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from api.routes import adapters, admin, completions, files, jobs
 from api.routes.dashboard import mount_dashboard
-from registry.db import get_engine
+from registry.db import POOL_SIZE, get_engine
 from registry.settings import Settings, get_settings
 
 log = logging.getLogger("steer.api")
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    # Sync routes run in anyio's thread pool (40 threads by default). With more threads than
+    # pooled database connections, a burst opened and closed overflow connections (a PostgreSQL
+    # backend each); as many threads as connections makes requests queue for a thread instead.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = POOL_SIZE
+    yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="steering-service",
         description="Adaptation jobs with post-block activation steering; OpenAI-compatible.",
         version="0.1.0",
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     install_error_handlers(app)

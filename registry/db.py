@@ -1,4 +1,11 @@
-"""Engine and sessions. SQLite gets WAL and foreign keys; PostgreSQL gets pool pre-ping."""
+"""Engine and sessions. SQLite gets WAL and foreign keys; PostgreSQL a fixed-size pool.
+
+No pre-ping on checkout: it cost a round trip per request (status reads went from 858/s to
+1060/s without it, benchmarks/service). A connection that died with its server raises a
+disconnect error once; SQLAlchemy then invalidates the whole pool, so after a PostgreSQL restart
+only the requests in flight fail (503 ``database_unavailable``) and the next ones reconnect.
+Connections are recycled after 30 minutes, before idle timeouts in between can cut them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,10 @@ from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+# Connections per process to PostgreSQL; the API's thread pool is sized to match (api/app.py),
+# so requests queue for a thread instead of opening and closing overflow connections.
+POOL_SIZE = 20
 
 
 @lru_cache(maxsize=8)
@@ -32,10 +43,12 @@ def get_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_size=POOL_SIZE, max_overflow=10, pool_recycle=1800)
 
 
+@lru_cache(maxsize=8)
 def session_factory(url: str) -> sessionmaker[Session]:
+    """One factory per database (building a sessionmaker per request cost a measurable share)."""
     return sessionmaker(bind=get_engine(url), expire_on_commit=False)
 
 

@@ -213,7 +213,11 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         f"{setup['test_items']} test items. Accuracy: greedy decoding reproduces "
         "`<answer>{value}</answer>` exactly (decided in one teacher-forced pass; the "
         "`agree` column is the share of test items where real greedy generation, scored by the "
-        "task's scorer, gives the same verdict).",
+        "task's scorer, gives the same verdict). Joint: the LoRA half's rate is swept, the "
+        "steering half trains at the rate chosen for post-block; the orthogonal projection "
+        "runs every 10 steps. Training time and tokens/s come from runs on one torch thread "
+        "each, two side by side on the 2 cores, with other work on the machine at times: "
+        "read them as rough; `benchmarks/speed/` has the clean speed figures.",
         "",
         "## Targets",
         "",

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, help="start no new run after this long")
     parser.add_argument("--max-runs", type=int, help="stop after this many runs")
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's)")
+    parser.add_argument("--parallel", type=int, default=2, help="runs side by side")
+    parser.add_argument("--threads", type=int, help="torch threads per run (cores / parallel)")
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "quality")
     args = parser.parse_args(argv)
 
@@ -82,64 +86,104 @@ def main(argv: list[str] | None = None) -> int:
         print(stem.with_suffix(".md").read_text())
         return 0
 
+    slots: dict[int, Slot] = {}
     stopping = {"flag": False}
-    child: dict[str, subprocess.Popen | None] = {"proc": None}
 
     def stop(signum: int, _frame: object) -> None:
         stopping["flag"] = True
-        if child["proc"] is not None:
-            child["proc"].terminate()
+        for slot in slots.values():
+            slot.proc.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    started, done = time.monotonic(), 0
+    started, launched = time.monotonic(), 0
+    # One torch thread per run and ``--parallel`` runs side by side: on 2 shared cores, two
+    # 1-thread runs train as fast together as one 2-thread run, and unlike it they do not
+    # collapse (OpenMP threads spinning at barriers) when anything else wants a core.
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.parallel)
     while not stopping["flag"]:
-        pending = next_runs(protocol, load_results(protocol.runs_dir), methods)
-        if not pending:
-            print("study complete", flush=True)
+        in_flight = {slot.key for slot in slots.values()}
+        pending = [
+            run
+            for run in next_runs(protocol, load_results(protocol.runs_dir), methods)
+            if run.key not in in_flight
+        ]
+        over_time = args.hours is not None and time.monotonic() - started > args.hours * 3600
+        over_count = args.max_runs is not None and launched >= args.max_runs
+        free = [i for i in range(args.parallel) if i not in slots]
+        if pending and free and not over_time and not over_count:
+            index, planned = free[0], pending[0]
+            config = run_config(protocol, planned, args.work / f"run-{index}")
+            config["torch_threads"] = threads
+            config_path = args.work / f"run-config-{index}.json"
+            config_path.write_text(json.dumps(config, indent=1))
+            slots[index] = Slot.launch(
+                planned.key, config_path, protocol.runs_dir, args.work, index, threads
+            )
+            launched += 1
+            print(f"{time.strftime('%H:%M:%S')} {planned.key} ({planned.purpose}) ...", flush=True)
+            continue
+        if not slots:
+            if not pending:
+                print("study complete", flush=True)
+            else:
+                print(f"stopping: {len(pending)}+ runs left (--hours/--max-runs)", flush=True)
             break
-        if args.hours is not None and time.monotonic() - started > args.hours * 3600:
-            print(f"--hours {args.hours} reached; {len(pending)}+ runs left", flush=True)
-            break
-        if args.max_runs is not None and done >= args.max_runs:
-            break
-        planned = pending[0]
-        config = run_config(protocol, planned, args.work / "run")
-        if args.threads:
-            config["torch_threads"] = args.threads
-        config_path = args.work / "run-config.json"
-        config_path.write_text(json.dumps(config, indent=1))
-        result_path = protocol.runs_dir / f"{planned.key}.json"
-        print(f"{time.strftime('%H:%M:%S')} {planned.key} ({planned.purpose}) ...", flush=True)
-        run_started = time.monotonic()
-        log = (args.work / "run.log").open("w")
-        child["proc"] = subprocess.Popen(
-            [sys.executable, str(HERE / "run_one.py"), str(config_path), str(result_path)],
+        time.sleep(2)
+        for index, slot in list(slots.items()):
+            code = slot.proc.poll()
+            if code is None:
+                continue
+            del slots[index]
+            slot.log.close()
+            if stopping["flag"]:
+                continue
+            if code != 0:
+                tail = slot.log_path.read_text()[-3000:]
+                print(f"run {slot.key} failed ({code}):\n{tail}", flush=True)
+                stop(signal.SIGTERM, None)
+                return 1
+            result = json.loads(slot.result_path.read_text())
+            print(
+                f"  {slot.key}: test {100 * result['test_accuracy']:.1f}%"
+                f"  val {100 * result['validation_accuracy']:.1f}%"
+                f"  train {result['train_seconds']:.0f}s"
+                f"  {time.monotonic() - slot.started:.0f}s in all",
+                flush=True,
+            )
+            report()
+    if stopping["flag"]:
+        print("stopped; runs in flight start again next time", flush=True)
+    report()
+    return 0
+
+
+@dataclass
+class Slot:
+    """One run in flight: its process, log and where its result lands."""
+
+    key: str
+    proc: subprocess.Popen
+    log: IO[str]
+    log_path: Path
+    result_path: Path
+    started: float
+
+    @classmethod
+    def launch(
+        cls, key: str, config: Path, runs_dir: Path, work: Path, index: int, threads: int
+    ) -> Slot:
+        log_path = work / f"run-{index}.log"
+        log = log_path.open("w")
+        result_path = runs_dir / f"{key}.json"
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "run_one.py"), str(config), str(result_path)],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
         )
-        code = child["proc"].wait()
-        child["proc"] = None
-        log.close()
-        if stopping["flag"]:
-            print("stopped; the run in flight will start again next time", flush=True)
-            break
-        if code != 0:
-            tail = (args.work / "run.log").read_text()[-3000:]
-            print(f"run {planned.key} failed ({code}):\n{tail}", flush=True)
-            return 1
-        result = json.loads(result_path.read_text())
-        print(
-            f"  test {100 * result['test_accuracy']:.1f}%"
-            f"  val {100 * result['validation_accuracy']:.1f}%"
-            f"  train {result['train_seconds']:.0f}s  {time.monotonic() - run_started:.0f}s in all",
-            flush=True,
-        )
-        done += 1
-        report()
-    report()
-    return 0
+        return cls(key, proc, log, log_path, result_path, time.monotonic())
 
 
 if __name__ == "__main__":

@@ -188,6 +188,14 @@ def main() -> int:
     return 0
 
 
+PYREFT_NOTE = (
+    "pyreft: not measured. pyreft 0.1.0, the newest on PyPI, requires transformers==4.45.1 "
+    "(checked with `pip install --dry-run pyreft` on 2026-11-28); this project pins "
+    "transformers>=5, so pyreft does not install beside our pins. Our own LoReFT "
+    "(`reft r=8 (mlp_output)` above) is the ReFT figure."
+)
+
+
 def render(r: dict[str, Any], args: argparse.Namespace) -> str:
     lora = r["training"]["lora r=8 (7 projections)"]["tokens_per_second"]
     post = r["training"]["post_block r=8"]["tokens_per_second"]
@@ -226,7 +234,10 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"Bound: the adapter adds ~4·H·r FLOPs per token per layer against ~24·H² for the "
         f"block, an ideal overhead of {100 * r['ideal_steering_overhead']:.2f}% "
         f"(H={round(4 * 8 / (24 * r['ideal_steering_overhead']))}, r=8). Target: steered decode "
-        f"within 5% of the base: {'met' if decode_overhead <= 0.05 else 'missed'}.",
+        f"within 5% of the base: {'met' if decode_overhead <= 0.05 else 'missed'}. Base and "
+        f"steered alternate repeat by repeat ({args.repeats} each, medians).",
+        "",
+        PYREFT_NOTE,
         "",
     ]
     return "\n".join(lines)
