@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from api.broker import broker_ok
 from api.errors import install_error_handlers
-from api.limits import UploadSizeLimit
+from api.limits import ConcurrencyLimit, UploadSizeLimit
 from api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from api.routes import adapters, admin, completions, files, jobs
 from api.routes.dashboard import mount_dashboard
@@ -23,15 +20,6 @@ from registry.settings import Settings, get_settings
 log = logging.getLogger("steer.api")
 
 
-@asynccontextmanager
-async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    # Sync routes run in anyio's thread pool (40 threads by default). With more threads than
-    # pooled database connections, a burst opened and closed overflow connections (a PostgreSQL
-    # backend each); as many threads as connections makes requests queue for a thread instead.
-    anyio.to_thread.current_default_thread_limiter().total_tokens = POOL_SIZE
-    yield
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.ensure_dirs()
@@ -39,10 +27,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="steering-service",
         description="Adaptation jobs with post-block activation steering; OpenAI-compatible.",
         version="0.1.0",
-        lifespan=_lifespan,
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # Innermost: requests wait for admission inside the metrics middleware, so the latency
+    # histogram includes the wait.
+    app.add_middleware(ConcurrencyLimit, limit=POOL_SIZE)
     app.add_middleware(UploadSizeLimit, path="/v1/files", max_bytes=settings.max_upload_bytes)
     metrics = Metrics(settings, app)
     app.add_middleware(RequestMetrics, metrics=metrics)

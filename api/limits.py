@@ -54,3 +54,46 @@ class UploadSizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` requests inside the app at once; the others wait on the event loop.
+
+    A sync route and its session dependency run on anyio's worker threads in separate hops, and
+    a request holds its pooled database connection from its first query to the dependency's
+    exit hop. With more requests inside than pooled connections, every worker thread could end
+    up blocked in a pool checkout while the requests holding the connections waited for a thread
+    to finish on: a deadlock that ended only in 30 s pool timeouts (500s). Admitting at most as
+    many requests as the pool has connections means a checkout never waits for another request;
+    the rest queue here at the cost of a coroutine, not a thread.
+
+    Streams are not counted (``…/events?stream=true`` and the generation routes): they hold no
+    connection while they wait (each event poll opens its own short session; generation closes
+    its session before generating), and counting them would let a few long streams stall the
+    API. Their short sessions come from the pool's overflow.
+    """
+
+    UNCOUNTED_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+    def __init__(self, app: Any, *, limit: int):
+        self.app = app
+        self.limit = limit
+        self._semaphore: Any = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self._uncounted(scope):
+            await self.app(scope, receive, send)
+            return
+        if self._semaphore is None:  # created inside the running loop
+            import asyncio
+
+            self._semaphore = asyncio.Semaphore(self.limit)
+        async with self._semaphore:
+            await self.app(scope, receive, send)
+
+    def _uncounted(self, scope: dict) -> bool:
+        if scope["path"] in self.UNCOUNTED_PATHS:
+            return True
+        return scope["path"].endswith("/events") and b"stream=true" in scope.get(
+            "query_string", b""
+        )

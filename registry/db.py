@@ -16,8 +16,9 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-# Connections per process to PostgreSQL; the API's thread pool is sized to match (api/app.py),
-# so requests queue for a thread instead of opening and closing overflow connections.
+# Pooled connections per process to PostgreSQL. The API admits as many requests at once
+# (api/limits.py ConcurrencyLimit), so a burst neither opens and closes overflow connections nor
+# blocks threads in a pool checkout; the 10 overflow connections serve the uncounted streams.
 POOL_SIZE = 20
 
 

@@ -391,7 +391,9 @@ def write(results: dict[str, Any]) -> None:
     lines = [
         "# The service under load",
         "",
-        f"`python benchmarks/service/run.py` on {time.strftime('%Y-%m-%d')} "
+        "`python benchmarks/service/run.py"
+        + ("" if results["api_processes"] == 1 else f" --api-processes {results['api_processes']}")
+        + f"` on {time.strftime('%Y-%m-%d')} "
         f"({platform.machine()}, {os.cpu_count()} cores shared by the server, PostgreSQL, Redis "
         f"and the load generator; `steer api --processes {results['api_processes']}`, JSON logs "
         "on).",
