@@ -1,6 +1,6 @@
 """Training throughput and steered-inference latency, method against method, same model and batch.
 
-    python benchmarks/speed/run.py [--model smollm2-135m-instruct] [--steps 6] [--quick]
+    python benchmarks/speed/run.py [--model smollm2-135m-instruct] [--steps 20] [--quick]
 
 Each method trains in its own subprocess (so its peak resident memory is its own): post-block
 (nonlinear r=8 at block_output), peft LoRA r=8 on the seven projections, full fine-tuning, and
@@ -141,7 +141,7 @@ def run_child(argv: list[str], name: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--prompt-len", type=int, default=256)
