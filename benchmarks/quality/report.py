@@ -183,6 +183,17 @@ def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) 
             else verdicts(summaries, tests)
         ),
         "pending_methods": pending,
+        "runs": [
+            {
+                "key": key,
+                "validation_accuracy": round(100 * r["validation_accuracy"], 2),
+                "test_accuracy": round(100 * r["test_accuracy"], 2),
+                "validation_loss": round(r["validation_loss"], 4),
+                "train_seconds": r["train_seconds"],
+                "generation_agreement": r["generation_check"]["agreement"],
+            }
+            for key, r in sorted(results.items())
+        ],
     }
 
 
@@ -270,6 +281,19 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
             "Pending (runs not all in yet): " + ", ".join(report["pending_methods"]) + ".",
         ]
     lines += ["", f"![test accuracy by method]({png_name})", ""]
+    lines += [
+        "## Every run so far",
+        "",
+        "| run | val acc % | val loss | test acc % | train s | agree |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {r['key']} | {r['validation_accuracy']:.1f} | {r['validation_loss']:.4f} | "
+            f"{r['test_accuracy']:.1f} | {r['train_seconds']:.0f} | "
+            f"{100 * r['generation_agreement']:.0f}% |"
+            for r in report["runs"]
+        ],
+        "",
+    ]
     return "\n".join(lines)
 
 
