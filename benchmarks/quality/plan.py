@@ -3,14 +3,15 @@
 Torch-free. Every run is named by a key (``{method}-lr{lr}-s{seed}``) and its result file is
 ``runs/{protocol}/{key}.json``; the plan is recomputed from whatever results exist, so the study
 resumes where it stopped. Per method: the learning-rate sweep (seed 0, every grid point) comes
-first, the best point on the *validation* split is selected (accuracy, then answer-token loss),
-then the other seeds run at that point. Methods are ordered so that the comparisons the targets
+first, the best point on the *validation* split is selected (see :func:`select`), then the other
+seeds run at that point. Methods are ordered so that the comparisons the targets
 name finish first.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,14 +215,25 @@ def grid_for(method: MethodPlan, protocol: Protocol) -> tuple[float, ...]:
 def select(
     method: MethodPlan, protocol: Protocol, results: dict[str, dict[str, Any]]
 ) -> Selection | None:
-    """Best validation accuracy (ties: lower answer-token loss) once the whole sweep is in."""
-    sweep = {}
+    """The grid point to run the other seeds at, once the whole sweep is in.
+
+    Accuracy first, but differences smaller than one standard error of the best point's
+    accuracy on the validation split count as ties (on 200 items that is ~3.5 points at 50%),
+    and among the tied points the lowest answer-token loss wins: the loss, averaged over every
+    answer token of the split, separates points that the accuracy of 200 items cannot.
+    """
+    sweep, items = {}, {}
     for lr in grid_for(method, protocol):
         record = results.get(run_key(method.name, lr, protocol.seeds[0]))
         if record is None:
             return None
         sweep[lr] = (record["validation_accuracy"], record["validation_loss"])
-    best = max(sweep, key=lambda lr: (sweep[lr][0], -sweep[lr][1]))
+        items[lr] = len(record["validation_correct"])
+    top = max(sweep, key=lambda lr: sweep[lr][0])
+    accuracy = sweep[top][0]
+    standard_error = math.sqrt(accuracy * (1 - accuracy) / max(1, items[top]))
+    tied = [lr for lr in sweep if sweep[lr][0] >= accuracy - standard_error]
+    best = min(tied, key=lambda lr: (sweep[lr][1], -sweep[lr][0]))
     return Selection(learning_rate=best, validation=sweep)
 
 

@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     # collapse (OpenMP threads spinning at barriers) when anything else wants a core.
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.parallel)
     while not stopping["flag"]:
-        in_flight = {slot.key for slot in slots.values()}
+        # Runs in flight here, or in another run.py on the same work folder (a run outlives an
+        # orchestrator killed with SIGKILL and still lands its result).
+        in_flight = {slot.key for slot in slots.values()} | running_elsewhere(args.work)
         pending = [
             run
             for run in next_runs(protocol, load_results(protocol.runs_dir), methods)
@@ -113,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         free = [i for i in range(args.parallel) if i not in slots]
         if pending and free and not over_time and not over_count:
             index, planned = free[0], pending[0]
-            config = run_config(protocol, planned, args.work / f"run-{index}")
+            folder = args.work / "runs" / planned.key
+            folder.mkdir(parents=True, exist_ok=True)
+            config = run_config(protocol, planned, folder / "out")
             config["torch_threads"] = threads
-            config_path = args.work / f"run-config-{index}.json"
+            config_path = folder / "config.json"
             config_path.write_text(json.dumps(config, indent=1))
-            slots[index] = Slot.launch(
-                planned.key, config_path, protocol.runs_dir, args.work, index, threads
-            )
+            slots[index] = Slot.launch(planned.key, config_path, protocol.runs_dir, folder, threads)
             launched += 1
             print(f"{time.strftime('%H:%M:%S')} {planned.key} ({planned.purpose}) ...", flush=True)
             continue
@@ -170,10 +172,8 @@ class Slot:
     started: float
 
     @classmethod
-    def launch(
-        cls, key: str, config: Path, runs_dir: Path, work: Path, index: int, threads: int
-    ) -> Slot:
-        log_path = work / f"run-{index}.log"
+    def launch(cls, key: str, config: Path, runs_dir: Path, folder: Path, threads: int) -> Slot:
+        log_path = folder / "run.log"
         log = log_path.open("w")
         result_path = runs_dir / f"{key}.json"
         proc = subprocess.Popen(
@@ -183,7 +183,21 @@ class Slot:
             stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_NUM_THREADS": str(threads)},
         )
+        (folder / "pid").write_text(str(proc.pid))
         return cls(key, proc, log, log_path, result_path, time.monotonic())
+
+
+def running_elsewhere(work: Path) -> set[str]:
+    """Keys whose ``run_one.py`` process (pid in ``{work}/runs/{key}/pid``) is still alive."""
+    keys = set()
+    for pid_file in (work / "runs").glob("*/pid"):
+        try:
+            cmdline = Path(f"/proc/{int(pid_file.read_text())}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"run_one.py" in cmdline and f"/{pid_file.parent.name}.json".encode() in cmdline:
+            keys.add(pid_file.parent.name)
+    return keys
 
 
 if __name__ == "__main__":
