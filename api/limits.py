@@ -8,6 +8,7 @@ by the service while it copies them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -78,15 +79,13 @@ class ConcurrencyLimit:
     def __init__(self, app: Any, *, limit: int):
         self.app = app
         self.limit = limit
-        self._semaphore: Any = None
+        self._semaphore: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or self._uncounted(scope):
             await self.app(scope, receive, send)
             return
         if self._semaphore is None:  # created inside the running loop
-            import asyncio
-
             self._semaphore = asyncio.Semaphore(self.limit)
         async with self._semaphore:
             await self.app(scope, receive, send)

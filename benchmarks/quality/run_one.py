@@ -7,9 +7,11 @@ Reads a :class:`RunConfig` (JSON) and writes a :class:`RunResult` (JSON), so the
 
 Training goes through ``steering_core.train.train`` exactly as a service job does (the engine's
 loop, schedule, clipping and saving); the saved artifact is then loaded onto a fresh base model
-with ``steering_core.io.load_artifact``, as the service's inference path does, and scored with
-greedy decoding on the validation and test items. Per-item correctness is kept (as a string of
-0/1) so that methods can be compared item by item (McNemar) across seeds.
+with ``steering_core.io.load_artifact``, as the service's inference path does, and scored on the
+validation and test items by one teacher-forced pass (:func:`score_teacher_forced`), checked
+against real greedy generation on the first test items (:func:`generation_check`). Per-item
+correctness is kept (as a string of 0/1) so that methods can be compared item by item (McNemar)
+across seeds.
 """
 
 from __future__ import annotations
@@ -187,9 +189,8 @@ def _train(config: RunConfig, work: Path) -> dict[str, Any]:
         "batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
+        "steering_learning_rate": config.steering_learning_rate,  # joint only; else None
     }
-    if config.steering_learning_rate is not None:
-        hyperparameters["steering_learning_rate"] = config.steering_learning_rate
     spec = TrainingSpec(
         model=config.model,
         method=config.method,
