@@ -14,6 +14,7 @@ at most the run in flight, and the next start carries on from the plan (``plan.p
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
@@ -176,27 +177,45 @@ class Slot:
         log_path = folder / "run.log"
         log = log_path.open("w")
         result_path = runs_dir / f"{key}.json"
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "run_one.py"), str(config), str(result_path)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
-        )
+        # The run inherits a lock on {folder}/lock and holds it for as long as it lives, even
+        # if this orchestrator dies first: another orchestrator then sees the run as live.
+        lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "run_one.py"), str(config), str(result_path)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+                pass_fds=(lock_fd,),
+            )
+        finally:
+            os.close(lock_fd)
         (folder / "pid").write_text(str(proc.pid))
         return cls(key, proc, log, log_path, result_path, time.monotonic())
 
 
 def running_elsewhere(work: Path) -> set[str]:
-    """Keys whose ``run_one.py`` process (pid in ``{work}/runs/{key}/pid``) is still alive."""
+    """Keys whose run process still holds ``{work}/runs/{key}/lock``.
+
+    A lock rather than a pid: it needs no /proc (pid namespaces and sandboxes differ), is
+    immune to pid reuse, and is released by the kernel however the run ends.
+    """
     keys = set()
-    for pid_file in (work / "runs").glob("*/pid"):
+    for lock_path in (work / "runs").glob("*/lock"):
         try:
-            cmdline = Path(f"/proc/{int(pid_file.read_text())}/cmdline").read_bytes()
-        except (OSError, ValueError):
+            fd = os.open(lock_path, os.O_RDWR)
+        except OSError:
             continue
-        if b"run_one.py" in cmdline and f"/{pid_file.parent.name}.json".encode() in cmdline:
-            keys.add(pid_file.parent.name)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            keys.add(lock_path.parent.name)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
     return keys
 
 

@@ -86,6 +86,8 @@ def test_base_runs_once_and_finished_runs_are_never_planned_again() -> None:
 
 
 def test_runs_of_another_orchestrator_are_seen_while_their_process_lives(tmp_path: Path) -> None:
+    import fcntl
+    import os
     import subprocess
     import sys
 
@@ -93,21 +95,37 @@ def test_runs_of_another_orchestrator_are_seen_while_their_process_lives(tmp_pat
 
     folder = tmp_path / "runs" / "post_block-lr0.005-s1"
     folder.mkdir(parents=True)
+    # A run process holds its folder's lock through an inherited descriptor, as Slot.launch
+    # arranges; the orchestrator that started it has closed its own copy (it may be dead).
+    lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
     fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time; time.sleep(60)",
-            "run_one.py",
-            "x/post_block-lr0.005-s1.json",
-        ]
+        [sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(lock_fd,)
     )
+    os.close(lock_fd)
     try:
-        (folder / "pid").write_text(str(fake.pid))
-        (tmp_path / "runs" / "stale").mkdir()
-        (tmp_path / "runs" / "stale" / "pid").write_text("999999999")
+        stale = tmp_path / "runs" / "stale"
+        stale.mkdir()
+        (stale / "lock").touch()  # a run that ended: its lock file stays, unheld
+        (tmp_path / "runs" / "never-started").mkdir()
         assert running_elsewhere(tmp_path) == {"post_block-lr0.005-s1"}
+        assert running_elsewhere(tmp_path) == {"post_block-lr0.005-s1"}  # checking frees nothing
     finally:
         fake.kill()
         fake.wait()
+    assert running_elsewhere(tmp_path) == set()
+
+
+def test_a_launched_run_holds_its_lock_until_it_exits(tmp_path: Path) -> None:
+    from run import Slot, running_elsewhere
+
+    folder = tmp_path / "runs" / "k"
+    folder.mkdir(parents=True)
+    config = tmp_path / "missing-config.json"  # run_one fails on it, after a moment
+    slot = Slot.launch("k", config, tmp_path / "results", folder, threads=1)
+    try:
+        assert running_elsewhere(tmp_path) == {"k"}  # run_one takes seconds to import torch
+    finally:
+        slot.proc.wait(timeout=120)
+        slot.log.close()
     assert running_elsewhere(tmp_path) == set()
