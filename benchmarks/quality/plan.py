@@ -52,7 +52,9 @@ class MethodPlan:
 
 
 # Priority order: the targets' comparisons first (post-block vs full, ReFT, post-MLP; LoRA and
-# joint), then the rest of the variants and the site ablation.
+# joint), then the rest of the variants and the site ablation. The first CORE methods of every
+# protocol run before the variants of any (see ``run.py``), so that each task's verdicts on the
+# targets come first.
 METHODS: tuple[MethodPlan, ...] = (
     MethodPlan("base", "base model (no training)", None, ()),
     MethodPlan("post_block", "post-block nonlinear r=8", _post_block(), STEERING_GRID),
@@ -93,6 +95,7 @@ METHODS: tuple[MethodPlan, ...] = (
     MethodPlan("post_block_vector", "post-block vector", _post_block(kind="vector"), STEERING_GRID),
 )
 METHODS_BY_NAME = {m.name: m for m in METHODS}
+CORE = ("base", "post_block", "full", "reft", "site_mlp", "lora", "joint")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class Protocol:
     seeds: tuple[int, ...] = (0, 1, 2)
     quick: bool = False
     generation_check_items: int = 64
+    max_new_tokens: int = 8  # the generation check's budget: the longest answer, and its EOS
+    metric: str = "exact match of the answer"
     out_dir: Path = HERE  # the study's runs and report are committed; a quick run's are not
 
     @property
@@ -133,6 +138,8 @@ class Protocol:
             "batch_size": self.batch_size,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
             "seeds": list(self.seeds),
+            "metric": self.metric,
+            "generation_check_items": self.generation_check_items,
         }
 
 
@@ -150,6 +157,30 @@ def listops_protocol() -> Protocol:
         validation_file=DATA / "listops_validation.jsonl",
         test_file=DATA / "listops_test.jsonl",
     )
+
+
+def arithmetic_protocol() -> Protocol:
+    """GSM8K-style word problems with rationales (``make_data.py`` makes the splits).
+
+    Scored like ListOps, by teacher forcing: an item counts when greedy decoding reproduces
+    its whole completion, rationale and answer, exactly. That is stricter than the task's
+    scorer (the final number only); the generation check on the first test items measures how
+    far apart the two are.
+    """
+    data = HERE / "data"
+    return Protocol(
+        name="arithmetic-smollm2",
+        model="smollm2-135m-instruct",
+        task="arithmetic",
+        train_file=data / "arithmetic_train.jsonl",
+        validation_file=data / "arithmetic_validation.jsonl",
+        test_file=data / "arithmetic_test.jsonl",
+        max_new_tokens=80,  # the longest completion is 74 tokens
+        metric="exact match of rationale and answer",
+    )
+
+
+PROTOCOLS = {"listops-smollm2": listops_protocol, "arithmetic-smollm2": arithmetic_protocol}
 
 
 def quick_protocol(model: str, work: Path) -> Protocol:
@@ -291,4 +322,5 @@ def run_config(protocol: Protocol, planned: PlannedRun, work_dir: Path) -> dict[
         "test_file": str(protocol.test_file),
         "work_dir": str(work_dir),
         "generation_check_items": protocol.generation_check_items,
+        "max_new_tokens": protocol.max_new_tokens,
     }

@@ -1,4 +1,5 @@
-"""The quality study: methods side by side on SmolLM2-135M-Instruct, generated ListOps.
+"""The quality study: methods side by side on SmolLM2-135M-Instruct, on generated ListOps and
+GSM8K-style arithmetic with rationales.
 
     python benchmarks/quality/run.py                 # the study; resumes where it stopped
     python benchmarks/quality/run.py --quick         # a smoke run in minutes (few items, 1 seed)
@@ -8,7 +9,8 @@
 Each run (train one method at one learning rate and seed, then score it) is its own
 ``run_one.py`` process; its result lands atomically in ``runs/{protocol}/{key}.json`` and the
 report is rebuilt after every run, so stopping at any moment (Ctrl-C, SIGTERM, ``--hours``) loses
-at most the run in flight, and the next start carries on from the plan (``plan.py``).
+at most the run in flight, and the next start carries on from the plan (``plan.py``). Order:
+the core methods (``plan.CORE``) of every protocol, then the other variants of every protocol.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from typing import IO
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plan import (
+    CORE,
     HERE,
     METHODS,
+    PROTOCOLS,
     ROOT,
-    listops_protocol,
+    PlannedRun,
+    Protocol,
     load_results,
     next_runs,
     quick_protocol,
@@ -42,6 +47,8 @@ from report import build, write
 
 def _command(args: argparse.Namespace) -> str:
     command = "python benchmarks/quality/run.py"
+    if args.protocol:
+        command += f" --protocol {args.protocol}"
     if args.quick:
         command += " --quick"
         if args.model != "smollm2-135m-instruct":
@@ -53,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="48/32/64 items, 1 seed, 1 lr")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="with --quick only")
+    parser.add_argument(
+        "--protocol", help=f"comma-separated subset of {list(PROTOCOLS)} (default: all, in order)"
+    )
     parser.add_argument("--methods", help="comma-separated subset (default: all, in order)")
     parser.add_argument("--hours", type=float, help="start no new run after this long")
     parser.add_argument("--max-runs", type=int, help="stop after this many runs")
@@ -64,11 +74,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.quick:  # its own folder: a quick run never touches a study in progress
         args.work = args.work / "quick"
-        protocol = quick_protocol(args.model, args.work)
+        protocols = [quick_protocol(args.model, args.work)]
     elif args.model != "smollm2-135m-instruct":
         parser.error("--model is for --quick; the study's protocol fixes its model")
     else:
-        protocol = listops_protocol()
+        names = args.protocol.split(",") if args.protocol else list(PROTOCOLS)
+        unknown = sorted(set(names) - set(PROTOCOLS))
+        if unknown:
+            parser.error(f"unknown protocols {unknown}; known: {list(PROTOCOLS)}")
+        protocols = [PROTOCOLS[name]() for name in names]
     methods = METHODS
     if args.methods:
         wanted = args.methods.split(",")
@@ -76,15 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown methods {unknown}; known: {[m.name for m in METHODS]}")
         methods = tuple(m for m in METHODS if m.name in wanted)
-    protocol.runs_dir.mkdir(parents=True, exist_ok=True)
-    stem = protocol.report_stem
+    for protocol in protocols:
+        protocol.runs_dir.mkdir(parents=True, exist_ok=True)
+    by_name = {protocol.name: protocol for protocol in protocols}
 
-    def report() -> None:
-        write(build(protocol, load_results(protocol.runs_dir), _command(args)), stem)
+    def report(protocol: Protocol) -> None:
+        write(
+            build(protocol, load_results(protocol.runs_dir), _command(args)), protocol.report_stem
+        )
 
     if args.report_only:
-        report()
-        print(stem.with_suffix(".md").read_text())
+        for protocol in protocols:
+            report(protocol)
+            print(protocol.report_stem.with_suffix(".md").read_text())
         return 0
 
     slots: dict[int, Slot] = {}
@@ -107,24 +125,25 @@ def main(argv: list[str] | None = None) -> int:
         # orchestrator killed with SIGKILL and still lands its result).
         in_flight = {slot.key for slot in slots.values()} | running_elsewhere(args.work)
         pending = [
-            run
-            for run in next_runs(protocol, load_results(protocol.runs_dir), methods)
-            if run.key not in in_flight
+            (protocol, run)
+            for protocol, run in pending_runs(protocols, methods)
+            if f"{protocol.name}/{run.key}" not in in_flight
         ]
         over_time = args.hours is not None and time.monotonic() - started > args.hours * 3600
         over_count = args.max_runs is not None and launched >= args.max_runs
         free = [i for i in range(args.parallel) if i not in slots]
         if pending and free and not over_time and not over_count:
-            index, planned = free[0], pending[0]
-            folder = args.work / "runs" / planned.key
+            index, (protocol, planned) = free[0], pending[0]
+            key = f"{protocol.name}/{planned.key}"
+            folder = args.work / "runs" / key
             folder.mkdir(parents=True, exist_ok=True)
             config = run_config(protocol, planned, folder / "out")
             config["torch_threads"] = threads
             config_path = folder / "config.json"
             config_path.write_text(json.dumps(config, indent=1))
-            slots[index] = Slot.launch(planned.key, config_path, protocol.runs_dir, folder, threads)
+            slots[index] = Slot.launch(key, config_path, protocol.runs_dir, folder, threads)
             launched += 1
-            print(f"{time.strftime('%H:%M:%S')} {planned.key} ({planned.purpose}) ...", flush=True)
+            print(f"{time.strftime('%H:%M:%S')} {key} ({planned.purpose}) ...", flush=True)
             continue
         if not slots:
             if not pending:
@@ -154,11 +173,24 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {time.monotonic() - slot.started:.0f}s in all",
                 flush=True,
             )
-            report()
+            report(by_name[slot.key.split("/")[0]])
     if stopping["flag"]:
         print("stopped; runs in flight start again next time", flush=True)
-    report()
+    for protocol in protocols:
+        report(protocol)
     return 0
+
+
+def pending_runs(protocols: list[Protocol], methods: tuple) -> list[tuple[Protocol, PlannedRun]]:
+    """Every runnable run: the core methods of each protocol, then the rest of each."""
+    core = tuple(m for m in methods if m.name in CORE)
+    rest = tuple(m for m in methods if m.name not in CORE)
+    runs = []
+    for tier in (core, rest):
+        for protocol in protocols:
+            results = load_results(protocol.runs_dir)
+            runs += [(protocol, run) for run in next_runs(protocol, results, tier)]
+    return runs
 
 
 @dataclass
@@ -176,7 +208,7 @@ class Slot:
     def launch(cls, key: str, config: Path, runs_dir: Path, folder: Path, threads: int) -> Slot:
         log_path = folder / "run.log"
         log = log_path.open("w")
-        result_path = runs_dir / f"{key}.json"
+        result_path = runs_dir / f"{key.split('/')[-1]}.json"
         # The run inherits a lock on {folder}/lock and holds it for as long as it lives, even
         # if this orchestrator dies first: another orchestrator then sees the run as live.
         lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -197,13 +229,14 @@ class Slot:
 
 
 def running_elsewhere(work: Path) -> set[str]:
-    """Keys whose run process still holds ``{work}/runs/{key}/lock``.
+    """``{protocol}/{key}`` of every run whose process still holds its
+    ``{work}/runs/{protocol}/{key}/lock``.
 
     A lock rather than a pid: it needs no /proc (pid namespaces and sandboxes differ), is
     immune to pid reuse, and is released by the kernel however the run ends.
     """
     keys = set()
-    for lock_path in (work / "runs").glob("*/lock"):
+    for lock_path in (work / "runs").glob("*/*/lock"):
         try:
             fd = os.open(lock_path, os.O_RDWR)
         except OSError:
@@ -211,7 +244,7 @@ def running_elsewhere(work: Path) -> set[str]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            keys.add(lock_path.parent.name)
+            keys.add(f"{lock_path.parent.parent.name}/{lock_path.parent.name}")
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

@@ -57,6 +57,9 @@ class RunConfig(BaseModel):
     torch_threads: int | None = None
 
 
+IGNORE = -100
+
+
 def _split_row(input_ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
     """(tokens fed before the answer, the answer's tokens) of a row whose answer ends it."""
     first = next(i for i, label in enumerate(labels) if label != -100)
@@ -261,37 +264,45 @@ def score_teacher_forced(model: Any, tokenizer: Any, path: str, config: RunConfi
             chunk = order[start : start + config.eval_batch_size]
             # Left-pad each item's own tokens so that every answer ends at the last position.
             # Fed: prompt + answer but its last token; each answer token is predicted from
-            # the gold tokens before it.
+            # the gold tokens before it. Answers of different lengths (arithmetic rationales)
+            # are right-aligned: a shorter one's label row starts with ignored positions.
             tails = [(items[i][0] + items[i][1][:-1])[len(prefix) :] for i in chunk]
             answers = [items[i][1] for i in chunk]
             keep = max(map(len, answers))
-            if any(len(a) != keep for a in answers):
-                raise SystemExit(f"{path}: answers of different token lengths in one batch")
             width = max(map(len, tails))
             ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails])
             tail_mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails])
-            cache = model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
-            cache.batch_repeat_interleave(len(chunk))
-            mask = torch.cat([torch.ones(len(chunk), len(prefix), dtype=torch.long), tail_mask], 1)
+            if prefix:
+                cache = model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+                cache.batch_repeat_interleave(len(chunk))
+                prefix_mask = torch.ones(len(chunk), len(prefix), dtype=torch.long)
+                mask = torch.cat([prefix_mask, tail_mask], 1)
+            else:  # no instruction shared by every prompt (arithmetic questions)
+                cache, mask = None, tail_mask
             positions = len(prefix) + tail_mask.cumsum(-1) - 1
             logits = model(
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions.clamp(min=len(prefix)),
                 cache=cache,
-                use_cache=True,
+                use_cache=cache is not None,
                 logits_to_keep=keep,
             ).logits
-            labels = torch.tensor(answers)
+            labels = torch.tensor([[IGNORE] * (keep - len(a)) + a for a in answers])
             losses = torch.nn.functional.cross_entropy(
-                logits.float().transpose(1, 2), labels, reduction="none"
+                logits.float().transpose(1, 2), labels, reduction="none", ignore_index=IGNORE
             )
             total_loss += float(losses.sum())
-            total_tokens += labels.numel()
-            hits = logits.argmax(-1) == labels
-            required = hits if int(labels[0, -1]) != eos else hits[:, :-1]
+            total_tokens += int((labels != IGNORE).sum())
+            # Every answer token must be the argmax, but a final EOS need not be: the task's
+            # scorer ignores whatever follows the answer.
+            required = labels != IGNORE
+            for row, answer in enumerate(answers):
+                if answer[-1] == eos:
+                    required[row, -1] = False
+            hits = (logits.argmax(-1) == labels) | ~required
             for row, index in enumerate(chunk):
-                correct[index] = bool(required[row].all())
+                correct[index] = bool(hits[row].all())
     return Scored(correct=correct, loss=total_loss / max(1, total_tokens))
 
 

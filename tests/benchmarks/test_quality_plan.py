@@ -1,5 +1,6 @@
 """The quality study's plan: sweep, selection on validation, seeds, resumption order."""
 
+import json
 from pathlib import Path
 
 from plan import METHODS_BY_NAME, STEERING_GRID, Protocol, next_runs, run_key, select
@@ -93,7 +94,7 @@ def test_runs_of_another_orchestrator_are_seen_while_their_process_lives(tmp_pat
 
     from run import running_elsewhere
 
-    folder = tmp_path / "runs" / "post_block-lr0.005-s1"
+    folder = tmp_path / "runs" / "listops-smollm2" / "post_block-lr0.005-s1"
     folder.mkdir(parents=True)
     # A run process holds its folder's lock through an inherited descriptor, as Slot.launch
     # arranges; the orchestrator that started it has closed its own copy (it may be dead).
@@ -104,12 +105,13 @@ def test_runs_of_another_orchestrator_are_seen_while_their_process_lives(tmp_pat
     )
     os.close(lock_fd)
     try:
-        stale = tmp_path / "runs" / "stale"
+        stale = tmp_path / "runs" / "listops-smollm2" / "stale"
         stale.mkdir()
         (stale / "lock").touch()  # a run that ended: its lock file stays, unheld
-        (tmp_path / "runs" / "never-started").mkdir()
-        assert running_elsewhere(tmp_path) == {"post_block-lr0.005-s1"}
-        assert running_elsewhere(tmp_path) == {"post_block-lr0.005-s1"}  # checking frees nothing
+        (tmp_path / "runs" / "arithmetic-smollm2" / "never-started").mkdir(parents=True)
+        live = {"listops-smollm2/post_block-lr0.005-s1"}
+        assert running_elsewhere(tmp_path) == live
+        assert running_elsewhere(tmp_path) == live  # checking frees nothing
     finally:
         fake.kill()
         fake.wait()
@@ -119,13 +121,45 @@ def test_runs_of_another_orchestrator_are_seen_while_their_process_lives(tmp_pat
 def test_a_launched_run_holds_its_lock_until_it_exits(tmp_path: Path) -> None:
     from run import Slot, running_elsewhere
 
-    folder = tmp_path / "runs" / "k"
+    folder = tmp_path / "runs" / "p" / "k"
     folder.mkdir(parents=True)
     config = tmp_path / "missing-config.json"  # run_one fails on it, after a moment
-    slot = Slot.launch("k", config, tmp_path / "results", folder, threads=1)
+    slot = Slot.launch("p/k", config, tmp_path / "results", folder, threads=1)
+    assert slot.result_path == tmp_path / "results" / "k.json"
     try:
-        assert running_elsewhere(tmp_path) == {"k"}  # run_one takes seconds to import torch
+        assert running_elsewhere(tmp_path) == {"p/k"}  # run_one takes seconds to import torch
     finally:
         slot.proc.wait(timeout=120)
         slot.log.close()
     assert running_elsewhere(tmp_path) == set()
+
+
+def test_core_methods_of_every_protocol_come_before_any_variant() -> None:
+    from plan import CORE, METHODS, arithmetic_protocol, listops_protocol
+    from run import pending_runs
+
+    listops, arithmetic = listops_protocol(), arithmetic_protocol()
+    order = [(p.name, r.method.name) for p, r in pending_runs([listops, arithmetic], METHODS)]
+    first_variant = next(i for i, (_, m) in enumerate(order) if m not in CORE)
+    assert {m for _, m in order[:first_variant]} <= set(CORE)
+    assert ("arithmetic-smollm2", "base") in order[:first_variant]
+    assert all(m not in CORE for _, m in order[first_variant:])
+
+
+def test_arithmetic_protocol_generates_long_enough_for_its_rationales(tmp_path: Path) -> None:
+    from plan import METHODS_BY_NAME, PlannedRun, arithmetic_protocol, run_config
+
+    protocol = arithmetic_protocol()
+    assert protocol.describe()["test_items"] == 1000
+    assert protocol.describe()["validation_items"] == 200
+    planned = PlannedRun("post_block-lr0.005-s0", METHODS_BY_NAME["post_block"], 5e-3, 0)
+    config = run_config(protocol, planned, tmp_path)
+    assert config["task"] == "arithmetic" and config["max_new_tokens"] == 80
+    from steering_core.models import load_tokenizer
+
+    tokenizer = load_tokenizer(protocol.model)
+    longest = max(
+        len(tokenizer(json.loads(line)["completion"])["input_ids"])
+        for line in protocol.test_file.read_text().splitlines()
+    )
+    assert longest + 1 <= config["max_new_tokens"]  # and its EOS
