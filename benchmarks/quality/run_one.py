@@ -255,7 +255,9 @@ def score_teacher_forced(model: Any, tokenizer: Any, path: str, config: RunConfi
     # attention: its states do not depend on what follows); only each item's own tokens run.
     prefix = _common_prefix([ids for ids, _ in items])
     pad, eos = pad_token_id_for(tokenizer), tokenizer.eos_token_id
-    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+    # Batches of similar total length pad least (ListOps answers all have one length, so there
+    # this is the order by prompt length).
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]))
     correct = [False] * len(items)
     total_loss, total_tokens = 0.0, 0
     model.eval()
