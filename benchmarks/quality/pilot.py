@@ -14,6 +14,7 @@ machine. One run, one process (``run_one.py``); the result goes to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,14 +26,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
 
-from plan import METHODS_BY_NAME, ROOT, listops_protocol  # noqa: E402
+from plan import (  # noqa: E402
+    METHODS_BY_NAME,
+    ROOT,
+    PlannedRun,
+    listops_protocol,
+    load_results,
+    run_config,
+    select,
+)
 from report import item_groups  # noqa: E402
 from stats import accuracy_by_group  # noqa: E402
 
 from steering_core.tasks import listops  # noqa: E402
 from steering_core.tasks.build_data import write_jsonl  # noqa: E402
-
-CHOSEN_LR = {"full": 1e-4, "post_block": 5e-3, "reft": 1e-3}  # the study's selections
 
 
 def train_split(n: int, seed: int, out: Path) -> Path:
@@ -53,7 +60,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-items", type=int, default=4000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--method", default="full", choices=sorted(CHOSEN_LR))
+    parser.add_argument("--method", default="full", choices=sorted(METHODS_BY_NAME))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "quality" / "pilot")
@@ -64,23 +71,14 @@ def main() -> int:
     train = train_split(
         args.train_items, 5001, args.work / f"listops_train_{args.train_items}.jsonl"
     )
-    config = {
-        "key": key,
-        "model": protocol.model,
-        "task": "listops",
-        "method": METHODS_BY_NAME[args.method].method,
-        "learning_rate": CHOSEN_LR[args.method],
-        "seed": args.seed,
-        "n_epochs": args.epochs,
-        "batch_size": protocol.batch_size,
-        "gradient_accumulation_steps": protocol.gradient_accumulation_steps,
-        "max_seq_length": protocol.max_seq_length,
-        "train_file": str(train),
-        "validation_file": str(protocol.validation_file),
-        "test_file": str(protocol.test_file),
-        "work_dir": str(args.work / key / "out"),
-        "torch_threads": args.threads,
-    }
+    method = METHODS_BY_NAME[args.method]
+    chosen = select(method, protocol, load_results(protocol.runs_dir))
+    if chosen is None:
+        parser.error(f"the study has not chosen a learning rate for {args.method} yet")
+    pilot = dataclasses.replace(protocol, train_file=train, n_epochs=args.epochs)
+    planned = PlannedRun(key, method, chosen.learning_rate, args.seed)
+    config = run_config(pilot, planned, args.work / key / "out")
+    config["torch_threads"] = args.threads
     config_path = args.work / key / "config.json"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, indent=1))

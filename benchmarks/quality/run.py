@@ -185,11 +185,12 @@ def pending_runs(protocols: list[Protocol], methods: tuple) -> list[tuple[Protoc
     """Every runnable run: the core methods of each protocol, then the rest of each."""
     core = tuple(m for m in methods if m.name in CORE)
     rest = tuple(m for m in methods if m.name not in CORE)
+    results = {protocol.name: load_results(protocol.runs_dir) for protocol in protocols}
     runs = []
     for tier in (core, rest):
         for protocol in protocols:
-            results = load_results(protocol.runs_dir)
-            runs += [(protocol, run) for run in next_runs(protocol, results, tier)]
+            pending = next_runs(protocol, results[protocol.name], tier)
+            runs += [(protocol, run) for run in pending]
     return runs
 
 
