@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from steering_core.checkpoint import load_optimizer, save_optimizer
+from steering_core.loss import causal_lm_loss
 from steering_core.spec import DeepSpeedSpec, ResolvedHyperparameters
 
 
@@ -39,7 +40,7 @@ class TorchBackend:
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with self._autocast():
-            return self.model(**batch).loss
+            return causal_lm_loss(self.model, batch)
 
     def forward_backward(self, batch: dict[str, torch.Tensor]) -> float:
         loss = self.forward(batch)
@@ -116,7 +117,7 @@ class DeepSpeedBackend:
         self.hp = hp
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.engine(**batch).loss
+        return causal_lm_loss(self.engine, batch)
 
     def forward_backward(self, batch: dict[str, torch.Tensor]) -> float:
         loss = self.forward(batch)
