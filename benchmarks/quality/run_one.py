@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -113,6 +113,9 @@ class RunResult(BaseModel):
     generation_check: GenerationCheck
     torch_threads: int
     date: str
+    # How the engine computed the training loss: transformers' ``model(**batch).loss`` (every
+    # run before 2026-11-29 01:45 UTC) or steering_core.loss (the same value and gradients).
+    engine_loss: Literal["all positions", "labelled positions"] = "all positions"
 
 
 def _peak_rss_mib() -> float:
@@ -179,6 +182,7 @@ def run(config: RunConfig) -> RunResult:
         generation_check=check,
         torch_threads=torch.get_num_threads(),
         date=time.strftime("%Y-%m-%d"),
+        engine_loss="labelled positions",
     )
 
 
