@@ -17,5 +17,7 @@ def _torch_threads():
     except ImportError:  # torch-free tests
         yield
         return
-    torch.set_num_threads(2)
+    # The variable's count, not a fixed one: subprocesses a test starts (a fresh-process load,
+    # the CLI) inherit the variable, and bitwise comparisons with them need the same count.
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     yield
