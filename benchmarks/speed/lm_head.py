@@ -2,8 +2,9 @@
 
     python benchmarks/speed/lm_head.py [--model smollm2-135m-instruct] [--steps 12] [--quick]
 
-Post-block r=8 training steps (forward, backward, AdamW) on real answer-only batches of the
-project's own tasks (8 training rows each, tokenized and padded as ``train.py`` does): ListOps
+Post-block r=8 training passes (forward and backward; no optimizer step, so both losses see
+the same weights) on real answer-only batches of the project's own tasks (8 training rows
+each, tokenized and padded as ``train.py`` does): ListOps
 (short answers after a long shared instruction) and arithmetic with rationales (the
 completion is about half of each row). Per task, the two losses alternate step by step on the
 same batch: ``model(**batch).loss`` (transformers runs the output projection on every position
@@ -53,9 +54,6 @@ def measure(model_name: str, steps: int, rows: int) -> dict[str, Any]:
     attached = attach_method(load_model(model_name), {"type": "post_block"})
     model = attached.model
     model.train()
-    optimizer = torch.optim.AdamW(
-        [{k: v for k, v in g.items() if k != "name"} for g in attached.parameter_groups(1e-4)]
-    )
     losses = {
         "all positions": lambda batch: model(**batch).loss,
         "labelled positions": lambda batch: causal_lm_loss(model, batch),
@@ -77,7 +75,7 @@ def measure(model_name: str, steps: int, rows: int) -> dict[str, Any]:
                 started = time.perf_counter()
                 loss = loss_fn(batch)
                 loss.backward()
-                optimizer.zero_grad(set_to_none=True)  # no step: both see the same weights
+                model.zero_grad(set_to_none=True)
                 if step:
                     times[name].append(time.perf_counter() - started)
                 values[name] = float(loss)
@@ -97,7 +95,6 @@ def measure(model_name: str, steps: int, rows: int) -> dict[str, Any]:
             "bound": round((6 * body + 4 * head) / (6 * body + 4 * k * head), 3),
         }
         print(task, results[task], flush=True)
-    _ = optimizer  # steps are not taken: the comparison is of one step's work
     return {"body_parameters": body, "head_parameters": head, "tasks": results}
 
 
