@@ -55,6 +55,12 @@ class Hyperparameters(StrictModel):
     weight_decay: float = Field(default=0.0, ge=0.0, le=10.0)
     max_grad_norm: float = Field(default=1.0, gt=0.0, le=1e6)
     max_steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    group_by_length: bool = Field(
+        default=False,
+        description="Batch rows of similar length together (sorted by length within random "
+        "groups of 50 batches, then the batches shuffled): less padding, faster training on "
+        "mixed-length data.",
+    )
 
 
 class ResolvedHyperparameters(StrictModel):
@@ -68,6 +74,7 @@ class ResolvedHyperparameters(StrictModel):
     weight_decay: float
     max_grad_norm: float
     max_steps: int | None
+    group_by_length: bool
 
 
 def resolve_hyperparameters(method_type: str, hp: Hyperparameters) -> ResolvedHyperparameters:
@@ -85,6 +92,7 @@ def resolve_hyperparameters(method_type: str, hp: Hyperparameters) -> ResolvedHy
         weight_decay=hp.weight_decay,
         max_grad_norm=hp.max_grad_norm,
         max_steps=hp.max_steps,
+        group_by_length=hp.group_by_length,
     )
 
 

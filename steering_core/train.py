@@ -150,6 +150,7 @@ def train(
         n_epochs=hp.n_epochs,
         seed=spec.seed,
         max_steps=hp.max_steps,
+        lengths=tuple(len(row.input_ids) for row in train_rows) if hp.group_by_length else None,
     )
     total = plan.total_steps
     if spec.max_training_tokens is not None:

@@ -3,6 +3,12 @@
 Resuming is exact because the position in the data is a function of the step alone: micro-batch
 ``m`` reads the ``m``-th slice of the concatenation of per-epoch permutations, each permutation
 seeded by ``seed + epoch``.
+
+With ``group_by_length`` (``lengths`` set), each epoch's permutation is regrouped so that a
+micro-batch holds rows of similar length and pads little: the random permutation is cut into
+megabatches of ``MEGABATCH_BATCHES`` global batches, each megabatch is sorted by length
+(longest first), and the order of the full global batches is then shuffled with the same
+generator; a last, partial batch stays last. Still a pure function of ``seed + epoch``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import torch
 
 from steering_core.spec import ResolvedHyperparameters
 
+MEGABATCH_BATCHES = 50  # global batches sorted together by length (as in transformers' Trainer)
+
 
 @dataclass(frozen=True)
 class DataPlan:
@@ -24,6 +32,11 @@ class DataPlan:
     n_epochs: int
     seed: int
     max_steps: int | None = None
+    lengths: tuple[int, ...] | None = None  # each row's length: group batches by length
+
+    def __post_init__(self) -> None:
+        if self.lengths is not None and len(self.lengths) != self.n_rows:
+            raise ValueError(f"{len(self.lengths)} lengths for {self.n_rows} rows")
 
     @property
     def global_batch(self) -> int:
@@ -44,7 +57,20 @@ class DataPlan:
 
     def permutation(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.n_rows, generator=generator).tolist()
+        perm = torch.randperm(self.n_rows, generator=generator).tolist()
+        if self.lengths is None:
+            return perm
+        lengths, size = self.lengths, self.global_batch
+        mega = size * MEGABATCH_BATCHES
+        grouped = [
+            i
+            for start in range(0, self.n_rows, mega)
+            for i in sorted(perm[start : start + mega], key=lambda i: -lengths[i])
+        ]
+        n_full = self.n_rows // size
+        order = torch.randperm(n_full, generator=generator).tolist()
+        batches = [grouped[b * size : (b + 1) * size] for b in order]
+        return [i for batch in batches for i in batch] + grouped[n_full * size :]
 
     def planned_tokens(self, lengths: list[int]) -> int:
         """Tokens the whole run feeds through the model (all processes), given each row's

@@ -32,6 +32,7 @@ POST_BLOCK_RESOLVED = {
     "weight_decay": 0.0,
     "max_grad_norm": 1.0,
     "max_steps": None,
+    "group_by_length": False,
 }
 
 
@@ -200,6 +201,18 @@ def test_hyperparameters_precedence_and_auto(shared_api: Api, shared_file: str) 
     assert resolved["n_epochs"] == 5  # the method block wins
     assert resolved["batch_size"] == 8  # "auto"
     assert resolved["learning_rate"] == pytest.approx(2 * 9e-4)
+    assert resolved["group_by_length"] is False
+
+
+def test_group_by_length_reaches_the_resolved_hyperparameters(
+    shared_api: Api, shared_file: str
+) -> None:
+    job = shared_api.job_ok(
+        shared_file,
+        method={"type": "lora", "lora": {"hyperparameters": {"group_by_length": True}}},
+    )
+    assert job["hyperparameters"]["group_by_length"] is True
+    assert job["method"]["lora"]["hyperparameters"] == {"group_by_length": True}
 
 
 def test_optional_fields_are_echoed(shared_api: Api, shared_file: str) -> None:
@@ -358,6 +371,12 @@ INVALID_BODIES: list[tuple[str, Any, str | None, tuple[str, ...]]] = [
         _hp(max_steps=0),
         "method.post_block.hyperparameters.max_steps",
         ("max_steps",),
+    ),
+    (
+        "group-by-length-not-a-boolean",
+        _hp(group_by_length="sometimes"),
+        "method.post_block.hyperparameters.group_by_length",
+        ("group_by_length", "boolean"),
     ),
     (
         "unknown-hyperparameter",

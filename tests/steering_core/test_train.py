@@ -105,6 +105,32 @@ def test_resume_after_cancel_matches_uninterrupted_run(tmp_path: Path, method: d
         assert la.keys() == lb.keys() and all(torch.equal(la[k], lb[k]) for k in la)
 
 
+def test_group_by_length_changes_the_order_resumes_exactly_and_trains_every_row(
+    tmp_path: Path,
+) -> None:
+    plain = train(_spec(tmp_path, hyperparameters={"n_epochs": 2}), tmp_path / "plain")
+    spec = _spec(
+        tmp_path,
+        hyperparameters={"n_epochs": 2, "group_by_length": True},
+        checkpoint_every_n_steps=4,
+    )
+    full = train(spec, tmp_path / "full")
+    assert full.losses != plain.losses  # another data order
+    assert full.trained_tokens == plain.trained_tokens  # the same rows, each once per epoch
+    calls = {"n": 0}
+
+    def stop_after_six() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 6
+
+    with pytest.raises(TrainingCancelled):
+        train(spec, tmp_path / "resumed", should_stop=stop_after_six)
+    resumed = train(spec, tmp_path / "resumed", resume=True)
+    assert resumed.losses == full.losses
+    manifest = read_artifact_config(full.artifact_dir).training_manifest
+    assert manifest["spec"]["hyperparameters"]["group_by_length"] is True
+
+
 def test_checkpoints_are_complete_and_pruned(tmp_path: Path) -> None:
     spec = _spec(tmp_path, checkpoint_every_n_steps=2, keep_checkpoints=2)
     reporter = Collect()
