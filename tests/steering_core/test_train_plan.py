@@ -43,7 +43,10 @@ def test_every_row_is_trained_once_per_epoch_when_grouped(world_size: int) -> No
     n = 1003  # not a multiple of the global batch: the last batch wraps to the epoch's start
     plan = _plan(n, grouped=True, world_size=world_size)
     seen = [
-        i for m in range(plan.micro_per_epoch) for r in range(world_size) for i in plan.rows_for(m, r)
+        i
+        for m in range(plan.micro_per_epoch)
+        for r in range(world_size)
+        for i in plan.rows_for(m, r)
     ]
     assert set(seen) == set(range(n))
     assert len(seen) == plan.micro_per_epoch * plan.global_batch
@@ -78,7 +81,13 @@ def test_grouped_batches_come_in_shuffled_order_not_longest_first() -> None:
 def test_lengths_must_match_the_rows() -> None:
     with pytest.raises(ValueError, match="3 lengths for 4 rows"):
         DataPlan(
-            n_rows=4, batch_size=2, world_size=1, grad_accum=1, n_epochs=1, seed=0, lengths=(1, 2, 3)
+            n_rows=4,
+            batch_size=2,
+            world_size=1,
+            grad_accum=1,
+            n_epochs=1,
+            seed=0,
+            lengths=(1, 2, 3),
         )
 
 
