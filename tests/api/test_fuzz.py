@@ -130,6 +130,7 @@ VALID_BODY: dict[str, Any] = {
                 "lr_scheduler": "cosine",
                 "steering_learning_rate": 1e-3,
                 "max_steps": 3,
+                "group_by_length": True,
             },
             "site": {"name": "block_output", "layers": [0, 1]},
             "adapter": {"kind": "linear", "rank": 4, "activation": "relu", "init_scale": 0.01},
