@@ -258,8 +258,10 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         + ". Joint: the LoRA half's rate is swept, the "
         "steering half trains at the rate chosen for post-block; the orthogonal projection "
         "runs every 10 steps. Training time and tokens/s come from runs on one torch thread "
-        "each, two side by side on the 2 cores, with other work on the machine at times: "
-        "read them as rough; `benchmarks/speed/` has the clean speed figures. Runs from "
+        "each, two side by side on the 2 cores, with other work on the machine at times "
+        "and some runs paused (stopped, the clock running) while a speed benchmark measured "
+        "alone; the machine's own speed also varied about 2x from day to day: read them as "
+        "rough; `benchmarks/speed/` has the clean speed figures. Runs from "
         "2026-11-29 on train with the engine's labelled-positions loss (`steering_core/loss.py`: "
         "the same loss and gradients, the output projection skipped where no label needs it; "
         "`engine_loss` in each run's JSON); the runs before it used transformers' loss.",
