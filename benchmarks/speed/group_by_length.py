@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
-TASKS = {
-    "listops": ROOT / "data" / "tasks" / "listops_train.jsonl",
-    "arithmetic": ROOT / "benchmarks" / "quality" / "data" / "arithmetic_train.jsonl",
-}
+sys.path.insert(0, str(HERE))
+from common import TASKS, machine_and_date, write_results  # noqa: E402
+
 BATCH, SEED, MAX_LEN = 8, 0, 256
 ORDERS = {"plain": False, "grouped": True}
 
@@ -223,14 +219,9 @@ def main() -> int:
         "rows": args.rows,
         "repeats": args.repeats,
         **measure(args.model, args.rows, args.repeats),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-        "date": time.strftime("%Y-%m-%d"),
+        **machine_and_date(),
     }
-    suffix = "-quick" if args.quick else ""
-    (HERE / f"group_by_length{suffix}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (HERE / f"group_by_length{suffix}.md").write_text(render(result))
-    print(render(result))
+    write_results("group_by_length", result, render, args.quick)
     return 0
 
 

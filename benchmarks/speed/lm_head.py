@@ -23,9 +23,6 @@ on a share (1 - k) of positions speeds a step up by at most
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -35,10 +32,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
-TASKS = {
-    "listops": ROOT / "data" / "tasks" / "listops_train.jsonl",
-    "arithmetic": ROOT / "benchmarks" / "quality" / "data" / "arithmetic_train.jsonl",
-}
+sys.path.insert(0, str(HERE))
+from common import TASKS, machine_and_date, write_results  # noqa: E402
 
 
 def measure(model_name: str, steps: int, rows: int) -> dict[str, Any]:
@@ -144,14 +139,9 @@ def main() -> int:
         "rows": args.rows,
         "steps": args.steps,
         **measure(args.model, args.steps, args.rows),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-        "date": time.strftime("%Y-%m-%d"),
+        **machine_and_date(),
     }
-    suffix = "-quick" if args.quick else ""
-    (HERE / f"lm_head{suffix}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (HERE / f"lm_head{suffix}.md").write_text(render(result))
-    print(render(result))
+    write_results("lm_head", result, render, args.quick)
     return 0
 
 

@@ -22,6 +22,17 @@ class Collect:
         self.events.append(event)
 
 
+def _stop_on_call(n: int):
+    """A ``should_stop`` that answers True from its ``n``-th call on."""
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= n
+
+    return should_stop
+
+
 def _spec(tmp_path: Path, **overrides) -> TrainingSpec:
     data = write_sums(tmp_path / "train.jsonl")
     return TrainingSpec.model_validate(spec_dict(data, **overrides))
@@ -75,14 +86,8 @@ def test_same_seed_same_adapter_bytes(tmp_path: Path) -> None:
 def test_resume_after_cancel_matches_uninterrupted_run(tmp_path: Path, method: dict) -> None:
     spec = _spec(tmp_path, method=method, checkpoint_every_n_steps=4)
     full = train(spec, tmp_path / "full")
-    calls = {"n": 0}
-
-    def stop_after_six() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= 6
-
     with pytest.raises(TrainingCancelled):
-        train(spec, tmp_path / "resumed", should_stop=stop_after_six)
+        train(spec, tmp_path / "resumed", should_stop=_stop_on_call(6))
     reporter = Collect()
     resumed = train(spec, tmp_path / "resumed", reporter, resume=True)
     assert reporter.events[0].resumed_from_step == 4
@@ -117,14 +122,8 @@ def test_group_by_length_changes_the_order_resumes_exactly_and_trains_every_row(
     full = train(spec, tmp_path / "full")
     assert full.losses != plain.losses  # another data order
     assert full.trained_tokens == plain.trained_tokens  # the same rows, each once per epoch
-    calls = {"n": 0}
-
-    def stop_after_six() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= 6
-
     with pytest.raises(TrainingCancelled):
-        train(spec, tmp_path / "resumed", should_stop=stop_after_six)
+        train(spec, tmp_path / "resumed", should_stop=_stop_on_call(6))
     resumed = train(spec, tmp_path / "resumed", resume=True)
     assert resumed.losses == full.losses
     manifest = read_artifact_config(full.artifact_dir).training_manifest
