@@ -13,6 +13,7 @@ generator; a last, partial batch stays last. Still a pure function of ``seed + e
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -56,10 +57,15 @@ class DataPlan:
         return micro // self.micro_per_epoch
 
     def permutation(self, epoch: int) -> list[int]:
+        return list(self._epoch_order(epoch))
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - plans are few, small and live for one run
+    def _epoch_order(self, epoch: int) -> tuple[int, ...]:
+        """Computed once per epoch, not once per micro-batch (the grouped order sorts)."""
         generator = torch.Generator().manual_seed(self.seed + epoch)
         perm = torch.randperm(self.n_rows, generator=generator).tolist()
         if self.lengths is None:
-            return perm
+            return tuple(perm)
         lengths, size = self.lengths, self.global_batch
         mega = size * MEGABATCH_BATCHES
         grouped = [
@@ -70,7 +76,7 @@ class DataPlan:
         n_full = self.n_rows // size
         order = torch.randperm(n_full, generator=generator).tolist()
         batches = [grouped[b * size : (b + 1) * size] for b in order]
-        return [i for batch in batches for i in batch] + grouped[n_full * size :]
+        return tuple(i for batch in batches for i in batch) + tuple(grouped[n_full * size :])
 
     def planned_tokens(self, lengths: list[int]) -> int:
         """Tokens the whole run feeds through the model (all processes), given each row's
