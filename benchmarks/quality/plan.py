@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,9 @@ class Protocol:
     generation_check_items: int = 64
     max_new_tokens: int = 8  # the generation check's budget: the longest answer, and its EOS
     metric: str = "exact match of the answer"
+    # 0: SmolLM2, the study's model; 1: Gemma-3-270M, "where time allows": none of its runs
+    # starts before every tier-0 run (variants included) is done (``run.pending_runs``).
+    tier: int = 0
     out_dir: Path = HERE  # the study's runs and report are committed; a quick run's are not
 
     @property
@@ -148,18 +152,24 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-def listops_protocol() -> Protocol:
+# The study's models: protocol name suffix -> (catalogue name, tier).
+MODELS = {"smollm2": ("smollm2-135m-instruct", 0), "gemma3": ("gemma-3-270m", 1)}
+
+
+def listops_protocol(model: str = "smollm2") -> Protocol:
+    name, tier = MODELS[model]
     return Protocol(
-        name="listops-smollm2",
-        model="smollm2-135m-instruct",
+        name=f"listops-{model}",
+        model=name,
         task="listops",
         train_file=DATA / "listops_train.jsonl",
         validation_file=DATA / "listops_validation.jsonl",
         test_file=DATA / "listops_test.jsonl",
+        tier=tier,
     )
 
 
-def arithmetic_protocol() -> Protocol:
+def arithmetic_protocol(model: str = "smollm2") -> Protocol:
     """GSM8K-style word problems with rationales (``make_data.py`` makes the splits).
 
     Scored like ListOps, by teacher forcing: an item counts when greedy decoding reproduces
@@ -168,10 +178,12 @@ def arithmetic_protocol() -> Protocol:
     far apart the two are.
     """
     data = HERE / "data"
+    name, tier = MODELS[model]
     return Protocol(
-        name="arithmetic-smollm2",
-        model="smollm2-135m-instruct",
+        name=f"arithmetic-{model}",
+        model=name,
         task="arithmetic",
+        tier=tier,
         train_file=data / "arithmetic_train.jsonl",
         validation_file=data / "arithmetic_validation.jsonl",
         test_file=data / "arithmetic_test.jsonl",
@@ -180,7 +192,11 @@ def arithmetic_protocol() -> Protocol:
     )
 
 
-PROTOCOLS = {"listops-smollm2": listops_protocol, "arithmetic-smollm2": arithmetic_protocol}
+PROTOCOLS = {
+    f"{task}-{model}": partial(make, model)
+    for model in MODELS
+    for task, make in (("listops", listops_protocol), ("arithmetic", arithmetic_protocol))
+}
 
 
 def quick_protocol(model: str, work: Path) -> Protocol:

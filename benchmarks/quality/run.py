@@ -1,5 +1,5 @@
-"""The quality study: methods side by side on SmolLM2-135M-Instruct, on generated ListOps and
-GSM8K-style arithmetic with rationales.
+"""The quality study: methods side by side on SmolLM2-135M-Instruct (then Gemma-3-270M), on
+generated ListOps and GSM8K-style arithmetic with rationales.
 
     python benchmarks/quality/run.py                 # the study; resumes where it stopped
     python benchmarks/quality/run.py --quick         # a smoke run in minutes (few items, 1 seed)
@@ -10,7 +10,8 @@ Each run (train one method at one learning rate and seed, then score it) is its 
 ``run_one.py`` process; its result lands atomically in ``runs/{protocol}/{key}.json`` and the
 report is rebuilt after every run, so stopping at any moment (Ctrl-C, SIGTERM, ``--hours``) loses
 at most the run in flight, and the next start carries on from the plan (``plan.py``). Order:
-the core methods (``plan.CORE``) of every protocol, then the other variants of every protocol.
+the core methods (``plan.CORE``) of every SmolLM2 protocol, then the other variants of every
+SmolLM2 protocol; Gemma-3-270M's protocols (tier 1) come after all of those, in the same order.
 """
 
 from __future__ import annotations
@@ -94,15 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         protocol.runs_dir.mkdir(parents=True, exist_ok=True)
     by_name = {protocol.name: protocol for protocol in protocols}
 
-    def report(protocol: Protocol) -> None:
-        write(
-            build(protocol, load_results(protocol.runs_dir), _command(args)), protocol.report_stem
-        )
+    def report(protocol: Protocol) -> bool:
+        """Rebuild the protocol's report; False (and no files) while it has no runs."""
+        results = load_results(protocol.runs_dir)
+        if results:
+            write(build(protocol, results, _command(args)), protocol.report_stem)
+        return bool(results)
 
     if args.report_only:
         for protocol in protocols:
-            report(protocol)
-            print(protocol.report_stem.with_suffix(".md").read_text())
+            if report(protocol):
+                print(protocol.report_stem.with_suffix(".md").read_text())
+            else:
+                print(f"{protocol.name}: no runs yet, no report")
         return 0
 
     slots: dict[int, Slot] = {}
@@ -182,15 +187,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def pending_runs(protocols: list[Protocol], methods: tuple) -> list[tuple[Protocol, PlannedRun]]:
-    """Every runnable run: the core methods of each protocol, then the rest of each."""
+    """Every runnable run, by the protocols' tier (the main model first): within a tier, the
+    core methods of each protocol, then the rest of each."""
     core = tuple(m for m in methods if m.name in CORE)
     rest = tuple(m for m in methods if m.name not in CORE)
     results = {protocol.name: load_results(protocol.runs_dir) for protocol in protocols}
     runs = []
-    for tier in (core, rest):
-        for protocol in protocols:
-            pending = next_runs(protocol, results[protocol.name], tier)
-            runs += [(protocol, run) for run in pending]
+    for tier in sorted({protocol.tier for protocol in protocols}):
+        for group in (core, rest):
+            for protocol in (p for p in protocols if p.tier == tier):
+                pending = next_runs(protocol, results[protocol.name], group)
+                runs += [(protocol, run) for run in pending]
     return runs
 
 

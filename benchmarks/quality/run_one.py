@@ -255,6 +255,13 @@ def score_teacher_forced(model: Any, tokenizer: Any, path: str, config: RunConfi
     if rows.stats.n_truncated or rows.stats.n_dropped_all_masked:
         raise SystemExit(f"{path}: rows truncated or dropped at max_seq_length")
     items = [_split_row(rows[i].input_ids, rows[i].labels) for i in range(len(rows))]
+    # Left padding sits between the shared prefix and each item's tokens, and a sliding-window
+    # layer's mask counts cache positions, pads included: exact only if every row fits the
+    # window (Gemma-3's is 512 tokens, the study's rows at most 120).
+    window = getattr(model.config.get_text_config(), "sliding_window", None)
+    longest = max(len(ids) + len(answer) for ids, answer in items)
+    if window is not None and longest > window:
+        raise SystemExit(f"{path}: a {longest}-token row exceeds the {window}-token sliding window")
     # The instruction every prompt starts with is computed once per batch and shared (causal
     # attention: its states do not depend on what follows); only each item's own tokens run.
     prefix = _common_prefix([ids for ids, _ in items])

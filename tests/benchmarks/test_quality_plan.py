@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from plan import METHODS_BY_NAME, STEERING_GRID, Protocol, next_runs, run_key, select
 
 PROTOCOL = Protocol(
@@ -151,10 +152,32 @@ def test_core_methods_of_every_protocol_come_before_any_variant(tmp_path: Path) 
     assert all(m not in CORE for _, m in order[first_variant:])
 
 
-def test_arithmetic_protocol_generates_long_enough_for_its_rationales(tmp_path: Path) -> None:
+def test_gemma_runs_wait_for_every_smollm2_run_variants_included(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from plan import CORE, METHODS, PROTOCOLS
+    from run import pending_runs
+
+    protocols = [replace(make(), out_dir=tmp_path) for make in PROTOCOLS.values()]
+    assert [p.model for p in protocols if p.tier == 1] == ["gemma-3-270m"] * 2
+    order = [(p.model, r.method.name) for p, r in pending_runs(protocols, METHODS)]
+    first_gemma = next(i for i, (model, _) in enumerate(order) if model == "gemma-3-270m")
+    assert all(model == "gemma-3-270m" for model, _ in order[first_gemma:])
+    assert ("smollm2-135m-instruct", "post_block_vector") in order[:first_gemma]
+    # Within Gemma's tier the same rule: its core methods before its variants.
+    gemma = [m for _, m in order[first_gemma:]]
+    first_variant = next(i for i, m in enumerate(gemma) if m not in CORE)
+    assert all(m not in CORE for m in gemma[first_variant:])
+    assert gemma[0] == "base" and "post_block" in gemma[:first_variant]
+
+
+@pytest.mark.parametrize("model", ["smollm2", "gemma3"])
+def test_arithmetic_protocol_generates_long_enough_for_its_rationales(
+    tmp_path: Path, model: str
+) -> None:
     from plan import METHODS_BY_NAME, PlannedRun, arithmetic_protocol, run_config
 
-    protocol = arithmetic_protocol()
+    protocol = arithmetic_protocol(model)
     assert protocol.describe()["test_items"] == 1000
     assert protocol.describe()["validation_items"] == 200
     planned = PlannedRun("post_block-lr0.005-s0", METHODS_BY_NAME["post_block"], 5e-3, 0)
@@ -168,3 +191,22 @@ def test_arithmetic_protocol_generates_long_enough_for_its_rationales(tmp_path: 
         for line in protocol.test_file.read_text().splitlines()
     )
     assert longest + 1 <= config["max_new_tokens"]  # and its EOS
+
+
+def test_a_protocol_without_runs_gets_no_report(tmp_path: Path) -> None:
+    """Gemma's protocols wait for every SmolLM2 run: no empty report is written meanwhile."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "benchmarks/quality/run.py", "--quick", "--model", "tiny-llama"]
+    done = subprocess.run(
+        [*command, "--report-only", "--work", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "quick-tiny-llama: no runs yet, no report" in done.stdout
+    assert not list((tmp_path / "quick").glob("results-*"))

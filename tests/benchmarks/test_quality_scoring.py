@@ -16,9 +16,22 @@ import torch
 from run_one import RunConfig, score_teacher_forced
 
 from steering_core.data import parse_jsonl, tokenize_dataset
-from steering_core.models import load_model, load_tokenizer
+from steering_core.models import build_tiny_tokenizer, load_model, load_tokenizer, tiny_config
 
 MODEL = "tiny-llama"
+
+
+def _model(family: str) -> torch.nn.Module:
+    """A tiny model of the family; Gemma-3's sliding window widened past the items' lengths
+    (the study's rows fit Gemma-3-270M's 512-token window; longer ones are refused, below)."""
+    if family == "llama":
+        return load_model(MODEL)
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(family)
+    config.sliding_window = 4096
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
 
 
 def _config(tmp_path: Path, **overrides: object) -> RunConfig:
@@ -91,13 +104,13 @@ def _right_answers(model, tokenizer, head: str, want: int) -> list[dict[str, str
     raise AssertionError(f"only {len(found)} printable greedy continuations found")
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
 @pytest.mark.parametrize("shared_instruction", [True, False], ids=["listops-like", "arithmetic"])
 def test_batched_scoring_matches_a_plain_forward_pass(
-    tmp_path: Path, shared_instruction: bool
+    tmp_path: Path, shared_instruction: bool, family: str
 ) -> None:
+    model, tokenizer = _model(family), build_tiny_tokenizer()
     torch.manual_seed(0)
-    model, tokenizer = load_model(MODEL), load_tokenizer(MODEL)
-    model.eval()
     head = "Evaluate the expression.\nExpression:\n" if shared_instruction else ""
     right = _right_answers(model, tokenizer, head, want=5)
     wrong = [
@@ -115,3 +128,13 @@ def test_batched_scoring_matches_a_plain_forward_pass(
     assert expected == [True, False] * 5 + [False]  # the reference sees what was built
     assert scored.correct == expected
     assert scored.loss == pytest.approx(expected_loss, rel=1e-4)
+
+
+def test_rows_longer_than_a_sliding_window_are_refused(tmp_path: Path) -> None:
+    """Left padding between the cached prefix and the items would shift a sliding window."""
+    model, tokenizer = load_model("tiny-gemma3_text"), load_tokenizer("tiny-gemma3_text")
+    assert model.config.sliding_window == 16
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps({"prompt": "Question: what is 12 + 30?\n", "completion": "42"}))
+    with pytest.raises(SystemExit, match="exceeds the 16-token sliding window"):
+        score_teacher_forced(model, tokenizer, str(path), _config(tmp_path))
