@@ -118,6 +118,7 @@ def compare(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds_paired": n,
                 "pairs": test.pairs,
                 "difference_points": round(test.difference_points, 2),
+                "ci95_points": [round(test.interval[0], 2), round(test.interval[1], 2)],
                 "a_only": test.a_only,
                 "b_only": test.b_only,
                 "p_value": test.p_value,
@@ -156,7 +157,8 @@ def verdicts(summaries: dict[str, dict[str, Any]], tests: list[dict[str, Any]]) 
         lines.append(
             f"post-block above {label} with p < 0.05: **{'met' if met else 'missed'}** "
             f"(post-block {pb:.1f}% vs {ours:.1f}%, paired difference "
-            f"{found['difference_points']:+.2f} points, McNemar p = {found['p_value']:.2g})"
+            f"{found['difference_points']:+.2f} points, 95% CI {_interval(found)}, "
+            f"McNemar p = {found['p_value']:.2g})"
         )
     joint, lora = mean("joint"), mean("lora")
     if joint is None or lora is None or pb is None:
@@ -169,6 +171,11 @@ def verdicts(summaries: dict[str, dict[str, Any]], tests: list[dict[str, Any]]) 
             f"post-block {pb:.1f}%)"
         )
     return lines
+
+
+def _interval(test: dict[str, Any]) -> str:
+    low, high = test["ci95_points"]
+    return f"{low:+.1f} to {high:+.1f}"
 
 
 def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) -> dict[str, Any]:
@@ -303,13 +310,17 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         "",
         "## Paired tests (McNemar, exact, items x seeds pooled)",
         "",
-        "| A | B | pairs | A-B points | A only | B only | p |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "The 95% interval of A-B is clustered by item (an item's difference summed over the "
+        "seeds is one observation), since the seeds score the same items; it shows the "
+        "smallest difference the study can tell from none.",
+        "",
+        "| A | B | pairs | A-B points | 95% CI | A only | B only | p |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for t in report["comparisons"]:
         lines.append(
             f"| {t['a']} | {t['b']} | {t['pairs']} ({t['seeds_paired']} seed(s)) "
-            f"| {t['difference_points']:+.2f} "
+            f"| {t['difference_points']:+.2f} | {_interval(t)} "
             f"| {t['a_only']} | {t['b_only']} | {t['p_value']:.3g} |"
         )
     if report["pending_methods"]:
@@ -369,3 +380,50 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def summary(reports: list[dict[str, Any]]) -> str:
+    """Every protocol on one page: test accuracy per method and task, the targets' verdicts,
+    and the paired differences behind them."""
+    names = [r["protocol"] for r in reports]
+    lines = [
+        "# Quality study at a glance",
+        "",
+        "Built by `python benchmarks/quality/run.py` from the per-task reports beside it "
+        "(" + ", ".join(f"`results-{name}.md`" for name in names) + "), which hold the "
+        "setup, the sweeps, per-seed numbers, cost and every run. Test accuracy in %, mean ± "
+        "sd over seeds at the learning rate chosen on validation; *italic*: seeds still "
+        "running; -: not run yet.",
+        "",
+        "| method | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    by_method = [{m["method"]: m for m in r["methods"]} for r in reports]
+    for method in METHODS:
+        cells = []
+        for found in by_method:
+            m = found.get(method.name)
+            if m is None:
+                cells.append("-")
+                continue
+            acc = m["test_accuracy"]
+            cell = f"{acc['mean']:.1f} ± {acc['std']:.1f} ({m['trainable_percent']:.3g}%)"
+            cells.append(cell if m["complete"] else f"*{cell}*")
+        if any(cell != "-" for cell in cells):
+            lines.append(f"| {method.label} | " + " | ".join(cells) + " |")
+    lines += ["", "(In brackets: trainable parameters, % of the model.)", ""]
+    for report in reports:
+        lines += [f"## {report['protocol']}", "", *[f"- {t}" for t in report["targets"]], ""]
+        tests = [t for t in report["comparisons"] if t["a"] in ("post_block", "joint")]
+        if tests:
+            lines += [
+                "| A - B | points | 95% CI | McNemar p |",
+                "|---|---:|---:|---:|",
+                *[
+                    f"| {t['a']} - {t['b']} | {t['difference_points']:+.2f} | "
+                    f"{_interval(t)} | {t['p_value']:.2g} |"
+                    for t in tests
+                ],
+                "",
+            ]
+    return "\n".join(lines)

@@ -43,7 +43,7 @@ from plan import (
     quick_protocol,
     run_config,
 )
-from report import build, write
+from report import build, summary, write
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -95,11 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         protocol.runs_dir.mkdir(parents=True, exist_ok=True)
     by_name = {protocol.name: protocol for protocol in protocols}
 
+    # The summary covers every task of the study, whichever --protocol this run was given.
+    every = protocols if args.quick else [make() for make in PROTOCOLS.values()]
+
     def report(protocol: Protocol) -> bool:
-        """Rebuild the protocol's report; False (and no files) while it has no runs."""
+        """Rebuild the protocol's report and the summary; False (and no report) while the
+        protocol has no runs."""
         results = load_results(protocol.runs_dir)
         if results:
             write(build(protocol, results, _command(args)), protocol.report_stem)
+            write_summary(every, _command(args))
         return bool(results)
 
     if args.report_only:
@@ -184,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     for protocol in protocols:
         report(protocol)
     return 0
+
+
+def write_summary(protocols: list[Protocol], command: str) -> None:
+    """``summary.md`` beside the reports: every protocol that has runs, in the plan's order."""
+    reports = []
+    for protocol in protocols:
+        results = load_results(protocol.runs_dir)
+        if results:
+            reports.append(build(protocol, results, command))
+    if reports:
+        (protocols[0].out_dir / "summary.md").write_text(summary(reports))
 
 
 def pending_runs(protocols: list[Protocol], methods: tuple) -> list[tuple[Protocol, PlannedRun]]:

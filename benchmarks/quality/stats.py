@@ -15,6 +15,8 @@ class McNemar:
     a_only: int  # items A got right and B wrong
     b_only: int
     p_value: float  # exact two-sided binomial test on the discordant pairs
+    # 95% interval of A-B in points, by items: see :func:`paired_interval`
+    interval: tuple[float, float] = (0.0, 0.0)
 
     @property
     def difference_points(self) -> float:
@@ -44,7 +46,29 @@ def mcnemar(a: list[str], b: list[str]) -> McNemar:
                 a_only += 1
             elif x == "0" and y == "1":
                 b_only += 1
-    return McNemar(pairs, a_only, b_only, binomial_two_sided_p(a_only, a_only + b_only))
+    p_value = binomial_two_sided_p(a_only, a_only + b_only)
+    return McNemar(pairs, a_only, b_only, p_value, paired_interval(a, b))
+
+
+def paired_interval(a: list[str], b: list[str], z: float = 1.96) -> tuple[float, float]:
+    """A normal 95% interval of the accuracy difference A-B in points, clustered by item.
+
+    The seeds score the same items, so an item's outcomes are correlated across seeds: the
+    interval takes each item's difference summed over seeds as one observation (cluster-robust
+    by item), where McNemar's pooled test counts every (item, seed) pair as independent. It
+    shows the smallest difference the study can tell from none.
+    """
+    seeds, items = len(a), len(a[0]) if a else 0
+    if not seeds or items < 2:
+        return (0.0, 0.0)
+    per_item = [
+        sum(int(bits_a[i]) - int(bits_b[i]) for bits_a, bits_b in zip(a, b, strict=True))
+        for i in range(items)
+    ]
+    mean = statistics.fmean(per_item)
+    standard_error = statistics.stdev(per_item) / math.sqrt(items)
+    scale = 100.0 / seeds
+    return (scale * (mean - z * standard_error), scale * (mean + z * standard_error))
 
 
 @dataclass(frozen=True)

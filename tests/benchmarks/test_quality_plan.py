@@ -210,3 +210,4 @@ def test_a_protocol_without_runs_gets_no_report(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "quick-tiny-llama: no runs yet, no report" in done.stdout
     assert not list((tmp_path / "quick").glob("results-*"))
+    assert not (tmp_path / "quick" / "summary.md").exists()

@@ -46,6 +46,9 @@ def test_quick_mode_trains_scores_reports_and_resumes(tmp_path: Path) -> None:
     assert {(c["a"], c["b"]) for c in report["comparisons"]} >= {("post_block", "reft")}
     assert (out / "results-quick-tiny-llama.png").read_bytes()[:4] == b"\x89PNG"
     assert "| post-block nonlinear r=8 |" in (out / "results-quick-tiny-llama.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "| method | quick-tiny-llama |" in summary
+    assert "| post_block - reft |" in summary  # with its interval
 
     # Nothing is run twice: a second start finds the plan done.
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)

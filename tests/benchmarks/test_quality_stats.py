@@ -1,9 +1,16 @@
 """McNemar's exact test and the per-seed summaries of the quality study."""
 
 import math
+import random
 
 import pytest
-from stats import accuracy_by_group, binomial_two_sided_p, mcnemar, spread
+from stats import (
+    accuracy_by_group,
+    binomial_two_sided_p,
+    mcnemar,
+    paired_interval,
+    spread,
+)
 
 
 def test_binomial_p_matches_hand_computed_values() -> None:
@@ -54,3 +61,27 @@ def test_spread_and_groups() -> None:
     assert accuracy_by_group("1101", ["SM", "MAX", "SM", "MAX"]) == {"MAX": 1.0, "SM": 0.5}
     with pytest.raises(ValueError):
         accuracy_by_group("11", ["SM"])
+
+
+def test_paired_interval_is_clustered_by_item() -> None:
+    # Per item, A-B summed over 2 seeds: [1, 0, -1, 2] -> mean 0.5, sd sqrt(5/3).
+    a = ["1101", "1001"]
+    b = ["1110", "0000"]
+    low, high = paired_interval(a, b)
+    mean, se = 0.5, math.sqrt(5 / 3) / 2
+    assert low == pytest.approx(100 / 2 * (mean - 1.96 * se))
+    assert high == pytest.approx(100 / 2 * (mean + 1.96 * se))
+    assert mcnemar(a, b).interval == (low, high)
+    # The interval is centred on the pooled difference.
+    assert (low + high) / 2 == pytest.approx(mcnemar(a, b).difference_points)
+
+
+def test_a_difference_repeated_by_every_seed_is_no_more_certain_than_one_seed() -> None:
+    """Three seeds agreeing item for item carry one seed's information: the interval of the
+    pooled pairs must not shrink by sqrt(3), as it would if the pairs were independent."""
+    rng = random.Random(0)
+    a1 = "".join(rng.choice("01") for _ in range(400))
+    b1 = "".join(rng.choice("01") for _ in range(400))
+    one = paired_interval([a1], [b1])
+    three = paired_interval([a1] * 3, [b1] * 3)
+    assert three == pytest.approx(one)
