@@ -133,17 +133,21 @@ def main(argv: list[str] | None = None) -> int:
     while not stopping["flag"]:
         # Runs in flight here, or in another run.py on the same work folder (a run outlives an
         # orchestrator killed with SIGKILL and still lands its result).
-        in_flight = {slot.key for slot in slots.values()} | running_elsewhere(args.work)
+        own = {slot.key for slot in slots.values()}
+        elsewhere = running_elsewhere(args.work) - own
         pending = [
             (protocol, run)
             for protocol, run in pending_runs(protocols, methods)
-            if f"{protocol.name}/{run.key}" not in in_flight
+            if f"{protocol.name}/{run.key}" not in own | elsewhere
         ]
         over_time = args.hours is not None and time.monotonic() - started > args.hours * 3600
         over_count = args.max_runs is not None and launched >= args.max_runs
-        free = [i for i in range(args.parallel) if i not in slots]
-        if pending and free and not over_time and not over_count:
-            index, (protocol, planned) = free[0], pending[0]
+        # Runs of another orchestrator (one killed and restarted) hold slots too: --parallel
+        # bounds the runs sharing the machine's cores, not just this process's.
+        free = args.parallel - len(slots) - len(elsewhere)
+        if pending and free > 0 and not over_time and not over_count:
+            index = next(i for i in range(args.parallel) if i not in slots)
+            protocol, planned = pending[0]
             key = f"{protocol.name}/{planned.key}"
             folder = args.work / "runs" / key
             folder.mkdir(parents=True, exist_ok=True)
@@ -156,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{time.strftime('%H:%M:%S')} {key} ({planned.purpose}) ...", flush=True)
             continue
         if not slots:
-            if not pending:
+            if elsewhere and not over_time and not over_count:
+                time.sleep(2)  # wait for them: their results may unlock the next runs
+                continue
+            if not pending and not elsewhere:
                 print("study complete", flush=True)
             else:
                 print(f"stopping: {len(pending)}+ runs left (--hours/--max-runs)", flush=True)

@@ -211,3 +211,46 @@ def test_a_protocol_without_runs_gets_no_report(tmp_path: Path) -> None:
     assert "quick-tiny-llama: no runs yet, no report" in done.stdout
     assert not list((tmp_path / "quick").glob("results-*"))
     assert not (tmp_path / "quick" / "summary.md").exists()
+
+
+@pytest.mark.slow
+def test_a_restarted_orchestrator_counts_the_live_runs_of_another_against_parallel(
+    tmp_path: Path,
+) -> None:
+    """Killing an orchestrator leaves its runs alive; its successor must not start --parallel
+    more beside them (two 1-thread runs per 2 cores, not four)."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    folder = tmp_path / "quick" / "runs" / "quick-tiny-llama" / "base-s0"
+    folder.mkdir(parents=True)
+    lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(lock_fd,)
+    )
+    os.close(lock_fd)
+    command = [sys.executable, "benchmarks/quality/run.py", "--quick", "--model", "tiny-llama"]
+    command += ["--methods", "base,post_block", "--parallel", "1", "--work", str(tmp_path)]
+    orchestrator = subprocess.Popen(
+        command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        time.sleep(8)  # the other run holds the only slot: nothing may start meanwhile
+        started = list((tmp_path / "quick" / "runs" / "quick-tiny-llama").glob("*/config.json"))
+        assert started == []
+    finally:
+        other.kill()
+        other.wait()
+    out, _ = orchestrator.communicate(timeout=300)
+    assert orchestrator.returncode == 0, out
+    assert "study complete" in out
+    runs = tmp_path / "quick" / "runs" / "quick-tiny-llama"
+    assert sorted(p.name for p in runs.glob("*.json")) == [
+        "base-s0.json",
+        "post_block-lr0.002-s0.json",
+    ]
