@@ -1,6 +1,10 @@
 """The quality study's plan: sweep, selection on validation, seeds, resumption order."""
 
+import fcntl
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,24 +91,26 @@ def test_base_runs_once_and_finished_runs_are_never_planned_again() -> None:
     assert _keys(("base",), {"base-s0": _result("base-s0", 0.0)}) == []
 
 
+def _live_run(folder: Path) -> subprocess.Popen:
+    """A process that holds ``folder``'s run lock through an inherited descriptor, as
+    ``Slot.launch`` arranges (the orchestrator that started it has closed its own copy: it may
+    be dead). Kill it to end the run."""
+    folder.mkdir(parents=True)
+    lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(lock_fd,)
+        )
+    finally:
+        os.close(lock_fd)
+
+
 def test_runs_of_another_orchestrator_are_seen_while_their_process_lives(tmp_path: Path) -> None:
-    import fcntl
-    import os
-    import subprocess
-    import sys
 
     from run import running_elsewhere
 
-    folder = tmp_path / "runs" / "listops-smollm2" / "post_block-lr0.005-s1"
-    folder.mkdir(parents=True)
-    # A run process holds its folder's lock through an inherited descriptor, as Slot.launch
-    # arranges; the orchestrator that started it has closed its own copy (it may be dead).
-    lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)
-    fake = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(lock_fd,)
-    )
-    os.close(lock_fd)
+    fake = _live_run(tmp_path / "runs" / "listops-smollm2" / "post_block-lr0.005-s1")
     try:
         stale = tmp_path / "runs" / "listops-smollm2" / "stale"
         stale.mkdir()
@@ -195,8 +201,6 @@ def test_arithmetic_protocol_generates_long_enough_for_its_rationales(
 
 def test_a_protocol_without_runs_gets_no_report(tmp_path: Path) -> None:
     """Gemma's protocols wait for every SmolLM2 run: no empty report is written meanwhile."""
-    import subprocess
-    import sys
 
     root = Path(__file__).resolve().parents[2]
     command = [sys.executable, "benchmarks/quality/run.py", "--quick", "--model", "tiny-llama"]
@@ -219,21 +223,10 @@ def test_a_restarted_orchestrator_counts_the_live_runs_of_another_against_parall
 ) -> None:
     """Killing an orchestrator leaves its runs alive; its successor must not start --parallel
     more beside them (two 1-thread runs per 2 cores, not four)."""
-    import fcntl
-    import os
-    import subprocess
-    import sys
     import time
 
     root = Path(__file__).resolve().parents[2]
-    folder = tmp_path / "quick" / "runs" / "quick-tiny-llama" / "base-s0"
-    folder.mkdir(parents=True)
-    lock_fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)
-    other = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(lock_fd,)
-    )
-    os.close(lock_fd)
+    other = _live_run(tmp_path / "quick" / "runs" / "quick-tiny-llama" / "base-s0")
     command = [sys.executable, "benchmarks/quality/run.py", "--quick", "--model", "tiny-llama"]
     command += ["--methods", "base,post_block", "--parallel", "1", "--work", str(tmp_path)]
     orchestrator = subprocess.Popen(
