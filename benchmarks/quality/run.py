@@ -98,18 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     # The summary covers every task of the study, whichever --protocol this run was given.
     every = protocols if args.quick else [make() for make in PROTOCOLS.values()]
 
-    def report(protocol: Protocol) -> bool:
-        """Rebuild the protocol's report and the summary; False (and no report) while the
-        protocol has no runs."""
-        results = load_results(protocol.runs_dir)
-        if results:
-            write(build(protocol, results, _command(args)), protocol.report_stem)
-            write_summary(every, _command(args))
-        return bool(results)
+    def report(*selected: Protocol) -> set[str]:
+        return write_reports(every, selected, _command(args))
 
     if args.report_only:
+        written = report(*protocols)
         for protocol in protocols:
-            if report(protocol):
+            if protocol.name in written:
                 print(protocol.report_stem.with_suffix(".md").read_text())
             else:
                 print(f"{protocol.name}: no runs yet, no report")
@@ -193,20 +188,27 @@ def main(argv: list[str] | None = None) -> int:
             report(by_name[slot.key.split("/")[0]])
     if stopping["flag"]:
         print("stopped; runs in flight start again next time", flush=True)
-    for protocol in protocols:
-        report(protocol)
+    report(*protocols)
     return 0
 
 
-def write_summary(protocols: list[Protocol], command: str) -> None:
-    """``summary.md`` beside the reports: every protocol that has runs, in the plan's order."""
-    reports = []
-    for protocol in protocols:
+def write_reports(every: list[Protocol], selected: tuple[Protocol, ...], command: str) -> set[str]:
+    """Rebuild the reports of ``selected`` and ``summary.md`` over ``every`` protocol (each
+    built once, from its runs); a protocol without runs gets no report. Returns the names of
+    the reports written."""
+    names = {protocol.name for protocol in selected}
+    built = []
+    for protocol in every:
         results = load_results(protocol.runs_dir)
-        if results:
-            reports.append(build(protocol, results, command))
-    if reports:
-        (protocols[0].out_dir / "summary.md").write_text(summary(reports))
+        if not results:
+            continue
+        report = build(protocol, results, command)
+        built.append(report)
+        if protocol.name in names:
+            write(report, protocol.report_stem)
+    if built:
+        (every[0].out_dir / "summary.md").write_text(summary(built))
+    return {report["protocol"] for report in built} & names
 
 
 def pending_runs(protocols: list[Protocol], methods: tuple) -> list[tuple[Protocol, PlannedRun]]:

@@ -15,8 +15,7 @@ class McNemar:
     a_only: int  # items A got right and B wrong
     b_only: int
     p_value: float  # exact two-sided binomial test on the discordant pairs
-    # 95% interval of A-B in points, by items: see :func:`paired_interval`
-    interval: tuple[float, float] = (0.0, 0.0)
+    interval: tuple[float, float]  # 95% interval of A-B in points: :func:`paired_interval`
 
     @property
     def difference_points(self) -> float:
