@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import socket
 import statistics
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 import redis
 
@@ -67,6 +69,64 @@ def sums_file(path: Path, n: int = 32) -> Path:
         rows.append(json.dumps({"prompt": f"{a}+{b}=", "completion": str(a + b)}))
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def _cpu_of(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # gone since it was listed
+            continue
+        total += times.user + times.system
+    return total
+
+
+class CpuMeter:
+    """Where a phase's CPU goes: the API processes, PostgreSQL, Redis, the load generator, and
+    everything else on the machine, as CPU milliseconds per request. Their sum bounds the
+    throughput: ``cores / total``. The load generator is this script (the httpx client) and its
+    children that ended during the phase (wrk)."""
+
+    def __init__(self, api_pid: int):
+        self.api = psutil.Process(api_pid)
+
+    def _groups(self) -> dict[str, float]:
+        named: dict[str, list[psutil.Process]] = {"postgres": [], "redis": []}
+        for process in psutil.process_iter(["name"]):
+            name = process.info["name"] or ""
+            if name in ("postgres", "postmaster"):
+                named["postgres"].append(process)
+            elif name.startswith("redis-server"):
+                named["redis"].append(process)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        busy = psutil.cpu_times()
+        return {
+            "api": _cpu_of([self.api, *self.api.children(recursive=True)]),
+            "postgres": _cpu_of(named["postgres"]),
+            "redis": _cpu_of(named["redis"]),
+            "load_generator": sum(usage.ru_utime + usage.ru_stime for usage in (children, own)),
+            "machine": busy.user + busy.nice + busy.system + busy.irq + busy.softirq,
+            "wall": time.monotonic(),
+        }
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self._groups()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end = self._groups()
+
+    def per_request(self, requests: int) -> dict[str, float]:
+        spent = {k: self.end[k] - self.start[k] for k in self.start}
+        wall = spent.pop("wall")
+        machine = spent.pop("machine")
+        spent["other"] = max(0.0, machine - sum(spent.values()))
+        out = {k: round(1000 * v / max(1, requests), 2) for k, v in spent.items()}
+        out["total"] = round(1000 * machine / max(1, requests), 2)
+        out["cores_busy"] = round(machine / wall, 2)
+        return out
 
 
 class Stack:
@@ -305,33 +365,43 @@ def main() -> int:
                             "/v1/files", data={"purpose": "fine-tune"}, files={"file": handle}
                         ).json()["id"]
                 print("job creation ...", flush=True)
-                if args.load_generator == "wrk":
-                    script = Path(folder) / "create.lua"
-                    body = {
-                        "model": "tiny-llama",
-                        "training_file": file_id,
-                        "method": {"type": "post_block"},
-                    }
-                    script.write_text(WRK_POST.format(body=json.dumps(body)))
-                    results["job_creation"] = wrk(
-                        f"{stack.url}/v1/fine_tuning/jobs", args.clients, args.seconds, script
-                    )
-                else:
-                    results["job_creation"] = asyncio.run(
-                        job_creation(stack.url, file_id, args.clients, args.jobs_per_client)
-                    )
+                body = {
+                    "model": "tiny-llama",
+                    "training_file": file_id,
+                    "method": {"type": "post_block"},
+                }
+                with CpuMeter(stack.procs[0].pid) as meter:
+                    if args.load_generator == "wrk":
+                        script = Path(folder) / "create.lua"
+                        script.write_text(WRK_POST.format(body=json.dumps(body)))
+                        results["job_creation"] = wrk(
+                            f"{stack.url}/v1/fine_tuning/jobs", args.clients, args.seconds, script
+                        )
+                    else:
+                        results["job_creation"] = asyncio.run(
+                            job_creation(stack.url, file_id, args.clients, args.jobs_per_client)
+                        )
+                results["job_creation"]["cpu_ms_per_request"] = meter.per_request(
+                    results["job_creation"]["requests"]
+                )
                 print(results["job_creation"], flush=True)
                 with httpx.Client(base_url=stack.url) as client:
                     some_job = client.get("/v1/fine_tuning/jobs").json()["data"][0]["id"]
                 print("status reads ...", flush=True)
-                if args.load_generator == "wrk":
-                    results["status_reads"] = wrk(
-                        f"{stack.url}/v1/fine_tuning/jobs/{some_job}", args.clients, args.seconds
-                    )
-                else:
-                    results["status_reads"] = asyncio.run(
-                        status_reads(stack.url, some_job, args.clients, args.seconds)
-                    )
+                with CpuMeter(stack.procs[0].pid) as meter:
+                    if args.load_generator == "wrk":
+                        results["status_reads"] = wrk(
+                            f"{stack.url}/v1/fine_tuning/jobs/{some_job}",
+                            args.clients,
+                            args.seconds,
+                        )
+                    else:
+                        results["status_reads"] = asyncio.run(
+                            status_reads(stack.url, some_job, args.clients, args.seconds)
+                        )
+                results["status_reads"]["cpu_ms_per_request"] = meter.per_request(
+                    results["status_reads"]["requests"]
+                )
                 print(results["status_reads"], flush=True)
                 # cancel what is left queued, so the worker starts idle
                 with psycopg.connect(
@@ -424,8 +494,47 @@ def write(results: dict[str, Any]) -> None:
         f"{1000 * create['clients'] / create['per_second']:.0f} ms. A p99 under "
         f"{TARGETS['create_p99_ms']:.0f} ms at {create['clients']} clients needs more than "
         f"{create['clients'] / TARGETS['create_p99_ms'] * 1000:.0f} creations/s.",
+        *cpu_table(create, reads),
     ]
     (HERE / f"results{suffix}.md").write_text("\n".join(lines))
+
+
+def cpu_table(create: dict[str, Any], reads: dict[str, Any]) -> list[str]:
+    """Where each request's CPU went, and the throughput that cost allows on this machine."""
+    if "cpu_ms_per_request" not in create:
+        return []
+    cores = os.cpu_count() or 1
+    groups = [
+        ("api", "API processes"),
+        ("postgres", "PostgreSQL"),
+        ("redis", "Redis"),
+        ("load_generator", "load generator"),
+        ("other", "other processes"),
+        ("total", "**all, machine-wide**"),
+    ]
+    phases = [("job creation", create), ("status read", reads)]
+    lines = [
+        "",
+        "## Where the CPU goes",
+        "",
+        "CPU milliseconds per request, from the processes' CPU times before and after each "
+        f"phase. On {cores} cores, a request that costs T ms of CPU in all caps throughput at "
+        f"{cores} x 1000 / T per second.",
+        "",
+        "| CPU ms per request | " + " | ".join(name for name, _ in phases) + " |",
+        "|---|" + "---:|" * len(phases),
+    ]
+    for key, label in groups:
+        row = [f"{phase['cpu_ms_per_request'][key]:.2f}" for _, phase in phases]
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    busy = [f"{phase['cpu_ms_per_request']['cores_busy']:.2f}" for _, phase in phases]
+    lines.append(f"| cores busy (of {cores}) | " + " | ".join(busy) + " |")
+    bounds = [
+        f"{cores * 1000 / max(phase['cpu_ms_per_request']['total'], 1e-9):.0f}/s"
+        for _, phase in phases
+    ]
+    lines.append("| throughput bound, cores x 1000 / all | " + " | ".join(bounds) + " |")
+    return lines
 
 
 if __name__ == "__main__":
