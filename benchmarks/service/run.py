@@ -1,6 +1,7 @@
 """The service under load, on loopback: the real ``steer api`` on PostgreSQL and Redis.
 
     python benchmarks/service/run.py [--api-processes 2] [--clients 50] [--seconds 10]
+    python benchmarks/service/run.py --quick   # a smoke run in under a minute (results-quick.*)
 
 Job creation and status reads are driven by ``wrk`` (Debian's ``wrk`` package: a C load
 generator, so the client's own CPU does not eat the 2 cores the server shares with PostgreSQL
@@ -346,7 +347,15 @@ def main() -> int:
         choices=["wrk", "httpx"],
         default="wrk" if shutil.which("wrk") else "httpx",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="8 clients, 2 s phases, 2 queue runs, 3 stream clients; writes results-quick.*",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.clients, args.seconds, args.queue_runs, args.stream_clients = 8, 2.0, 2, 3
+        args.jobs_per_client = 5
     database = f"steer_bench_{uuid.uuid4().hex[:8]}"
     redis_db = 14
     redis.Redis(host="127.0.0.1", db=redis_db).flushdb()
@@ -426,7 +435,9 @@ def main() -> int:
                             "training_file": file_id,
                             "method": {
                                 "type": "post_block",
-                                "post_block": {"hyperparameters": {"n_epochs": 20}},
+                                "post_block": {
+                                    "hyperparameters": {"n_epochs": 3 if args.quick else 20}
+                                },
                             },
                         },
                     ).json()
@@ -445,12 +456,15 @@ def main() -> int:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
         redis.Redis(host="127.0.0.1", db=redis_db).flushdb()
     results["api_processes"] = args.api_processes
+    results["quick"] = args.quick
     write(results)
     return 0
 
 
 def write(results: dict[str, Any]) -> None:
     suffix = "" if results["api_processes"] == 1 else f"-{results['api_processes']}-processes"
+    if results.get("quick"):
+        suffix += "-quick"
     (HERE / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
     create, reads = results["job_creation"], results["status_reads"]
     queue, fan = results["queue_latency"], results["event_fan_out"]
@@ -463,6 +477,7 @@ def write(results: dict[str, Any]) -> None:
         "",
         "`python benchmarks/service/run.py"
         + ("" if results["api_processes"] == 1 else f" --api-processes {results['api_processes']}")
+        + (" --quick" if results.get("quick") else "")
         + f"` on {time.strftime('%Y-%m-%d')} "
         f"({platform.machine()}, {os.cpu_count()} cores shared by the server, PostgreSQL, Redis "
         f"and the load generator; `steer api --processes {results['api_processes']}`, JSON logs "
