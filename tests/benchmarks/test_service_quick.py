@@ -42,10 +42,11 @@ def test_service_quick_measures_every_phase_and_where_the_cpu_goes(load_generato
         assert measured["p50_ms"] <= measured["p99_ms"]
         cpu = measured["cpu_ms_per_request"]
         # the API and PostgreSQL both did work for every request; the machine-wide total
-        # holds every group
+        # holds every group, up to the few percent by which the kernel's per-process and
+        # machine-wide counters disagree (seen: 24.50 machine-wide against 24.76 summed)
         assert cpu["api"] > 0 and cpu["postgres"] > 0, cpu
         parts = cpu["api"] + cpu["postgres"] + cpu["redis"] + cpu["load_generator"]
-        assert cpu["total"] >= parts - 0.05, cpu
+        assert cpu["total"] >= 0.95 * parts, cpu
     # a creation sends the job's message to Redis; a read does not
     assert results["job_creation"]["cpu_ms_per_request"]["redis"] > 0
     assert results["queue_latency"]["runs"] == 2
