@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,14 @@ class CpuMeter:
         out["total"] = round(1000 * machine / max(1, requests), 2)
         out["cores_busy"] = round(machine / wall, 2)
         return out
+
+
+def measured(stack: Stack, phase: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one load phase and add where its CPU went (``cpu_ms_per_request``)."""
+    with CpuMeter(stack.procs[0].pid) as meter:
+        result = phase()
+    result["cpu_ms_per_request"] = meter.per_request(result["requests"])
+    return result
 
 
 class Stack:
@@ -379,37 +388,32 @@ def main() -> int:
                     "training_file": file_id,
                     "method": {"type": "post_block"},
                 }
-                with CpuMeter(stack.procs[0].pid) as meter:
-                    if args.load_generator == "wrk":
-                        script = Path(folder) / "create.lua"
-                        script.write_text(WRK_POST.format(body=json.dumps(body)))
-                        results["job_creation"] = wrk(
-                            f"{stack.url}/v1/fine_tuning/jobs", args.clients, args.seconds, script
-                        )
-                    else:
-                        results["job_creation"] = asyncio.run(
+                script = Path(folder) / "create.lua"
+                script.write_text(WRK_POST.format(body=json.dumps(body)))
+                results["job_creation"] = measured(
+                    stack,
+                    lambda: (
+                        wrk(f"{stack.url}/v1/fine_tuning/jobs", args.clients, args.seconds, script)
+                        if args.load_generator == "wrk"
+                        else asyncio.run(
                             job_creation(stack.url, file_id, args.clients, args.jobs_per_client)
                         )
-                results["job_creation"]["cpu_ms_per_request"] = meter.per_request(
-                    results["job_creation"]["requests"]
+                    ),
                 )
                 print(results["job_creation"], flush=True)
                 with httpx.Client(base_url=stack.url) as client:
                     some_job = client.get("/v1/fine_tuning/jobs").json()["data"][0]["id"]
                 print("status reads ...", flush=True)
-                with CpuMeter(stack.procs[0].pid) as meter:
-                    if args.load_generator == "wrk":
-                        results["status_reads"] = wrk(
-                            f"{stack.url}/v1/fine_tuning/jobs/{some_job}",
-                            args.clients,
-                            args.seconds,
-                        )
-                    else:
-                        results["status_reads"] = asyncio.run(
+                reads_url = f"{stack.url}/v1/fine_tuning/jobs/{some_job}"
+                results["status_reads"] = measured(
+                    stack,
+                    lambda: (
+                        wrk(reads_url, args.clients, args.seconds)
+                        if args.load_generator == "wrk"
+                        else asyncio.run(
                             status_reads(stack.url, some_job, args.clients, args.seconds)
                         )
-                results["status_reads"]["cpu_ms_per_request"] = meter.per_request(
-                    results["status_reads"]["requests"]
+                    ),
                 )
                 print(results["status_reads"], flush=True)
                 # cancel what is left queued, so the worker starts idle
@@ -463,7 +467,7 @@ def main() -> int:
 
 def write(results: dict[str, Any]) -> None:
     suffix = "" if results["api_processes"] == 1 else f"-{results['api_processes']}-processes"
-    if results.get("quick"):
+    if results["quick"]:
         suffix += "-quick"
     (HERE / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
     create, reads = results["job_creation"], results["status_reads"]
@@ -477,7 +481,7 @@ def write(results: dict[str, Any]) -> None:
         "",
         "`python benchmarks/service/run.py"
         + ("" if results["api_processes"] == 1 else f" --api-processes {results['api_processes']}")
-        + (" --quick" if results.get("quick") else "")
+        + (" --quick" if results["quick"] else "")
         + f"` on {time.strftime('%Y-%m-%d')} "
         f"({platform.machine()}, {os.cpu_count()} cores shared by the server, PostgreSQL, Redis "
         f"and the load generator; `steer api --processes {results['api_processes']}`, JSON logs "
@@ -516,8 +520,6 @@ def write(results: dict[str, Any]) -> None:
 
 def cpu_table(create: dict[str, Any], reads: dict[str, Any]) -> list[str]:
     """Where each request's CPU went, and the throughput that cost allows on this machine."""
-    if "cpu_ms_per_request" not in create:
-        return []
     cores = os.cpu_count() or 1
     groups = [
         ("api", "API processes"),
