@@ -26,7 +26,13 @@ async def get_app_settings(request: Request) -> Settings:
 
 def get_session(settings: Settings = Depends(get_app_settings)) -> Iterator[Session]:
     """A session per request, committed before the response is sent (routes declare it with
-    ``scope="function"``), so a client that saw a 200 reads its own write next."""
+    ``scope="function"``), so a client that saw a 200 reads its own write next.
+
+    Only the upload route uses it. Every other route is a plain ``def`` that opens
+    ``session_scope`` in its body: FastAPI runs a sync generator dependency's entry and exit on
+    the thread pool in hops of their own, besides the route's, and those two extra hops cost a
+    third of a status read's CPU (benchmarks/service: 2.2 -> 1.6 ms per read, 5.0 -> 3.5 ms per
+    job creation, 50 clients on PostgreSQL)."""
     with session_scope(settings.resolved_database_url) as session:
         yield session
 

@@ -12,51 +12,59 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
-from sqlalchemy.orm import Session
 
-from api.deps import get_app_settings, get_session, get_tenant
+from api.deps import get_app_settings, get_tenant
 from api.errors import ApiError
 from api.schemas import AdapterObject, ListObject, ModelObject
 from api.serializers import adapter_object, unix
 from api.services import adapters as service
 from api.services.adapter_layers import adapter_layers as describe
 from registry import adapters as repo
+from registry.db import session_scope
+from registry.models import Adapter
 from registry.settings import Settings
 from steering_core.errors import ArtifactError
 
 router = APIRouter(tags=["adapters"])
 
 
+def _adapter(settings: Settings, reference: str, tenant: str) -> Adapter:
+    """The tenant's adapter by id or ``name:version``, read in a session of its own (closed
+    before any artifact file is read)."""
+    with session_scope(settings.resolved_database_url) as session:
+        return repo.get_adapter(session, reference, tenant)
+
+
 @router.get("/v1/adapters", response_model=ListObject)
 def list_adapters(
     after: str | None = None,
     limit: int = Query(default=20, ge=1, le=100),
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
-    rows, more = repo.list_adapters(session, tenant, after=after, limit=limit)
-    return ListObject(data=[adapter_object(r) for r in rows], has_more=more)
+    with session_scope(settings.resolved_database_url) as session:
+        rows, more = repo.list_adapters(session, tenant, after=after, limit=limit)
+        return ListObject(data=[adapter_object(r) for r in rows], has_more=more)
 
 
 @router.get("/v1/adapters/{reference}", response_model=AdapterObject)
 def get_adapter(
     reference: str,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> AdapterObject:
-    return adapter_object(repo.get_adapter(session, reference, tenant))
+    return adapter_object(_adapter(settings, reference, tenant))
 
 
 @router.get("/v1/adapters/{reference}/content")
 def adapter_content(
     reference: str,
     file: str | None = None,
-    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ):
     """The artifact as one ``.tar.gz``, or one file of it with ``?file=NAME``."""
-    row = repo.get_adapter(session, reference, tenant)
+    row = _adapter(settings, reference, tenant)
     if file is None:
         return Response(
             service.archive(settings, row),
@@ -84,7 +92,6 @@ def export_adapter(
     reference: str,
     export_format: str = Query(alias="format"),
     drop_layer_0: bool = False,
-    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ):
@@ -98,7 +105,7 @@ def export_adapter(
             f"unknown export format {export_format!r}; use one of {', '.join(formats)}",
             param="format",
         )
-    row = repo.get_adapter(session, reference, tenant)
+    row = _adapter(settings, reference, tenant)
     paths = service.verified_files(settings, row)  # sha256 of every file, before any export
     try:
         exports = importlib.import_module("steering_core.exports")
@@ -168,28 +175,27 @@ def export_adapter(
 @router.delete("/v1/adapters/{reference}")
 def delete_adapter(
     reference: str,
-    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> dict:
-    row = repo.get_adapter(session, reference, tenant)
-    directory = service.adapter_dir(settings, row)
-    session.delete(row)
-    session.flush()
-    shutil.rmtree(directory, ignore_errors=True)
+    with session_scope(settings.resolved_database_url) as session:
+        row = repo.get_adapter(session, reference, tenant)
+        session.delete(row)
+    # after the commit: a delete that failed leaves the files of a row that still exists
+    shutil.rmtree(service.adapter_dir(settings, row), ignore_errors=True)
     return {"id": row.id, "object": "adapter", "deleted": True}
 
 
 @router.get("/v1/models", response_model=ListObject)
 def list_models(
-    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
     data = [
         ModelObject(id=name, created=0, owned_by="system", kind="base") for name in settings.models
     ]
-    rows, _ = repo.list_adapters(session, tenant, after=None, limit=1000)
+    with session_scope(settings.resolved_database_url) as session:
+        rows, _ = repo.list_adapters(session, tenant, after=None, limit=1000)
     data += [
         ModelObject(id=r.id, created=unix(r.created_at) or 0, owned_by=tenant, kind="adapter")
         for r in rows
@@ -200,11 +206,10 @@ def list_models(
 @router.get("/v1/adapters/{reference}/layers")
 def adapter_layers(
     reference: str,
-    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> dict:
     """Per steered layer: the adapter's parameter norm, and the trained shift's norm relative to
     the residual stream's (measured at the end of training)."""
-    row = repo.get_adapter(session, reference, tenant)
+    row = _adapter(settings, reference, tenant)
     return describe(row.id, service.verified_files(settings, row))

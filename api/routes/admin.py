@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
-from api.deps import Principal, get_session, require_admin
+from api.deps import Principal, get_app_settings, require_admin
 from api.serializers import unix
 from registry import tenants as repo
+from registry.db import session_scope
+from registry.settings import Settings
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -45,57 +46,64 @@ class ApiKeyCreate(BaseModel):
 @router.post("/tenants")
 def create_tenant(
     body: TenantCreate,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     _admin: Principal = Depends(require_admin),
 ) -> dict:
-    tenant = repo.create_tenant(session, body.name)
-    repo.set_quotas(session, tenant.id, **body.model_dump(exclude={"name"}))
-    return tenant_object(tenant)
+    with session_scope(settings.resolved_database_url) as session:
+        tenant = repo.create_tenant(session, body.name)
+        repo.set_quotas(session, tenant.id, **body.model_dump(exclude={"name"}))
+        return tenant_object(tenant)
 
 
 @router.get("/tenants/{tenant_id}")
 def get_tenant(
     tenant_id: str,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     _admin: Principal = Depends(require_admin),
 ) -> dict:
-    return tenant_object(repo.get_tenant(session, tenant_id))
+    with session_scope(settings.resolved_database_url) as session:
+        return tenant_object(repo.get_tenant(session, tenant_id))
 
 
 @router.patch("/tenants/{tenant_id}")
 def update_quotas(
     tenant_id: str,
     body: TenantQuotas,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     _admin: Principal = Depends(require_admin),
 ) -> dict:
     """Set the fields given (null clears a limit back to the default); others stay."""
-    return tenant_object(repo.set_quotas(session, tenant_id, **body.model_dump(exclude_unset=True)))
+    with session_scope(settings.resolved_database_url) as session:
+        return tenant_object(
+            repo.set_quotas(session, tenant_id, **body.model_dump(exclude_unset=True))
+        )
 
 
 @router.post("/tenants/{tenant_id}/api_keys")
 def create_api_key(
     tenant_id: str,
     body: ApiKeyCreate,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     _admin: Principal = Depends(require_admin),
 ) -> dict:
-    row, key = repo.create_api_key(session, tenant_id, body.name, is_admin=body.admin)
-    return {
-        "object": "api_key",
-        "id": row.id,
-        "tenant_id": tenant_id,
-        "name": row.name,
-        "admin": row.is_admin,
-        "key": key,
-    }
+    with session_scope(settings.resolved_database_url) as session:
+        row, key = repo.create_api_key(session, tenant_id, body.name, is_admin=body.admin)
+        return {
+            "object": "api_key",
+            "id": row.id,
+            "tenant_id": tenant_id,
+            "name": row.name,
+            "admin": row.is_admin,
+            "key": key,
+        }
 
 
 @router.delete("/api_keys/{key_id}")
 def revoke_api_key(
     key_id: str,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     _admin: Principal = Depends(require_admin),
 ) -> dict:
-    repo.revoke_api_key(session, key_id)
-    return {"object": "api_key", "id": key_id, "revoked": True}
+    with session_scope(settings.resolved_database_url) as session:
+        repo.revoke_api_key(session, key_id)
+        return {"object": "api_key", "id": key_id, "revoked": True}

@@ -14,6 +14,7 @@ from api.serializers import file_object
 from api.services import files as service
 from api.services import idempotency
 from registry import files as repo
+from registry.db import session_scope
 from registry.settings import Settings
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -50,36 +51,38 @@ def list_files(
     purpose: str | None = None,
     after: str | None = None,
     limit: int = Query(default=100, ge=1, le=10000),
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
-    rows, more = repo.list_files(session, tenant, purpose=purpose, after=after, limit=limit)
-    data = [file_object(r) for r in rows]
-    return ListObject(
-        data=data,
-        has_more=more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    with session_scope(settings.resolved_database_url) as session:
+        rows, more = repo.list_files(session, tenant, purpose=purpose, after=after, limit=limit)
+        data = [file_object(r) for r in rows]
+        return ListObject(
+            data=data,
+            has_more=more,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
 
 
 @router.get("/{file_id}", response_model=FileObject)
 def get_file(
     file_id: str,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> FileObject:
-    return file_object(repo.get_file(session, file_id, tenant))
+    with session_scope(settings.resolved_database_url) as session:
+        return file_object(repo.get_file(session, file_id, tenant))
 
 
 @router.get("/{file_id}/content")
 def file_content(
     file_id: str,
-    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> FileResponse:
-    row = repo.get_file(session, file_id, tenant)
+    with session_scope(settings.resolved_database_url) as session:
+        row = repo.get_file(session, file_id, tenant)
     return FileResponse(
         service.file_path(settings, row), media_type="application/jsonl", filename=row.filename
     )
@@ -88,10 +91,9 @@ def file_content(
 @router.delete("/{file_id}")
 def delete(
     file_id: str,
-    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> dict:
-    row = repo.get_file(session, file_id, tenant)
-    service.delete_file(session, settings, row)
+    with session_scope(settings.resolved_database_url) as session:
+        service.delete_file(session, settings, repo.get_file(session, file_id, tenant))
     return {"id": file_id, "object": "file", "deleted": True}

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
 from api.broker import enqueue_job
-from api.deps import get_app_settings, get_session, get_tenant
+from api.deps import get_app_settings, get_tenant
 from api.schemas import JobCreate, JobObject, ListObject
 from api.serializers import checkpoint_object, event_object, job_object
 from api.services import idempotency
@@ -28,20 +27,19 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 def create(
     body: JobCreate,
     idempotency_key: str | None = Header(default=None),
-    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ):
     key = idempotency.check_key(idempotency_key)
     request = idempotency.request_hash("jobs", body.model_dump_json())
-    if key is not None and (replayed := idempotency.replay(session, tenant, key, request)):
-        return replayed
-    job = service.create_job(session, settings, tenant, body)
-    answer = job_object(job)
-    if key is not None:
-        idempotency.remember(session, tenant, key, request, answer.model_dump(mode="json"))
-    session.commit()  # the row exists before any worker can receive its message
-    enqueue_job(settings, job.id, job.queue)
+    with session_scope(settings.resolved_database_url) as session:
+        if key is not None and (replayed := idempotency.replay(session, tenant, key, request)):
+            return replayed
+        job = service.create_job(session, settings, tenant, body)
+        answer = job_object(job)
+        if key is not None:
+            idempotency.remember(session, tenant, key, request, answer.model_dump(mode="json"))
+    enqueue_job(settings, job.id, job.queue)  # committed: the row exists before any worker runs
     return answer
 
 
@@ -49,30 +47,33 @@ def create(
 def list_jobs(
     after: str | None = None,
     limit: int = Query(default=20, ge=1, le=100),
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
-    rows, more = repo.list_jobs(session, tenant, after=after, limit=limit)
-    return ListObject(data=[job_object(r) for r in rows], has_more=more)
+    with session_scope(settings.resolved_database_url) as session:
+        rows, more = repo.list_jobs(session, tenant, after=after, limit=limit)
+        return ListObject(data=[job_object(r) for r in rows], has_more=more)
 
 
 @router.get("/{job_id}", response_model=JobObject)
 def retrieve(
     job_id: str,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> JobObject:
-    return job_object(repo.get_job(session, job_id, tenant))
+    with session_scope(settings.resolved_database_url) as session:
+        return job_object(repo.get_job(session, job_id, tenant))
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject)
 def cancel(
     job_id: str,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> JobObject:
-    job = repo.request_cancel(session, repo.get_job(session, job_id, tenant))
-    return job_object(job)
+    with session_scope(settings.resolved_database_url) as session:
+        job = repo.request_cancel(session, repo.get_job(session, job_id, tenant))
+        return job_object(job)
 
 
 @router.get("/{job_id}/events")
@@ -126,17 +127,18 @@ def _event_stream(settings: Settings, job_id: str, poll: float = 0.5) -> Iterato
 @router.get("/{job_id}/metrics")
 def metrics(
     job_id: str,
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> dict:
     """Every recorded metric value, by step: train_loss, learning_rate, tokens_per_second,
     valid_loss (what the dashboard plots; the same as the result CSV, but live)."""
-    repo.get_job(session, job_id, tenant)
-    rows = repo.metrics_of(session, job_id)
-    return {
-        "object": "list",
-        "data": [{"step": m.step, "name": m.name, "value": m.value} for m in rows],
-    }
+    with session_scope(settings.resolved_database_url) as session:
+        repo.get_job(session, job_id, tenant)
+        rows = repo.metrics_of(session, job_id)
+        return {
+            "object": "list",
+            "data": [{"step": m.step, "name": m.name, "value": m.value} for m in rows],
+        }
 
 
 @router.get("/{job_id}/checkpoints")
@@ -144,15 +146,16 @@ def checkpoints(
     job_id: str,
     after: str | None = None,
     limit: int = Query(default=10, ge=1, le=100),
-    session: Session = Depends(get_session, scope="function"),
+    settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
-    repo.get_job(session, job_id, tenant)
-    rows, more = repo.list_checkpoints(session, job_id, after=after, limit=limit)
-    data = [checkpoint_object(r) for r in rows]
-    return ListObject(
-        data=data,
-        has_more=more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    with session_scope(settings.resolved_database_url) as session:
+        repo.get_job(session, job_id, tenant)
+        rows, more = repo.list_checkpoints(session, job_id, after=after, limit=limit)
+        data = [checkpoint_object(r) for r in rows]
+        return ListObject(
+            data=data,
+            has_more=more,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
