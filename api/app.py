@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from api.broker import broker_ok
+from api.deps import threaded
 from api.errors import install_error_handlers
 from api.limits import ConcurrencyLimit, UploadSizeLimit
 from api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
@@ -44,11 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_dashboard(app)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    @threaded
     def prometheus_metrics() -> Response:
         """Prometheus text format: jobs by status, queue depth, throughput, latency."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/health", tags=["operations"])
+    @threaded
     def health() -> JSONResponse:
         checks = {"database": "ok", "broker": "ok"}
         try:

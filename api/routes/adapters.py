@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
 
-from api.deps import get_app_settings, get_tenant
+from api.deps import get_app_settings, get_tenant, threaded
 from api.errors import ApiError
 from api.schemas import AdapterObject, ListObject, ModelObject
 from api.serializers import adapter_object, unix
@@ -36,6 +36,7 @@ def _adapter(settings: Settings, reference: str, tenant: str) -> Adapter:
 
 
 @router.get("/v1/adapters", response_model=ListObject)
+@threaded
 def list_adapters(
     after: str | None = None,
     limit: int = Query(default=20, ge=1, le=100),
@@ -48,6 +49,7 @@ def list_adapters(
 
 
 @router.get("/v1/adapters/{reference}", response_model=AdapterObject)
+@threaded
 def get_adapter(
     reference: str,
     settings: Settings = Depends(get_app_settings),
@@ -57,6 +59,7 @@ def get_adapter(
 
 
 @router.get("/v1/adapters/{reference}/content")
+@threaded
 def adapter_content(
     reference: str,
     file: str | None = None,
@@ -88,6 +91,7 @@ def adapter_content(
 
 
 @router.get("/v1/adapters/{reference}/export")
+@threaded
 def export_adapter(
     reference: str,
     export_format: str = Query(alias="format"),
@@ -173,6 +177,7 @@ def export_adapter(
 
 
 @router.delete("/v1/adapters/{reference}")
+@threaded
 def delete_adapter(
     reference: str,
     settings: Settings = Depends(get_app_settings),
@@ -187,6 +192,7 @@ def delete_adapter(
 
 
 @router.get("/v1/models", response_model=ListObject)
+@threaded
 def list_models(
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
@@ -204,6 +210,7 @@ def list_models(
 
 
 @router.get("/v1/adapters/{reference}/layers")
+@threaded
 def adapter_layers(
     reference: str,
     settings: Settings = Depends(get_app_settings),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import Principal, get_app_settings, require_admin
+from api.deps import Principal, get_app_settings, require_admin, threaded
 from api.serializers import unix
 from registry import tenants as repo
 from registry.db import session_scope
@@ -44,6 +44,7 @@ class ApiKeyCreate(BaseModel):
 
 
 @router.post("/tenants")
+@threaded
 def create_tenant(
     body: TenantCreate,
     settings: Settings = Depends(get_app_settings),
@@ -56,6 +57,7 @@ def create_tenant(
 
 
 @router.get("/tenants/{tenant_id}")
+@threaded
 def get_tenant(
     tenant_id: str,
     settings: Settings = Depends(get_app_settings),
@@ -66,6 +68,7 @@ def get_tenant(
 
 
 @router.patch("/tenants/{tenant_id}")
+@threaded
 def update_quotas(
     tenant_id: str,
     body: TenantQuotas,
@@ -80,6 +83,7 @@ def update_quotas(
 
 
 @router.post("/tenants/{tenant_id}/api_keys")
+@threaded
 def create_api_key(
     tenant_id: str,
     body: ApiKeyCreate,
@@ -99,6 +103,7 @@ def create_api_key(
 
 
 @router.delete("/api_keys/{key_id}")
+@threaded
 def revoke_api_key(
     key_id: str,
     settings: Settings = Depends(get_app_settings),

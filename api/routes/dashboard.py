@@ -20,7 +20,7 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/dashboard")
-def dashboard() -> FileResponse:
+async def dashboard() -> FileResponse:
     return FileResponse(
         DASHBOARD_DIR / "index.html",
         media_type="text/html",
@@ -29,7 +29,7 @@ def dashboard() -> FileResponse:
 
 
 @router.get("/dashboard/")
-def dashboard_slash() -> RedirectResponse:
+async def dashboard_slash() -> RedirectResponse:
     return RedirectResponse("../dashboard", status_code=307)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from api.deps import get_app_settings, get_session, get_tenant
+from api.deps import get_app_settings, get_session, get_tenant, threaded
 from api.schemas import FileObject, ListObject
 from api.serializers import file_object
 from api.services import files as service
@@ -47,6 +47,7 @@ async def upload(
 
 
 @router.get("", response_model=ListObject)
+@threaded
 def list_files(
     purpose: str | None = None,
     after: str | None = None,
@@ -66,6 +67,7 @@ def list_files(
 
 
 @router.get("/{file_id}", response_model=FileObject)
+@threaded
 def get_file(
     file_id: str,
     settings: Settings = Depends(get_app_settings),
@@ -76,6 +78,7 @@ def get_file(
 
 
 @router.get("/{file_id}/content")
+@threaded
 def file_content(
     file_id: str,
     settings: Settings = Depends(get_app_settings),
@@ -89,6 +92,7 @@ def file_content(
 
 
 @router.delete("/{file_id}")
+@threaded
 def delete(
     file_id: str,
     settings: Settings = Depends(get_app_settings),

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
 from api.broker import enqueue_job
-from api.deps import get_app_settings, get_tenant
+from api.deps import get_app_settings, get_tenant, threaded
 from api.schemas import JobCreate, JobObject, ListObject
 from api.serializers import checkpoint_object, event_object, job_object
 from api.services import idempotency
@@ -24,6 +24,7 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 
 @router.post("", response_model=JobObject)
+@threaded
 def create(
     body: JobCreate,
     idempotency_key: str | None = Header(default=None),
@@ -44,6 +45,7 @@ def create(
 
 
 @router.get("", response_model=ListObject)
+@threaded
 def list_jobs(
     after: str | None = None,
     limit: int = Query(default=20, ge=1, le=100),
@@ -56,6 +58,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobObject)
+@threaded
 def retrieve(
     job_id: str,
     settings: Settings = Depends(get_app_settings),
@@ -66,6 +69,7 @@ def retrieve(
 
 
 @router.post("/{job_id}/cancel", response_model=JobObject)
+@threaded
 def cancel(
     job_id: str,
     settings: Settings = Depends(get_app_settings),
@@ -77,6 +81,7 @@ def cancel(
 
 
 @router.get("/{job_id}/events")
+@threaded
 def events(
     job_id: str,
     after: str | None = None,
@@ -125,6 +130,7 @@ def _event_stream(settings: Settings, job_id: str, poll: float = 0.5) -> Iterato
 
 
 @router.get("/{job_id}/metrics")
+@threaded
 def metrics(
     job_id: str,
     settings: Settings = Depends(get_app_settings),
@@ -142,6 +148,7 @@ def metrics(
 
 
 @router.get("/{job_id}/checkpoints")
+@threaded
 def checkpoints(
     job_id: str,
     after: str | None = None,
