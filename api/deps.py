@@ -1,15 +1,15 @@
-"""Request dependencies: settings, a database session, the caller's tenant."""
+"""Request dependencies (settings, the caller's tenant) and ``threaded``, the one way a route
+runs blocking work."""
 
 from __future__ import annotations
 
 import functools
 import hmac
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
@@ -44,16 +44,6 @@ def threaded(route: Callable[P, T]) -> Callable[P, Awaitable[T]]:
 # thread pool, and a hop there per dependency per request cost more than the work itself.
 async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
-
-
-def get_session(settings: Settings = Depends(get_app_settings)) -> Iterator[Session]:
-    """A session per request, committed before the response is sent (routes declare it with
-    ``scope="function"``), so a client that saw a 200 reads its own write next.
-
-    Only the upload route uses it; the others are :func:`threaded` and open ``session_scope``
-    in their body, saving the two thread hops of this dependency's entry and exit."""
-    with session_scope(settings.resolved_database_url) as session:
-        yield session
 
 
 @dataclass(frozen=True)

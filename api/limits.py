@@ -60,13 +60,14 @@ class UploadSizeLimit:
 class ConcurrencyLimit:
     """At most ``limit`` requests inside the app at once; the others wait on the event loop.
 
-    The upload route's session dependency runs on anyio's worker threads in hops apart from the
-    route, and holds its pooled connection from the first query to the exit hop. When every
-    route worked that way, more requests inside than pooled connections could leave every worker
-    thread blocked in a pool checkout while the requests holding the connections waited for a
-    thread to finish on: a deadlock that ended only in 30 s pool timeouts (500s). Admitting at
-    most as many requests as the pool has connections means a checkout never waits for another
-    request; the rest queue here at the cost of a coroutine, not a thread.
+    Routes once held a pooled database connection across several thread hops (a session
+    dependency's entry and exit ran apart from the route), and with more requests inside than
+    pooled connections every worker thread could end up blocked in a pool checkout while the
+    requests holding the connections waited for a thread to finish on: a deadlock that ended
+    only in 30 s pool timeouts (500s). A route now uses its connection within one hop
+    (``api.deps.threaded``), and this limit still keeps a burst within the pool: no overflow
+    connections opened and closed per burst, no thread parked in a checkout. The rest queue
+    here at the cost of a coroutine, not a thread.
 
     Streams are not counted (``…/events?stream=true`` and the generation routes): they hold no
     connection while they wait (each event poll opens its own short session; generation closes

@@ -6,14 +6,14 @@ import hashlib
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.responses import FileResponse
-from sqlalchemy.orm import Session
 
-from api.deps import get_app_settings, get_session, get_tenant, threaded
+from api.deps import get_app_settings, get_tenant, threaded
 from api.schemas import FileObject, ListObject
 from api.serializers import file_object
 from api.services import files as service
 from api.services import idempotency
 from registry import files as repo
+from registry import quotas
 from registry.db import session_scope
 from registry.settings import Settings
 
@@ -21,28 +21,41 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
 @router.post("", response_model=FileObject)
-async def upload(
+@threaded
+def upload(
     file: UploadFile = File(...),
     purpose: str = Form(...),
     idempotency_key: str | None = Header(default=None),
-    session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ):
+    # Starlette has spooled the body (to disk past 1 MiB) before the route runs; ``file.file``
+    # is that spool, read here with blocking calls on the route's worker thread.
     key = idempotency.check_key(idempotency_key)
+    request = None
     if key is not None:
         digest = hashlib.sha256()
-        while chunk := await file.read(1 << 20):
+        while chunk := file.file.read(service.CHUNK):
             digest.update(chunk)
-        await file.seek(0)
+        file.file.seek(0)
         request = idempotency.request_hash(
             "files", purpose, file.filename or "", digest.hexdigest()
         )
-        if (replayed := idempotency.replay(session, tenant, key, request)) is not None:
+    service.check_purpose(purpose)
+    # Three steps, so that no transaction stays open while the file is copied and validated.
+    with session_scope(settings.resolved_database_url) as session:
+        if (
+            key is not None
+            and request is not None
+            and (replayed := idempotency.replay(session, tenant, key, request)) is not None
+        ):
             return replayed
-    body = file_object(await service.upload_file(session, settings, tenant, file, purpose))
-    if key is not None:
-        idempotency.remember(session, tenant, key, request, body.model_dump(mode="json"))
+        limit, quota = quotas.file_size_limit(session, settings, tenant)
+    stored = service.store_upload(settings, file.file, file.filename, purpose, limit, quota)
+    with session_scope(settings.resolved_database_url) as session:
+        body = file_object(service.record_upload(session, tenant, stored))
+        if key is not None and request is not None:
+            idempotency.remember(session, tenant, key, request, body.model_dump(mode="json"))
     return body
 
 

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
+
+from api.services import files as files_service
 from tests.api.helpers import FILES, JOBS, VALID_JSONL, Api, assert_error, jsonl
 
 
@@ -291,3 +298,33 @@ def test_an_announced_oversize_upload_is_refused_before_its_body_is_read(
     assert answer.startswith("HTTP/1.1 413"), answer
     assert "file_too_large" in answer and "1000 bytes" in answer
     assert small.get_json(FILES)["data"] == []
+
+
+def test_other_requests_are_answered_while_an_upload_is_validated(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation (and hashing, and the database) used to run on the event loop inside the
+    ``async`` upload route: while a large file was validated, no other request was answered.
+    Here validation waits until another request has been answered; on the event loop it would
+    wait forever."""
+    started, answered = threading.Event(), threading.Event()
+    validate = files_service.validate_jsonl
+
+    def gated(path: Path) -> Any:
+        started.set()
+        answered.wait(timeout=30)
+        return validate(path)
+
+    monkeypatch.setattr(files_service, "validate_jsonl", gated)
+    result: dict[str, Any] = {}
+    uploader = threading.Thread(target=lambda: result.update(answer=api.upload(VALID_JSONL)))
+    uploader.start()
+    try:
+        assert started.wait(timeout=30), "the upload never reached validation"
+        listing = httpx.get(f"{api.base_url}{FILES}", timeout=10)
+        assert listing.status_code == 200
+    finally:
+        answered.set()
+        uploader.join(timeout=30)
+    assert result["answer"].status_code == 200, result["answer"].text
+    assert result["answer"].json()["status"] == "processed"

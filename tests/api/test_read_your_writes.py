@@ -1,11 +1,12 @@
 """A client that got a 200 for a write must see that write in its next request.
 
-The request session (``api.deps.get_session``) is a FastAPI dependency with ``yield``. With the
+The request session was a FastAPI dependency with ``yield`` (``api.deps.get_session``). With the
 default (request) scope its cleanup, and so its ``session.commit()``, runs after the response
 has been sent: on SQLite the next request then waits for that commit (``BEGIN IMMEDIATE``), but
 on PostgreSQL it does not, and read the state from before the write (GET of a just-uploaded
-file was 404; GET of a job right after a 200 cancel said ``queued``). The routes now declare the
-session with ``scope="function"``, committing before the response.
+file was 404; GET of a job right after a 200 cancel said ``queued``). The routes then declared
+the session with ``scope="function"``; now they open ``session_scope`` in their own body, so
+the commit happens before the route returns.
 """
 
 from __future__ import annotations

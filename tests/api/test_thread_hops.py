@@ -5,7 +5,7 @@ in a second hop, a plain ``def`` dependency in a hop of its own, and a sync gene
 in two (entry and exit). With 50 clients those hops cost more CPU than a status read's database
 work (benchmarks/service), so every route is ``async def`` (blocking bodies through
 ``api.deps.threaded``: one hop), opens ``session_scope`` in its body, and every dependency is
-``async def``. The one exception is the upload route's session dependency.
+``async def``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_no_route_has_a_dependency_that_takes_a_thread_hop(tmp_path: Path) -> No
         if names:
             for method in route.methods:
                 threaded[(method, route.path)] = names
-    assert threaded == {("POST", "/v1/files"): ["get_session"]}
+    assert threaded == {}
 
 
 def test_a_request_takes_one_thread_hop(
@@ -101,3 +101,6 @@ def test_a_request_takes_one_thread_hop(
         answer = api.client.request(method, path, json=payload)
         assert answer.status_code == 200, answer.text
         assert len(calls) == 1, f"{method} {path}: {calls}"
+    calls.clear()
+    assert api.upload_ok()["status"] == "processed"
+    assert len(calls) == 1, f"upload: {calls}"
