@@ -33,6 +33,16 @@ class ListObject(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
 
+    @classmethod
+    def page(cls, data: list[Any], has_more: bool) -> ListObject:
+        """A page of objects with ``id``s, naming its first and last (the next page's cursor)."""
+        return cls(
+            data=data,
+            has_more=has_more,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
+
 
 class MethodBlock(Strict):
     """``{"type": "post_block", "post_block": {"hyperparameters": {...}, "site": {...}, ...}}``.

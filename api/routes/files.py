@@ -70,13 +70,7 @@ def list_files(
 ) -> ListObject:
     with session_scope(settings.resolved_database_url) as session:
         rows, more = repo.list_files(session, tenant, purpose=purpose, after=after, limit=limit)
-        data = [file_object(r) for r in rows]
-        return ListObject(
-            data=data,
-            has_more=more,
-            first_id=data[0].id if data else None,
-            last_id=data[-1].id if data else None,
-        )
+        return ListObject.page([file_object(r) for r in rows], more)
 
 
 @router.get("/{file_id}", response_model=FileObject)

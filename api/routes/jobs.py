@@ -159,10 +159,4 @@ def checkpoints(
     with session_scope(settings.resolved_database_url) as session:
         repo.get_job(session, job_id, tenant)
         rows, more = repo.list_checkpoints(session, job_id, after=after, limit=limit)
-        data = [checkpoint_object(r) for r in rows]
-        return ListObject(
-            data=data,
-            has_more=more,
-            first_id=data[0].id if data else None,
-            last_id=data[-1].id if data else None,
-        )
+        return ListObject.page([checkpoint_object(r) for r in rows], more)
