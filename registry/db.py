@@ -9,11 +9,12 @@ Connections are recycled after 30 minutes, before idle timeouts in between can c
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 # Pooled connections per process to PostgreSQL. The API admits as many requests at once
@@ -65,3 +66,12 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def lock_until_commit(session: Session, name: str) -> None:
+    """Serialise the transactions that take the lock ``name`` until each ends. PostgreSQL takes
+    a transaction-scoped advisory lock; SQLite's write lock (taken at ``BEGIN IMMEDIATE``)
+    already serialises every writer."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = zlib.crc32(name.encode())
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})

@@ -12,12 +12,12 @@ from settings applies (``STEER_QUOTA_*``); ``None`` means unlimited. Three limit
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from registry.db import lock_until_commit
 from registry.models import Job, Tenant
 from registry.settings import Settings
 from registry.states import TERMINAL
@@ -52,14 +52,6 @@ def quotas_for(session: Session, settings: Settings, tenant_id: str) -> Quotas:
     )
 
 
-def lock_tenant(session: Session, tenant_id: str) -> None:
-    """Serialise quota checks of one tenant until the transaction ends. SQLite's write lock
-    (taken at BEGIN IMMEDIATE) already serialises everything; PostgreSQL takes an advisory lock."""
-    if session.get_bind().dialect.name == "postgresql":
-        key = zlib.crc32(f"tenant:{tenant_id}".encode())
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-
-
 def unfinished_jobs(session: Session, tenant_id: str) -> int:
     done = [status.value for status in TERMINAL]
     return int(
@@ -77,7 +69,7 @@ def check_new_job(session: Session, settings: Settings, tenant_id: str) -> Quota
     jobs; call inside the transaction that creates the job."""
     quotas = quotas_for(session, settings, tenant_id)
     if quotas.max_concurrent_jobs is not None:
-        lock_tenant(session, tenant_id)
+        lock_until_commit(session, f"tenant:{tenant_id}")  # one check at a time
         active = unfinished_jobs(session, tenant_id)
         if active >= quotas.max_concurrent_jobs:
             raise QuotaExceeded(

@@ -52,10 +52,13 @@ def upload(
             return replayed
         limit, quota = quotas.file_size_limit(session, settings, tenant)
     stored = service.store_upload(settings, file.file, file.filename, purpose, limit, quota)
-    with session_scope(settings.resolved_database_url) as session:
-        body = file_object(service.record_upload(session, tenant, stored))
-        if key is not None and request is not None:
-            idempotency.remember(session, tenant, key, request, body.model_dump(mode="json"))
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            body = file_object(service.record_upload(session, settings, tenant, stored))
+            if key is not None and request is not None:
+                idempotency.remember(session, tenant, key, request, body.model_dump(mode="json"))
+    finally:
+        stored.discard()
     return body
 
 

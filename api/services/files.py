@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from registry import files as files_repo
+from registry.db import lock_until_commit
 from registry.models import File
 from registry.quotas import QuotaExceeded
 from registry.settings import Settings
@@ -55,14 +56,23 @@ def _spool(
 
 @dataclass(frozen=True)
 class StoredUpload:
-    """An upload's bytes, stored content-addressed and validated, not yet in the registry."""
+    """An upload copied to a temp file, hashed and validated; not yet stored or registered."""
 
+    temp: Path
     filename: str
     purpose: str
     size: int
     sha256: str
-    storage_path: str
     report: ValidationReport
+
+    @property
+    def storage_path(self) -> str:
+        """Content-addressed: uploads of the same bytes share one file."""
+        return f"{self.sha256[:2]}/{self.sha256}.jsonl"
+
+    def discard(self) -> None:
+        """Remove the temp file, if :func:`record_upload` has not moved it into place."""
+        self.temp.unlink(missing_ok=True)
 
 
 def check_purpose(purpose: str) -> None:
@@ -83,34 +93,40 @@ def store_upload(
     quota: str | None,
 ) -> StoredUpload:
     """Copy, hash and validate an upload (``limit`` bytes at most, ``quota`` naming the tenant
-    quota when that is the limit). Blocking, and it holds no database session: validating a
-    large file inside a transaction held SQLite's write lock (every other request waited) and a
-    PostgreSQL connection for as long."""
+    quota when that is the limit); the caller records it, then discards the temp file. Blocking,
+    and it holds no database session: validating a large file inside a transaction held
+    SQLite's write lock (every other request waited) and a PostgreSQL connection for as long."""
     check_purpose(purpose)
     settings.ensure_dirs()
     temp, size, sha = _spool(source, settings.files_dir, limit, quota)
     try:
         report = validate_jsonl(temp)
-        target = settings.files_dir / sha[:2] / f"{sha}.jsonl"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            temp.unlink()
-        else:
-            os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return StoredUpload(
+        temp=temp,
         filename=Path(filename or "upload.jsonl").name[:512],
         purpose=purpose,
         size=size,
         sha256=sha,
-        storage_path=str(target.relative_to(settings.files_dir)),
         report=report,
     )
 
 
-def record_upload(session: Session, tenant: str, stored: StoredUpload) -> File:
+def _lock_content(session: Session, storage_path: str) -> None:
+    """Uploads and deletes of the same bytes, one at a time: otherwise a delete that found no
+    other row using the file could remove it just after an upload of the same content was
+    registered, and that upload's row would point at nothing."""
+    lock_until_commit(session, f"content:{storage_path}")
+
+
+def record_upload(session: Session, settings: Settings, tenant: str, stored: StoredUpload) -> File:
+    """Move the bytes into place and add the row, under the content lock."""
+    _lock_content(session, stored.storage_path)
+    target = settings.files_dir / stored.storage_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(stored.temp, target)  # the same bytes if it was there: restores a deleted copy
     report = stored.report
     return files_repo.create_file(
         session,
@@ -132,6 +148,7 @@ def file_path(settings: Settings, row: File) -> Path:
 
 
 def delete_file(session: Session, settings: Settings, row: File) -> None:
+    _lock_content(session, row.storage_path)
     shared = files_repo.storage_is_shared(session, row)
     path = file_path(settings, row)
     files_repo.delete_file(session, row)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from api.services import files as files_service
+from registry import files as files_repo
 from tests.api.helpers import FILES, JOBS, VALID_JSONL, Api, assert_error, jsonl
 
 
@@ -328,3 +329,47 @@ def test_other_requests_are_answered_while_an_upload_is_validated(
         uploader.join(timeout=30)
     assert result["answer"].status_code == 200, result["answer"].text
     assert result["answer"].json()["status"] == "processed"
+
+
+def test_a_delete_racing_an_upload_of_the_same_bytes_leaves_them_stored(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads of the same bytes share one content-addressed file, removed by the delete of its
+    last row. A delete that had found no other row, then removed the file just after an upload
+    of the same bytes had been registered, left that upload pointing at nothing. Here the delete
+    pauses between its check and its removal while the upload runs (before, the upload finished
+    meanwhile; now it waits for the delete's lock on the content, then stores the bytes)."""
+    api = make_api("postgres")
+    first = api.upload_ok()
+    checked, release = threading.Event(), threading.Event()
+    storage_is_shared = files_repo.storage_is_shared
+
+    def paused_after_the_check(session: Any, record: Any) -> bool:
+        shared = storage_is_shared(session, record)
+        checked.set()
+        release.wait(timeout=30)
+        return shared
+
+    monkeypatch.setattr(files_repo, "storage_is_shared", paused_after_the_check)
+    answers: dict[str, httpx.Response] = {}
+    deleter = threading.Thread(
+        target=lambda: answers.update(
+            delete=httpx.delete(f"{api.base_url}{FILES}/{first['id']}", timeout=60)
+        )
+    )
+    deleter.start()
+    try:
+        assert checked.wait(timeout=30), "the delete never checked for other rows"
+        uploader = threading.Thread(target=lambda: answers.update(upload=api.upload()))
+        uploader.start()
+        uploader.join(timeout=3)  # the old code answered the upload within this
+    finally:
+        release.set()
+    deleter.join(timeout=60)
+    uploader.join(timeout=60)
+    assert answers["delete"].status_code == 200, answers["delete"].text
+    assert answers["upload"].status_code == 200, answers["upload"].text
+    second = answers["upload"].json()
+    content = httpx.get(f"{api.base_url}{FILES}/{second['id']}/content", timeout=30)
+    assert content.status_code == 200, content.text
+    assert content.content == VALID_JSONL
