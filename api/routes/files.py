@@ -97,7 +97,7 @@ def file_content(
     with session_scope(settings.resolved_database_url) as session:
         row = repo.get_file(session, file_id, tenant)
     return FileResponse(
-        service.file_path(settings, row), media_type="application/jsonl", filename=row.filename
+        service.stored_content(settings, row), media_type="application/jsonl", filename=row.filename
     )
 
 

@@ -147,6 +147,20 @@ def file_path(settings: Settings, row: File) -> Path:
     return settings.files_dir / row.storage_path
 
 
+def stored_content(settings: Settings, row: File) -> Path:
+    """The file's bytes on disk, checked to exist with the size recorded at upload (hashing
+    each download of a large file would cost more than serving it)."""
+    path = file_path(settings, row)
+    if not path.is_file() or path.stat().st_size != row.bytes:
+        raise ApiError(
+            500,
+            f"stored content of {row.id} is missing or corrupted; it will not be served",
+            type="server_error",
+            code="file_corrupted",
+        )
+    return path
+
+
 def delete_file(session: Session, settings: Settings, row: File) -> None:
     _lock_content(session, row.storage_path)
     shared = files_repo.storage_is_shared(session, row)

@@ -16,8 +16,12 @@ from registry import files as files_repo
 from tests.api.helpers import FILES, JOBS, VALID_JSONL, Api, assert_error, jsonl
 
 
+def _stored_paths(api: Api) -> list[Path]:
+    return sorted(p for p in api.settings.files_dir.rglob("*") if p.is_file())
+
+
 def _stored_files(api: Api) -> list[str]:
-    return sorted(p.name for p in api.settings.files_dir.rglob("*") if p.is_file())
+    return [p.name for p in _stored_paths(api)]
 
 
 # -- upload -------------------------------------------------------------------------------------
@@ -241,6 +245,20 @@ def test_file_content_is_the_uploaded_bytes(api: Api) -> None:
 
 def test_content_of_unknown_file(api: Api) -> None:
     assert_error(api.client.get(f"{FILES}/file-nope/content"), 404, code="not_found")
+
+
+@pytest.mark.parametrize("damage", ["removed", "truncated"])
+def test_content_whose_bytes_are_gone_is_named_not_an_internal_error(api: Api, damage: str) -> None:
+    """The bytes were lost under the row (a disk fault, a delete racing an upload before the
+    content lock): the answer was a bare 500 ``internal_error`` from the file server."""
+    file_id = api.upload_ok()["id"]
+    (path,) = _stored_paths(api)
+    if damage == "removed":
+        path.unlink()
+    else:
+        path.write_bytes(VALID_JSONL[:10])
+    response = api.client.get(f"{FILES}/{file_id}/content")
+    assert_error(response, 500, code="file_corrupted", mentions=(file_id,))
 
 
 # -- delete ---------------------------------------------------------------------------------------
