@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -121,6 +122,10 @@ class Protocol:
     # 0: SmolLM2, the study's model; 1: Gemma-3-270M, "where time allows": none of its runs
     # starts before every tier-0 run (variants included) is done (``run.pending_runs``).
     tier: int = 0
+    # The protocol whose validation sweeps choose this one's learning rates (None: sweep here),
+    # and the methods this protocol runs (None: all of ``METHODS``).
+    lr_from: Protocol | None = None
+    methods: tuple[str, ...] | None = None
     out_dir: Path = HERE  # the study's runs and report are committed; a quick run's are not
 
     @property
@@ -142,6 +147,7 @@ class Protocol:
             "batch_size": self.batch_size,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
             "seeds": list(self.seeds),
+            "lr_from": self.lr_from.name if self.lr_from is not None else None,
             "metric": self.metric,
             "generation_check_items": self.generation_check_items,
         }
@@ -156,6 +162,15 @@ def _count_lines(path: Path) -> int:
 MODELS = {"smollm2": ("smollm2-135m-instruct", 0), "gemma3": ("gemma-3-270m", 1)}
 
 
+def _second_model(model: str, make: Callable[[str], Protocol]) -> dict[str, Any]:
+    """Gemma-3-270M trains several times slower than SmolLM2 here (a 262k-token vocabulary),
+    too slow for every sweep on this CPU: it runs the core methods at the learning rates that
+    SmolLM2's validation sweeps chose for the same task, three seeds each."""
+    if MODELS[model][1] == 0:
+        return {}
+    return {"lr_from": make("smollm2"), "methods": CORE}
+
+
 def listops_protocol(model: str = "smollm2") -> Protocol:
     name, tier = MODELS[model]
     return Protocol(
@@ -166,6 +181,7 @@ def listops_protocol(model: str = "smollm2") -> Protocol:
         validation_file=DATA / "listops_validation.jsonl",
         test_file=DATA / "listops_test.jsonl",
         tier=tier,
+        **_second_model(model, listops_protocol),
     )
 
 
@@ -189,6 +205,7 @@ def arithmetic_protocol(model: str = "smollm2") -> Protocol:
         test_file=data / "arithmetic_test.jsonl",
         max_new_tokens=80,  # the longest completion is 74 tokens
         metric="exact match of rationale and answer",
+        **_second_model(model, arithmetic_protocol),
     )
 
 
@@ -233,7 +250,7 @@ class PlannedRun:
     learning_rate: float | None
     seed: int
     steering_learning_rate: float | None = None
-    purpose: str = "sweep"  # sweep | seed
+    purpose: str = "sweep"  # sweep | seed | baseline | transfer (a rate chosen elsewhere)
 
 
 @dataclass
@@ -284,16 +301,39 @@ def select(
     return Selection(learning_rate=best, validation=sweep)
 
 
+def selection_for(
+    method: MethodPlan, protocol: Protocol, results: dict[str, dict[str, Any]]
+) -> Selection | None:
+    """The learning rate ``method`` runs at under ``protocol``: chosen on its own sweep in
+    ``results``, or on the sweep of ``protocol.lr_from`` (read from that protocol's runs)."""
+    source = protocol.lr_from
+    if source is None:
+        return select(method, protocol, results)
+    sweep = {}
+    for lr in grid_for(method, source):
+        key = run_key(method.name, lr, source.seeds[0])
+        path = source.runs_dir / f"{key}.json"
+        if path.is_file():
+            sweep[key] = json.loads(path.read_text(encoding="utf-8"))
+    return select(method, source, sweep)
+
+
+def methods_of(protocol: Protocol, methods: tuple[MethodPlan, ...]) -> tuple[MethodPlan, ...]:
+    if protocol.methods is None:
+        return methods
+    return tuple(m for m in methods if m.name in protocol.methods)
+
+
 def next_runs(
     protocol: Protocol, results: dict[str, dict[str, Any]], methods: tuple[MethodPlan, ...]
 ) -> list[PlannedRun]:
     """Every run still missing whose prerequisites are met, in priority order."""
     pending: list[PlannedRun] = []
-    for method in methods:
+    for method in methods_of(protocol, methods):
         steering_lr = None
         if method.steering_lr_from is not None:
             source = METHODS_BY_NAME[method.steering_lr_from]
-            chosen = select(source, protocol, results)
+            chosen = selection_for(source, protocol, results)
             if chosen is None:
                 continue  # waits for the post-block sweep
             steering_lr = chosen.learning_rate
@@ -302,6 +342,19 @@ def next_runs(
                 key = run_key(method.name, None, seed)
                 if key not in results:
                     pending.append(PlannedRun(key, method, None, seed, purpose="baseline"))
+            continue
+        if protocol.lr_from is not None:  # every seed at the rate chosen elsewhere
+            transferred = selection_for(method, protocol, results)
+            if transferred is None:
+                continue  # waits for the source protocol's sweep
+            for seed in protocol.seeds:
+                key = run_key(method.name, transferred.learning_rate, seed)
+                if key not in results:
+                    pending.append(
+                        PlannedRun(
+                            key, method, transferred.learning_rate, seed, steering_lr, "transfer"
+                        )
+                    )
             continue
         for lr in grid_for(method, protocol):
             key = run_key(method.name, lr, protocol.seeds[0])

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plan import METHODS, MethodPlan, Protocol, run_key, select
+from plan import METHODS, MethodPlan, Protocol, methods_of, run_key, selection_for
 from stats import accuracy_by_group, mcnemar, spread
 
 # (A, B, what the target asks of A against B)
@@ -63,7 +63,7 @@ def method_summary(
             return None
         runs, lr, sweep = [record], None, {}
     else:
-        selection = select(method, protocol, results)
+        selection = selection_for(method, protocol, results)
         if selection is None:
             return None
         lr, sweep = selection.learning_rate, selection.validation
@@ -181,13 +181,14 @@ def _interval(test: dict[str, Any]) -> str:
 def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) -> dict[str, Any]:
     groups = item_groups(protocol)
     summaries = {}
-    for method in METHODS:
+    methods = methods_of(protocol, METHODS)
+    for method in methods:
         found = method_summary(method, protocol, results, groups)
         if found is not None:
             summaries[method.name] = found
     tests = compare(summaries)
     pending = [
-        m.name for m in METHODS if m.name not in summaries or not summaries[m.name]["complete"]
+        m.name for m in methods if m.name not in summaries or not summaries[m.name]["complete"]
     ]
     return {
         "protocol": protocol.name,
@@ -235,14 +236,23 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         "",
         f"Setup: {setup['train_items']} training items, {setup['n_epochs']} epoch(s), batch "
         f"{setup['batch_size']} x grad-accum {setup['gradient_accumulation_steps']}, fp32; "
-        f"learning rate chosen per method on {setup['validation_items']} validation items "
-        f"(seed {setup['seeds'][0]}, three points of the paper's grid"
         + (
-            f"; then seeds {', '.join(map(str, setup['seeds'][1:]))} at that rate"
-            if len(setup["seeds"]) > 1
-            else ""
+            f"learning rate chosen per method on {setup['validation_items']} validation items "
+            f"(seed {setup['seeds'][0]}, three points of the paper's grid"
+            + (
+                f"; then seeds {', '.join(map(str, setup['seeds'][1:]))} at that rate"
+                if len(setup["seeds"]) > 1
+                else ""
+            )
+            + ")"
+            if not setup.get("lr_from")
+            else f"**learning rates not swept on this model**: each method runs at the rate "
+            f"that `{setup['lr_from']}`'s validation sweep chose (the sweep's validation "
+            f"accuracies, on that model, are the ones shown in brackets), seeds "
+            f"{', '.join(map(str, setup['seeds']))}; this model trains several times slower "
+            "than SmolLM2 here, too slow for every sweep, so it runs the core methods only"
         )
-        + f"); scored on "
+        + f"; scored on "
         f"{setup['test_items']} test items. Accuracy: greedy decoding reproduces "
         + (
             "`<answer>{value}</answer>` exactly"

@@ -11,7 +11,8 @@ Each run (train one method at one learning rate and seed, then score it) is its 
 report is rebuilt after every run, so stopping at any moment (Ctrl-C, SIGTERM, ``--hours``) loses
 at most the run in flight, and the next start carries on from the plan (``plan.py``). Order:
 the core methods (``plan.CORE``) of every SmolLM2 protocol, then the other variants of every
-SmolLM2 protocol; Gemma-3-270M's protocols (tier 1) come after all of those, in the same order.
+SmolLM2 protocol; Gemma-3-270M's protocols (tier 1: the core methods at the learning rates
+SmolLM2's sweeps chose) come after all of those.
 """
 
 from __future__ import annotations

@@ -161,20 +161,25 @@ def test_core_methods_of_every_protocol_come_before_any_variant(tmp_path: Path) 
 def test_gemma_runs_wait_for_every_smollm2_run_variants_included(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from plan import CORE, METHODS, PROTOCOLS
+    from plan import METHODS, PROTOCOLS
     from run import pending_runs
 
-    protocols = [replace(make(), out_dir=tmp_path) for make in PROTOCOLS.values()]
+    def fresh(protocol: Protocol) -> Protocol:
+        source = protocol.lr_from
+        return replace(
+            protocol,
+            out_dir=tmp_path,
+            lr_from=replace(source, out_dir=tmp_path) if source is not None else None,
+        )
+
+    protocols = [fresh(make()) for make in PROTOCOLS.values()]
     assert [p.model for p in protocols if p.tier == 1] == ["gemma-3-270m"] * 2
     order = [(p.model, r.method.name) for p, r in pending_runs(protocols, METHODS)]
     first_gemma = next(i for i, (model, _) in enumerate(order) if model == "gemma-3-270m")
     assert all(model == "gemma-3-270m" for model, _ in order[first_gemma:])
     assert ("smollm2-135m-instruct", "post_block_vector") in order[:first_gemma]
-    # Within Gemma's tier the same rule: its core methods before its variants.
-    gemma = [m for _, m in order[first_gemma:]]
-    first_variant = next(i for i, m in enumerate(gemma) if m not in CORE)
-    assert all(m not in CORE for m in gemma[first_variant:])
-    assert gemma[0] == "base" and "post_block" in gemma[:first_variant]
+    # Gemma's trained runs wait for SmolLM2's sweeps (their rates): only its baselines now.
+    assert [m for _, m in order[first_gemma:]] == ["base", "base"]
 
 
 @pytest.mark.parametrize("model", ["smollm2", "gemma3"])
@@ -247,3 +252,52 @@ def test_a_restarted_orchestrator_counts_the_live_runs_of_another_against_parall
         "base-s0.json",
         "post_block-lr0.002-s0.json",
     ]
+
+
+def _write_runs(protocol: Protocol, records: dict[str, dict]) -> None:
+    protocol.runs_dir.mkdir(parents=True, exist_ok=True)
+    for key, record in records.items():
+        (protocol.runs_dir / f"{key}.json").write_text(json.dumps(record))
+
+
+def test_the_second_model_runs_the_core_methods_at_the_first_models_rates(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from plan import CORE, LORA_GRID, METHODS, listops_protocol
+
+    source = replace(listops_protocol("smollm2"), out_dir=tmp_path)
+    gemma = replace(listops_protocol("gemma3"), out_dir=tmp_path, lr_from=source)
+    assert listops_protocol("gemma3").lr_from == listops_protocol("smollm2")
+    assert gemma.methods == CORE and gemma.describe()["lr_from"] == "listops-smollm2"
+
+    def planned() -> list[tuple[str, str]]:
+        return [(r.key, r.purpose) for r in next_runs(gemma, {}, METHODS)]
+
+    assert planned() == [("base-s0", "baseline")]  # the rest waits for the source's sweeps
+    _write_runs(
+        source,
+        {
+            run_key("post_block", lr, 0): _result(run_key("post_block", lr, 0), acc)
+            for lr, acc in zip(STEERING_GRID, (0.3, 0.5, 0.4), strict=True)
+        }
+        | {
+            run_key("joint", lr, 0): _result(run_key("joint", lr, 0), acc)
+            for lr, acc in zip(LORA_GRID, (0.6, 0.3, 0.3), strict=True)
+        }
+        # a variant's sweep: the second model never runs variants
+        | {
+            run_key("post_block_r1", lr, 0): _result(run_key("post_block_r1", lr, 0), 0.5)
+            for lr in STEERING_GRID
+        },
+    )
+    runs = next_runs(gemma, {}, METHODS)
+    assert [(r.key, r.purpose) for r in runs] == [
+        ("base-s0", "baseline"),
+        *[(run_key("post_block", 2e-3, seed), "transfer") for seed in (0, 1, 2)],
+        *[(run_key("joint", LORA_GRID[0], seed), "transfer") for seed in (0, 1, 2)],
+    ]
+    assert {r.steering_learning_rate for r in runs if r.method.name == "joint"} == {2e-3}
+    done = {r.key: _result(r.key, 0.5) for r in runs}
+    assert next_runs(gemma, done, METHODS) == []

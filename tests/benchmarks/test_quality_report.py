@@ -1,0 +1,63 @@
+"""The quality report of a protocol whose learning rates come from another's sweeps."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from plan import LORA_GRID, STEERING_GRID, listops_protocol, run_key
+from report import build, markdown
+
+TEST_ITEMS = 1000
+
+
+def _record(key: str, seed: int, test_accuracy: float, validation_accuracy: float) -> dict:
+    correct = round(test_accuracy * TEST_ITEMS)
+    return {
+        "key": key,
+        "config": {"seed": seed, "steering_learning_rate": None},
+        "validation_accuracy": validation_accuracy,
+        "validation_loss": 1.0 - validation_accuracy,
+        "validation_correct": "1" * round(validation_accuracy * 200)
+        + "0" * (200 - round(validation_accuracy * 200)),
+        "test_accuracy": correct / TEST_ITEMS,
+        "test_correct": "1" * correct + "0" * (TEST_ITEMS - correct),
+        "trainable_parameters": 1000,
+        "trainable_percent": 0.1,
+        "train_seconds": 10.0,
+        "tokens_per_second": 100.0,
+        "peak_rss_train_mib": 1024.0,
+        "generation_check": {"agreement": 1.0, "generation_accuracy": test_accuracy},
+    }
+
+
+def test_a_transferred_rate_is_reported_with_the_sweep_that_chose_it(tmp_path: Path) -> None:
+    source = replace(listops_protocol("smollm2"), out_dir=tmp_path)
+    gemma = replace(listops_protocol("gemma3"), out_dir=tmp_path, lr_from=source)
+    source.runs_dir.mkdir(parents=True)
+    for lr, accuracy in zip(STEERING_GRID, (0.30, 0.50, 0.40), strict=True):
+        key = run_key("post_block", lr, 0)
+        (source.runs_dir / f"{key}.json").write_text(json.dumps(_record(key, 0, 0.5, accuracy)))
+    results = {
+        key: _record(key, seed, 0.40 + 0.01 * seed, 0.45)
+        for seed in (0, 1, 2)
+        if (key := run_key("post_block", 2e-3, seed))
+    }
+    # not picked: a run at another rate, a variant (never run on Gemma), and a method whose
+    # rate the source has not chosen yet
+    for key in (
+        run_key("post_block", 5e-3, 0),
+        run_key("site_attn", 2e-3, 0),
+        run_key("lora", LORA_GRID[0], 0),
+    ):
+        results[key] = _record(key, 0, 0.9, 0.9)
+
+    report = build(gemma, results, "python benchmarks/quality/run.py")
+    (post_block,) = report["methods"]
+    assert post_block["method"] == "post_block" and post_block["learning_rate"] == 2e-3
+    assert post_block["complete"] and post_block["seeds"] == [0, 1, 2]
+    assert post_block["test_accuracy_per_seed"] == [40.0, 41.0, 42.0]
+    assert post_block["sweep_validation_accuracy"] == {"0.001": 30.0, "0.002": 50.0, "0.005": 40.0}
+    assert "site_attn" not in report["pending_methods"]  # a variant: never run on Gemma
+    assert set(report["pending_methods"]) == {"base", "full", "reft", "site_mlp", "lora", "joint"}
+    text = markdown(report, "results-listops-gemma3.png")
+    assert "learning rates not swept on this model" in text and "`listops-smollm2`" in text
