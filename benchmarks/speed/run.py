@@ -7,7 +7,8 @@ Each method trains in its own subprocess (so its peak resident memory is its own
 our LoReFT r=8 at mlp_output; tokens/s over ``--steps`` optimizer steps after one warm-up step,
 on a fixed batch of random token ids. Inference: prefill latency of a 256-token prompt and
 per-token decode latency over 32 greedy tokens, base model against the same model with a
-post-block adapter. Writes ``results.md`` and ``results.json`` beside this script.
+post-block adapter. Writes ``results.md`` and ``results.json`` beside this script (for another
+``--model``, ``results-{model}.md`` and ``.json``).
 
 The bound each figure is read against: a rank-r low-rank adapter adds about 4·H·r FLOPs per
 token per layer (two H×r matrix products, forward), a Llama block costs about 24·H² (plus
@@ -30,6 +31,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the study's model
 METHODS: dict[str, dict[str, Any]] = {
     "post_block r=8": {"type": "post_block"},
     "lora r=8 (7 projections)": {"type": "lora"},
@@ -140,7 +142,7 @@ def run_child(argv: list[str], name: str) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=128)
@@ -181,7 +183,8 @@ def main() -> int:
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}",
         "date": time.strftime("%Y-%m-%d"),
     }
-    suffix = "-quick" if args.quick else ""
+    # the study's model writes results.*; another model results-{model}.*
+    suffix = "-quick" if args.quick else "" if args.model == DEFAULT_MODEL else f"-{args.model}"
     (HERE / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
     (HERE / f"results{suffix}.md").write_text(render(results, args))
     print((HERE / f"results{suffix}.md").read_text())
