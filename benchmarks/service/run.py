@@ -1,6 +1,7 @@
 """The service under load, on loopback: the real ``steer api`` on PostgreSQL and Redis.
 
     python benchmarks/service/run.py [--api-processes 2] [--clients 50] [--seconds 10]
+    python benchmarks/service/run.py --auth    # with API keys, as in production (results-auth.*)
     python benchmarks/service/run.py --quick   # a smoke run in under a minute (results-quick.*)
 
 Job creation and status reads are driven by ``wrk`` (Debian's ``wrk`` package: a C load
@@ -142,7 +143,9 @@ def measured(stack: Stack, phase: Callable[[], dict[str, Any]]) -> dict[str, Any
 class Stack:
     """migrate + api (+ a worker) as subprocesses of ``steer``."""
 
-    def __init__(self, folder: Path, database: str, redis_db: int, processes: int = 1):
+    def __init__(
+        self, folder: Path, database: str, redis_db: int, processes: int = 1, auth: bool = False
+    ):
         self.folder, self.port, self.processes = folder, free_port(), processes
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -153,7 +156,24 @@ class Stack:
             "STEER_TORCH_THREADS": "1",
             "STEER_LOG_FORMAT": "json",
         }
+        self.admin_key = None
+        if auth:
+            self.admin_key = f"bench-admin-{uuid.uuid4().hex}"
+            self.env |= {"STEER_AUTH": "on", "STEER_ADMIN_KEY": self.admin_key}
         self.procs: list[subprocess.Popen] = []
+
+    def tenant_headers(self) -> dict[str, str]:
+        """Without auth, none; with it, a tenant's API key (checked against the registry on
+        every request, as in production; the admin key is compared in memory)."""
+        if self.admin_key is None:
+            return {}
+        admin = {"Authorization": f"Bearer {self.admin_key}"}
+        with httpx.Client(base_url=self.url, headers=admin, timeout=30) as client:
+            tenant = client.post("/v1/admin/tenants", json={"name": "bench"}).json()
+            key = client.post(
+                f"/v1/admin/tenants/{tenant['id']}/api_keys", json={"name": "bench"}
+            ).json()
+        return {"Authorization": f"Bearer {key['key']}"}
 
     def steer(self, *args: str, wait: bool = False) -> subprocess.Popen:
         log = (self.folder / f"{args[0]}-{len(self.procs)}.log").open("w")
@@ -195,12 +215,16 @@ class Stack:
                 proc.kill()
 
 
-async def job_creation(url: str, file_id: str, clients: int, per_client: int) -> dict[str, Any]:
+async def job_creation(
+    url: str, file_id: str, clients: int, per_client: int, headers: dict[str, str]
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     body = {"model": "tiny-llama", "training_file": file_id, "method": {"type": "post_block"}}
     limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=60, limits=limits, headers=headers
+    ) as client:
 
         async def one_client() -> None:
             nonlocal errors
@@ -227,11 +251,15 @@ async def job_creation(url: str, file_id: str, clients: int, per_client: int) ->
     }
 
 
-async def status_reads(url: str, job_id: str, clients: int, seconds: float) -> dict[str, Any]:
+async def status_reads(
+    url: str, job_id: str, clients: int, seconds: float, headers: dict[str, str]
+) -> dict[str, Any]:
     count = errors = 0
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=60, limits=limits, headers=headers
+    ) as client:
         deadline = time.perf_counter() + seconds
 
         async def reader() -> None:
@@ -260,10 +288,10 @@ async def status_reads(url: str, job_id: str, clients: int, seconds: float) -> d
     }
 
 
-async def fan_out(url: str, job_id: str, clients: int) -> dict[str, Any]:
+async def fan_out(url: str, job_id: str, clients: int, headers: dict[str, str]) -> dict[str, Any]:
     """K clients stream one job's events to its end; each must see every event."""
     received: list[list[str]] = [[] for _ in range(clients)]
-    async with httpx.AsyncClient(base_url=url, timeout=None) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=None, headers=headers) as client:
 
         async def follow(i: int) -> None:
             path = f"/v1/fine_tuning/jobs/{job_id}/events"
@@ -284,10 +312,10 @@ async def fan_out(url: str, job_id: str, clients: int) -> dict[str, Any]:
     }
 
 
-def queue_latency(url: str, file_id: str, runs: int) -> dict[str, Any]:
+def queue_latency(url: str, file_id: str, runs: int, headers: dict[str, str]) -> dict[str, Any]:
     latencies = []
     body = {"model": "tiny-llama", "training_file": file_id, "method": {"type": "post_block"}}
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
         for _ in range(runs):
             started = time.perf_counter()
             job = client.post("/v1/fine_tuning/jobs", json=body).json()
@@ -309,9 +337,17 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def wrk(url: str, clients: int, seconds: float, script: Path | None = None) -> dict[str, Any]:
+def wrk(
+    url: str,
+    clients: int,
+    seconds: float,
+    headers: dict[str, str],
+    script: Path | None = None,
+) -> dict[str, Any]:
     """``wrk --latency``: its request rate, p50/p99 latency and error counts."""
     command = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
     if script is not None:
         command += ["-s", str(script)]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
@@ -357,6 +393,11 @@ def main() -> int:
         default="wrk" if shutil.which("wrk") else "httpx",
     )
     parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="STEER_AUTH=on: every request carries a tenant's API key; writes results-auth.*",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="8 clients, 2 s phases, 2 queue runs, 3 stream clients; writes results-quick.*",
@@ -373,10 +414,11 @@ def main() -> int:
     results: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as folder:
-            stack = Stack(Path(folder), database, redis_db, args.api_processes)
+            stack = Stack(Path(folder), database, redis_db, args.api_processes, args.auth)
             stack.start()
             try:
-                with httpx.Client(base_url=stack.url, timeout=60) as client:
+                headers = stack.tenant_headers()
+                with httpx.Client(base_url=stack.url, timeout=60, headers=headers) as client:
                     data = sums_file(Path(folder) / "train.jsonl")
                     with data.open("rb") as handle:
                         file_id = client.post(
@@ -393,25 +435,33 @@ def main() -> int:
                 results["job_creation"] = measured(
                     stack,
                     lambda: (
-                        wrk(f"{stack.url}/v1/fine_tuning/jobs", args.clients, args.seconds, script)
+                        wrk(
+                            f"{stack.url}/v1/fine_tuning/jobs",
+                            args.clients,
+                            args.seconds,
+                            headers,
+                            script,
+                        )
                         if args.load_generator == "wrk"
                         else asyncio.run(
-                            job_creation(stack.url, file_id, args.clients, args.jobs_per_client)
+                            job_creation(
+                                stack.url, file_id, args.clients, args.jobs_per_client, headers
+                            )
                         )
                     ),
                 )
                 print(results["job_creation"], flush=True)
-                with httpx.Client(base_url=stack.url) as client:
+                with httpx.Client(base_url=stack.url, headers=headers) as client:
                     some_job = client.get("/v1/fine_tuning/jobs").json()["data"][0]["id"]
                 print("status reads ...", flush=True)
                 reads_url = f"{stack.url}/v1/fine_tuning/jobs/{some_job}"
                 results["status_reads"] = measured(
                     stack,
                     lambda: (
-                        wrk(reads_url, args.clients, args.seconds)
+                        wrk(reads_url, args.clients, args.seconds, headers)
                         if args.load_generator == "wrk"
                         else asyncio.run(
-                            status_reads(stack.url, some_job, args.clients, args.seconds)
+                            status_reads(stack.url, some_job, args.clients, args.seconds, headers)
                         )
                     ),
                 )
@@ -428,10 +478,12 @@ def main() -> int:
                 stack.steer("worker", "--name", "bench@local", "--no-reconciler")
                 time.sleep(8)  # the worker starts (imports, connects)
                 print("queue latency ...", flush=True)
-                results["queue_latency"] = queue_latency(stack.url, file_id, args.queue_runs)
+                results["queue_latency"] = queue_latency(
+                    stack.url, file_id, args.queue_runs, headers
+                )
                 print(results["queue_latency"], flush=True)
                 print("event fan-out ...", flush=True)
-                with httpx.Client(base_url=stack.url, timeout=60) as client:
+                with httpx.Client(base_url=stack.url, timeout=60, headers=headers) as client:
                     job = client.post(
                         "/v1/fine_tuning/jobs",
                         json={
@@ -446,7 +498,7 @@ def main() -> int:
                         },
                     ).json()
                 results["event_fan_out"] = asyncio.run(
-                    fan_out(stack.url, job["id"], args.stream_clients)
+                    fan_out(stack.url, job["id"], args.stream_clients, headers)
                 )
                 print(results["event_fan_out"], flush=True)
             finally:
@@ -460,6 +512,7 @@ def main() -> int:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}"')
         redis.Redis(host="127.0.0.1", db=redis_db).flushdb()
     results["api_processes"] = args.api_processes
+    results["auth"] = args.auth
     results["quick"] = args.quick
     write(results)
     return 0
@@ -467,6 +520,8 @@ def main() -> int:
 
 def write(results: dict[str, Any]) -> None:
     suffix = "" if results["api_processes"] == 1 else f"-{results['api_processes']}-processes"
+    if results["auth"]:
+        suffix += "-auth"
     if results["quick"]:
         suffix += "-quick"
     (HERE / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -481,11 +536,17 @@ def write(results: dict[str, Any]) -> None:
         "",
         "`python benchmarks/service/run.py"
         + ("" if results["api_processes"] == 1 else f" --api-processes {results['api_processes']}")
+        + (" --auth" if results["auth"] else "")
         + (" --quick" if results["quick"] else "")
         + f"` on {time.strftime('%Y-%m-%d')} "
         f"({platform.machine()}, {os.cpu_count()} cores shared by the server, PostgreSQL, Redis "
         f"and the load generator; `steer api --processes {results['api_processes']}`, JSON logs "
-        "on).",
+        "on, "
+        + (
+            "`STEER_AUTH=on`: every request carries a tenant's API key, looked up in the registry)."
+            if results["auth"]
+            else "`STEER_AUTH=off`, the local default: no API key lookups)."
+        ),
         "",
         "| measure | result | target |",
         "|---|---|---|",

@@ -13,28 +13,30 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ROOT / "benchmarks" / "service"
 
 
+WRK = pytest.mark.skipif(shutil.which("wrk") is None, reason="Debian's wrk not here")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "load_generator",
+    ("load_generator", "auth"),
     [
-        "httpx",
-        pytest.param(
-            "wrk",
-            marks=pytest.mark.skipif(shutil.which("wrk") is None, reason="Debian's wrk not here"),
-        ),
+        ("httpx", False),
+        pytest.param("wrk", False, marks=WRK),
+        # with API keys: wrk sends the header too, and a request without it would be a 401
+        # (counted as an error below)
+        pytest.param("wrk", True, marks=WRK, id="wrk-auth"),
     ],
 )
-def test_service_quick_measures_every_phase_and_where_the_cpu_goes(load_generator: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SERVICE / "run.py"), "--quick", "--load-generator", load_generator],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_service_quick_measures_every_phase_and_where_the_cpu_goes(
+    load_generator: str, auth: bool
+) -> None:
+    command = [sys.executable, str(SERVICE / "run.py"), "--quick"]
+    command += ["--load-generator", load_generator] + (["--auth"] if auth else [])
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    results = json.loads((SERVICE / "results-quick.json").read_text())
-    assert results["quick"] is True
+    stem = "results-auth-quick" if auth else "results-quick"
+    results = json.loads((SERVICE / f"{stem}.json").read_text())
+    assert results["quick"] is True and results["auth"] is auth
     assert results["job_creation"]["load_generator"] == load_generator
     for phase in ("job_creation", "status_reads"):
         measured = results[phase]
@@ -54,5 +56,6 @@ def test_service_quick_measures_every_phase_and_where_the_cpu_goes(load_generato
     fan = results["event_fan_out"]
     assert fan["clients"] == 3 and fan["events_per_client"] > 0
     assert fan["every_client_got_every_event_in_order"] is True
-    report = (SERVICE / "results-quick.md").read_text()
+    report = (SERVICE / f"{stem}.md").read_text()
     assert "--quick" in report and "## Where the CPU goes" in report
+    assert ("STEER_AUTH=on" in report) is auth
