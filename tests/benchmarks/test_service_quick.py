@@ -49,6 +49,9 @@ def test_service_quick_measures_every_phase_and_where_the_cpu_goes(
         assert cpu["api"] > 0 and cpu["postgres"] > 0, cpu
         parts = cpu["api"] + cpu["postgres"] + cpu["redis"] + cpu["load_generator"]
         assert cpu["total"] >= 0.95 * parts, cpu
+    paced = results["paced_creation"]
+    assert paced["requests"] > 0 and paced["errors"] == 0, paced
+    assert paced["offered_per_second"] == 16.0 and paced["p50_ms"] <= paced["p99_ms"]
     # a creation sends the job's message to Redis; a read does not
     assert results["job_creation"]["cpu_ms_per_request"]["redis"] > 0
     assert results["queue_latency"]["runs"] == 2
