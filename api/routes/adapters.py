@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response
 
-from api.deps import get_app_settings, get_tenant, threaded
+from api.deps import get_app_settings, get_tenant, threaded, threaded_slow
 from api.errors import ApiError
 from api.schemas import AdapterObject, ListObject, ModelObject
 from api.serializers import adapter_object, unix
@@ -91,7 +91,7 @@ def adapter_content(
 
 
 @router.get("/v1/adapters/{reference}/export")
-@threaded
+@threaded_slow
 def export_adapter(
     reference: str,
     export_format: str = Query(alias="format"),

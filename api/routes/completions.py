@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.completion_schemas import ChatCompletionCreate, CompletionCreate
-from api.deps import get_app_settings, get_tenant, threaded
+from api.deps import get_app_settings, get_tenant, threaded_slow
 from api.services import generation as service
 from registry.db import session_scope
 from registry.settings import Settings
@@ -37,7 +37,7 @@ def _answer(
 
 
 @router.post("/v1/chat/completions")
-@threaded
+@threaded_slow
 def chat_completions(
     request: Request,
     body: ChatCompletionCreate,
@@ -49,7 +49,7 @@ def chat_completions(
 
 
 @router.post("/v1/completions")
-@threaded
+@threaded_slow
 def completions(
     request: Request,
     body: CompletionCreate,

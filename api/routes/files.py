@@ -7,7 +7,7 @@ import hashlib
 from fastapi import APIRouter, Depends, File, Form, Header, Query, UploadFile
 from fastapi.responses import FileResponse
 
-from api.deps import get_app_settings, get_tenant, threaded
+from api.deps import get_app_settings, get_tenant, threaded, threaded_slow
 from api.schemas import FileObject, ListObject
 from api.serializers import file_object
 from api.services import files as service
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
 @router.post("", response_model=FileObject)
-@threaded
+@threaded_slow
 def upload(
     file: UploadFile = File(...),
     purpose: str = Form(...),

@@ -11,19 +11,25 @@ work (benchmarks/service), so every route is ``async def`` (blocking bodies thro
 from __future__ import annotations
 
 import inspect
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import httpx
 import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from api.app import create_app
+from api.deps import SHORT_WORK_THREADS
 from api.routes import adapters, admin, completions, dashboard, files, jobs
+from api.services import files as files_service
+from registry import jobs as jobs_repo
 from registry.settings import Settings
-from tests.api.helpers import Api
+from tests.api.helpers import VALID_JSONL, Api
 
 
 def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
@@ -104,3 +110,88 @@ def test_a_request_takes_one_thread_hop(
     calls.clear()
     assert api.upload_ok()["status"] == "processed"
     assert len(calls) == 1, f"upload: {calls}"
+
+
+def _in_parallel(calls: list[Callable[[], Any]]) -> list[threading.Thread]:
+    threads = [threading.Thread(target=call) for call in calls]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_at_most_short_work_threads_route_bodies_run_at_once(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = make_api("postgres")
+    job_id = api.job_ok()["id"]
+    inside, most, lock, release = 0, 0, threading.Lock(), threading.Event()
+    get_job = jobs_repo.get_job
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        release.wait(timeout=30)
+        with lock:
+            inside -= 1
+        return get_job(*args, **kwargs)
+
+    monkeypatch.setattr(jobs_repo, "get_job", held)
+    url = f"{api.base_url}/v1/fine_tuning/jobs/{job_id}"
+    codes: list[int] = []
+    readers = _in_parallel([lambda: codes.append(httpx.get(url, timeout=60).status_code)] * 12)
+    try:
+        deadline = time.monotonic() + 30
+        while most < SHORT_WORK_THREADS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # room for a seventh body to start, were there no limit
+        assert most == SHORT_WORK_THREADS
+    finally:
+        release.set()
+        for reader in readers:
+            reader.join(timeout=60)
+    assert codes == [200] * 12
+
+
+def test_slow_bodies_never_hold_up_the_short_ones(
+    make_api: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More uploads than short-work threads, all stuck in validation: status reads still
+    answer, because uploads run on the other pool (``threaded_slow``)."""
+    api = make_api("postgres")
+    job_id = api.job_ok()["id"]
+    validating, release = threading.Semaphore(0), threading.Event()
+    validate = files_service.validate_jsonl
+
+    def stuck(path: Path) -> Any:
+        validating.release()
+        release.wait(timeout=60)
+        return validate(path)
+
+    monkeypatch.setattr(files_service, "validate_jsonl", stuck)
+    uploads = SHORT_WORK_THREADS + 2
+    answers: list[int] = []
+    uploaders = _in_parallel(
+        [
+            lambda: answers.append(
+                httpx.post(
+                    f"{api.base_url}/v1/files",
+                    data={"purpose": "fine-tune"},
+                    files={"file": ("t.jsonl", VALID_JSONL)},
+                    timeout=90,
+                ).status_code
+            )
+        ]
+        * uploads
+    )
+    try:
+        for _ in range(uploads):
+            assert validating.acquire(timeout=30), "an upload never reached validation"
+        read = httpx.get(f"{api.base_url}/v1/fine_tuning/jobs/{job_id}", timeout=10)
+        assert read.status_code == 200
+    finally:
+        release.set()
+        for uploader in uploaders:
+            uploader.join(timeout=90)
+    assert answers == [200] * uploads
