@@ -215,6 +215,22 @@ class Stack:
                 proc.kill()
 
 
+def _latency_summary(
+    clients: int, latencies: list[float], errors: int, wall: float, **extra: Any
+) -> dict[str, Any]:
+    """One httpx phase's answers: count, errors, p50/p99 and rate."""
+    return {
+        "clients": clients,
+        **extra,
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "per_second": round(len(latencies) / wall, 1),
+        "load_generator": "httpx",
+    }
+
+
 async def job_creation(
     url: str, file_id: str, clients: int, per_client: int, headers: dict[str, str]
 ) -> dict[str, Any]:
@@ -240,15 +256,7 @@ async def job_creation(
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
         wall = time.perf_counter() - started
-    return {
-        "clients": clients,
-        "requests": len(latencies),
-        "errors": errors,
-        "p50_ms": round(percentile(latencies, 50), 1),
-        "p99_ms": round(percentile(latencies, 99), 1),
-        "per_second": round(len(latencies) / wall, 1),
-        "load_generator": "httpx",
-    }
+    return _latency_summary(clients, latencies, errors, wall)
 
 
 async def paced_creation(
@@ -284,22 +292,13 @@ async def paced_creation(
         ]
         await asyncio.gather(*(one(t) for t in schedule))
         wall = time.perf_counter() - start
-    return {
-        "clients": clients,
-        "offered_per_second": rate,
-        "requests": len(latencies),
-        "errors": errors,
-        "p50_ms": round(percentile(latencies, 50), 1),
-        "p99_ms": round(percentile(latencies, 99), 1),
-        "per_second": round(len(latencies) / wall, 1),
-        "load_generator": "httpx",
-    }
+    return _latency_summary(clients, latencies, errors, wall, offered_per_second=rate)
 
 
 async def status_reads(
     url: str, job_id: str, clients: int, seconds: float, headers: dict[str, str]
 ) -> dict[str, Any]:
-    count = errors = 0
+    errors = 0
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(
@@ -308,7 +307,7 @@ async def status_reads(
         deadline = time.perf_counter() + seconds
 
         async def reader() -> None:
-            nonlocal count, errors
+            nonlocal errors
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 try:
@@ -317,20 +316,11 @@ async def status_reads(
                 except httpx.TransportError:
                     errors += 1
                 latencies.append((time.perf_counter() - started) * 1000)
-                count += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(reader() for _ in range(clients)))
         wall = time.perf_counter() - started
-    return {
-        "clients": clients,
-        "requests": count,
-        "errors": errors,
-        "per_second": round(count / wall, 1),
-        "load_generator": "httpx",
-        "p50_ms": round(percentile(latencies, 50), 1),
-        "p99_ms": round(percentile(latencies, 99), 1),
-    }
+    return _latency_summary(clients, latencies, errors, wall)
 
 
 async def fan_out(url: str, job_id: str, clients: int, headers: dict[str, str]) -> dict[str, Any]:

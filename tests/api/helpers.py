@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from api.services import files as files_service
 from registry.adapters import create_adapter, next_version
 from registry.db import session_scope
 from registry.settings import Settings
@@ -164,3 +168,26 @@ def register_adapter(
             "sha256": row.sha256,
             "storage": storage,
         }
+
+
+@dataclass
+class HeldValidation:
+    """Uploads that reach validation stop there until ``release`` is set; ``reached`` counts
+    them in (acquire it once per upload to wait for each)."""
+
+    reached: threading.Semaphore
+    release: threading.Event
+
+
+def hold_upload_validation(monkeypatch: pytest.MonkeyPatch, timeout: float = 60) -> HeldValidation:
+    """Patch the upload service's validation (the real one runs once released)."""
+    held = HeldValidation(threading.Semaphore(0), threading.Event())
+    validate = files_service.validate_jsonl
+
+    def gated(path: Path) -> Any:
+        held.reached.release()
+        held.release.wait(timeout=timeout)
+        return validate(path)
+
+    monkeypatch.setattr(files_service, "validate_jsonl", gated)
+    return held

@@ -11,9 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
-from api.services import files as files_service
 from registry import files as files_repo
-from tests.api.helpers import FILES, JOBS, VALID_JSONL, Api, assert_error, jsonl
+from tests.api.helpers import (
+    FILES,
+    JOBS,
+    VALID_JSONL,
+    Api,
+    assert_error,
+    hold_upload_validation,
+    jsonl,
+)
 
 
 def _stored_paths(api: Api) -> list[Path]:
@@ -326,24 +333,16 @@ def test_other_requests_are_answered_while_an_upload_is_validated(
     ``async`` upload route: while a large file was validated, no other request was answered.
     Here validation waits until another request has been answered; on the event loop it would
     wait forever."""
-    started, answered = threading.Event(), threading.Event()
-    validate = files_service.validate_jsonl
-
-    def gated(path: Path) -> Any:
-        started.set()
-        answered.wait(timeout=30)
-        return validate(path)
-
-    monkeypatch.setattr(files_service, "validate_jsonl", gated)
+    held = hold_upload_validation(monkeypatch, timeout=30)
     result: dict[str, Any] = {}
     uploader = threading.Thread(target=lambda: result.update(answer=api.upload(VALID_JSONL)))
     uploader.start()
     try:
-        assert started.wait(timeout=30), "the upload never reached validation"
+        assert held.reached.acquire(timeout=30), "the upload never reached validation"
         listing = httpx.get(f"{api.base_url}{FILES}", timeout=10)
         assert listing.status_code == 200
     finally:
-        answered.set()
+        held.release.set()
         uploader.join(timeout=30)
     assert result["answer"].status_code == 200, result["answer"].text
     assert result["answer"].json()["status"] == "processed"

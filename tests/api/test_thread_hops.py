@@ -26,10 +26,9 @@ from fastapi.routing import APIRoute
 from api.app import create_app
 from api.deps import SHORT_WORK_THREADS
 from api.routes import adapters, admin, completions, dashboard, files, jobs
-from api.services import files as files_service
 from registry import jobs as jobs_repo
 from registry.settings import Settings
-from tests.api.helpers import VALID_JSONL, Api
+from tests.api.helpers import VALID_JSONL, Api, hold_upload_validation
 
 
 def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
@@ -161,15 +160,7 @@ def test_slow_bodies_never_hold_up_the_short_ones(
     answer, because uploads run on the other pool (``threaded_slow``)."""
     api = make_api("postgres")
     job_id = api.job_ok()["id"]
-    validating, release = threading.Semaphore(0), threading.Event()
-    validate = files_service.validate_jsonl
-
-    def stuck(path: Path) -> Any:
-        validating.release()
-        release.wait(timeout=60)
-        return validate(path)
-
-    monkeypatch.setattr(files_service, "validate_jsonl", stuck)
+    held = hold_upload_validation(monkeypatch)
     uploads = SHORT_WORK_THREADS + 2
     answers: list[int] = []
     uploaders = _in_parallel(
@@ -187,11 +178,11 @@ def test_slow_bodies_never_hold_up_the_short_ones(
     )
     try:
         for _ in range(uploads):
-            assert validating.acquire(timeout=30), "an upload never reached validation"
+            assert held.reached.acquire(timeout=30), "an upload never reached validation"
         read = httpx.get(f"{api.base_url}/v1/fine_tuning/jobs/{job_id}", timeout=10)
         assert read.status_code == 200
     finally:
-        release.set()
+        held.release.set()
         for uploader in uploaders:
             uploader.join(timeout=90)
     assert answers == [200] * uploads
