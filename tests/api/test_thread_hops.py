@@ -2,8 +2,9 @@
 
 FastAPI runs a plain ``def`` route on anyio's worker threads and then its response validation
 in a second hop, a plain ``def`` dependency in a hop of its own, and a sync generator dependency
-in two (entry and exit). With 50 clients those hops cost more CPU than a status read's database
-work (benchmarks/service), so every route is ``async def`` (blocking bodies through
+in two (entry and exit). Each hop wakes a thread and hands the GIL over
+(benchmarks/service/before_after.md measures what three of them cost), so every route is
+``async def`` (blocking bodies through
 ``api.deps.threaded``: one hop), opens ``session_scope`` in its body, and every dependency is
 ``async def``.
 """
