@@ -93,10 +93,10 @@ def store_upload(
     quota: str | None,
 ) -> StoredUpload:
     """Copy, hash and validate an upload (``limit`` bytes at most, ``quota`` naming the tenant
-    quota when that is the limit); the caller records it, then discards the temp file. Blocking,
-    and it holds no database session: validating a large file inside a transaction held
-    SQLite's write lock (every other request waited) and a PostgreSQL connection for as long."""
-    check_purpose(purpose)
+    quota when that is the limit) whose ``purpose`` the caller has checked; the caller records
+    it, then discards the temp file. Blocking, and it holds no database session: validating a
+    large file inside a transaction held SQLite's write lock (every other request waited) and a
+    PostgreSQL connection for as long."""
     settings.ensure_dirs()
     temp, size, sha = _spool(source, settings.files_dir, limit, quota)
     try:

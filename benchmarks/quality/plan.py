@@ -163,9 +163,10 @@ MODELS = {"smollm2": ("smollm2-135m-instruct", 0), "gemma3": ("gemma-3-270m", 1)
 
 
 def _second_model(model: str, make: Callable[[str], Protocol]) -> dict[str, Any]:
-    """Gemma-3-270M trains several times slower than SmolLM2 here (a 262k-token vocabulary),
-    too slow for every sweep on this CPU: it runs the core methods at the learning rates that
-    SmolLM2's validation sweeps chose for the same task, three seeds each."""
+    """Gemma-3-270M trains 2.2-2.4x slower per token than SmolLM2 here (twice the parameters,
+    a 262k-token vocabulary; ``benchmarks/speed/results-gemma-3-270m.md``), too slowly for every
+    sweep on this CPU: it runs the core methods at the learning rates that SmolLM2's validation
+    sweeps chose for the same task, three seeds each."""
     if MODELS[model][1] == 0:
         return {}
     return {"lr_from": make("smollm2"), "methods": CORE}

@@ -226,6 +226,25 @@ def write(report: dict[str, Any], out_stem: Path) -> None:
     plot(report, out_stem.with_suffix(".png"))
 
 
+def _rates_sentence(setup: dict[str, Any]) -> str:
+    """How the learning rates were chosen: on this protocol's own sweep, or on another's."""
+    seeds = setup["seeds"]
+    if setup.get("lr_from"):
+        return (
+            "**learning rates not swept on this model**: each method runs at the rate that "
+            f"`{setup['lr_from']}`'s validation sweep chose (the sweep's validation accuracies, "
+            f"on that model, are the ones shown in brackets), seeds {', '.join(map(str, seeds))}; "
+            "this model trains over twice as slowly per token as SmolLM2 here "
+            "(`benchmarks/speed/results-gemma-3-270m.md`), too slowly for every sweep, so it "
+            "runs the core methods only"
+        )
+    later = f"; then seeds {', '.join(map(str, seeds[1:]))} at that rate" if len(seeds) > 1 else ""
+    return (
+        f"learning rate chosen per method on {setup['validation_items']} validation items "
+        f"(seed {seeds[0]}, three points of the paper's grid{later})"
+    )
+
+
 def markdown(report: dict[str, Any], png_name: str) -> str:
     setup = report["setup"]
     lines = [
@@ -236,22 +255,7 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         "",
         f"Setup: {setup['train_items']} training items, {setup['n_epochs']} epoch(s), batch "
         f"{setup['batch_size']} x grad-accum {setup['gradient_accumulation_steps']}, fp32; "
-        + (
-            f"learning rate chosen per method on {setup['validation_items']} validation items "
-            f"(seed {setup['seeds'][0]}, three points of the paper's grid"
-            + (
-                f"; then seeds {', '.join(map(str, setup['seeds'][1:]))} at that rate"
-                if len(setup["seeds"]) > 1
-                else ""
-            )
-            + ")"
-            if not setup.get("lr_from")
-            else f"**learning rates not swept on this model**: each method runs at the rate "
-            f"that `{setup['lr_from']}`'s validation sweep chose (the sweep's validation "
-            f"accuracies, on that model, are the ones shown in brackets), seeds "
-            f"{', '.join(map(str, setup['seeds']))}; this model trains several times slower "
-            "than SmolLM2 here, too slow for every sweep, so it runs the core methods only"
-        )
+        + _rates_sentence(setup)
         + f"; scored on "
         f"{setup['test_items']} test items. Accuracy: greedy decoding reproduces "
         + (
