@@ -72,6 +72,8 @@ def method_summary(
             for seed in protocol.seeds
             if (key := run_key(method.name, lr, seed)) in results
         ]
+        if not runs:  # a rate taken from another protocol (lr_from), none of its runs done yet
+            return None
     accuracy = spread([100.0 * r["test_accuracy"] for r in runs])
     by_operator = [accuracy_by_group(r["test_correct"], groups) for r in runs]
     return {

@@ -61,3 +61,18 @@ def test_a_transferred_rate_is_reported_with_the_sweep_that_chose_it(tmp_path: P
     assert set(report["pending_methods"]) == {"base", "full", "reft", "site_mlp", "lora", "joint"}
     text = markdown(report, "results-listops-gemma3.png")
     assert "learning rates not swept on this model" in text and "`listops-smollm2`" in text
+
+
+def test_a_transferred_rate_with_no_run_yet_is_pending_not_a_crash(tmp_path: Path) -> None:
+    # The study's first Gemma result was its base run; the report then raised "no values" for
+    # post-block, whose rate SmolLM2 had chosen but which had no Gemma run yet.
+    source = replace(listops_protocol("smollm2"), out_dir=tmp_path)
+    gemma = replace(listops_protocol("gemma3"), out_dir=tmp_path, lr_from=source)
+    source.runs_dir.mkdir(parents=True)
+    for lr, accuracy in zip(STEERING_GRID, (0.30, 0.50, 0.40), strict=True):
+        key = run_key("post_block", lr, 0)
+        (source.runs_dir / f"{key}.json").write_text(json.dumps(_record(key, 0, 0.5, accuracy)))
+    base = run_key("base", None, 0)
+    report = build(gemma, {base: _record(base, 0, 0.0, 0.0)}, "python benchmarks/quality/run.py")
+    assert [m["method"] for m in report["methods"]] == ["base"]
+    assert "post_block" in report["pending_methods"]
