@@ -4,7 +4,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from plan import LORA_GRID, STEERING_GRID, listops_protocol, run_key
+from plan import LORA_GRID, STEERING_GRID, Protocol, listops_protocol, run_key
 from report import build, markdown
 
 TEST_ITEMS = 1000
@@ -30,13 +30,18 @@ def _record(key: str, seed: int, test_accuracy: float, validation_accuracy: floa
     }
 
 
-def test_a_transferred_rate_is_reported_with_the_sweep_that_chose_it(tmp_path: Path) -> None:
+def _gemma_after_smollm2_post_block_sweep(tmp_path: Path) -> Protocol:
+    """Gemma's ListOps protocol, its rates from SmolLM2's, whose post-block sweep chose 2e-3."""
     source = replace(listops_protocol("smollm2"), out_dir=tmp_path)
-    gemma = replace(listops_protocol("gemma3"), out_dir=tmp_path, lr_from=source)
     source.runs_dir.mkdir(parents=True)
     for lr, accuracy in zip(STEERING_GRID, (0.30, 0.50, 0.40), strict=True):
         key = run_key("post_block", lr, 0)
         (source.runs_dir / f"{key}.json").write_text(json.dumps(_record(key, 0, 0.5, accuracy)))
+    return replace(listops_protocol("gemma3"), out_dir=tmp_path, lr_from=source)
+
+
+def test_a_transferred_rate_is_reported_with_the_sweep_that_chose_it(tmp_path: Path) -> None:
+    gemma = _gemma_after_smollm2_post_block_sweep(tmp_path)
     results = {
         key: _record(key, seed, 0.40 + 0.01 * seed, 0.45)
         for seed in (0, 1, 2)
@@ -66,12 +71,7 @@ def test_a_transferred_rate_is_reported_with_the_sweep_that_chose_it(tmp_path: P
 def test_a_transferred_rate_with_no_run_yet_is_pending_not_a_crash(tmp_path: Path) -> None:
     # The study's first Gemma result was its base run; the report then raised "no values" for
     # post-block, whose rate SmolLM2 had chosen but which had no Gemma run yet.
-    source = replace(listops_protocol("smollm2"), out_dir=tmp_path)
-    gemma = replace(listops_protocol("gemma3"), out_dir=tmp_path, lr_from=source)
-    source.runs_dir.mkdir(parents=True)
-    for lr, accuracy in zip(STEERING_GRID, (0.30, 0.50, 0.40), strict=True):
-        key = run_key("post_block", lr, 0)
-        (source.runs_dir / f"{key}.json").write_text(json.dumps(_record(key, 0, 0.5, accuracy)))
+    gemma = _gemma_after_smollm2_post_block_sweep(tmp_path)
     base = run_key("base", None, 0)
     report = build(gemma, {base: _record(base, 0, 0.0, 0.0)}, "python benchmarks/quality/run.py")
     assert [m["method"] for m in report["methods"]] == ["base"]
