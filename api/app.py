@@ -13,7 +13,7 @@ from api.deps import threaded
 from api.errors import install_error_handlers
 from api.limits import ConcurrencyLimit, UploadSizeLimit
 from api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
-from api.routes import adapters, admin, completions, files, jobs
+from api.routes import adapters, admin, completions, files, jobs, methods
 from api.routes.dashboard import mount_dashboard
 from registry.db import POOL_SIZE, get_engine
 from registry.settings import Settings, get_settings
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(adapters.router)
     app.include_router(admin.router)
     app.include_router(completions.router)
+    app.include_router(methods.router)
     mount_dashboard(app)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)

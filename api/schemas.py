@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from steering_core.methods.definition import MethodDefinition
+from steering_core.methods.registry import method_definitions
 from steering_core.spec import Hyperparameters
 
 
@@ -44,27 +46,44 @@ class ListObject(BaseModel):
         )
 
 
-class MethodBlock(Strict):
-    """``{"type": "post_block", "post_block": {"hyperparameters": {...}, "site": {...}, ...}}``.
+def _method_block(definition: MethodDefinition) -> type[BaseModel]:
+    """``method.<name>``: the method's config fields (all defaulted) and its hyperparameters."""
+    fields: dict[str, Any] = {
+        name: (field.annotation, field)
+        for name, field in definition.config.model_fields.items()
+        if name != "type"
+    }
+    fields["hyperparameters"] = (Hyperparameters | None, None)
+    camel = "".join(part.capitalize() for part in definition.name.split("_"))
+    return create_model(f"{camel}Block", __base__=Strict, __doc__=definition.description, **fields)
 
-    The block under the method's name holds ``hyperparameters`` and the method's own fields
-    (``site``, ``adapter``, ``lora``, ``orthogonality``, ``rank``, ``init``); every field has a
-    default, so ``{"type": "post_block"}`` alone is valid.
-    """
 
-    type: Literal["post_block", "joint", "lora", "reft", "full"]
-    post_block: dict[str, Any] | None = None
-    joint: dict[str, Any] | None = None
-    lora: dict[str, Any] | None = None
-    reft: dict[str, Any] | None = None
-    full: dict[str, Any] | None = None
+def _method_block_union() -> type[BaseModel]:
+    """``{"type": "post_block", "post_block": {"hyperparameters": {...}, "site": {...}, ...}}``,
+    with one optional block per registered method (the method registry decides which)."""
+    definitions = method_definitions()
+    names = tuple(d.name for d in definitions)
+    fields: dict[str, Any] = {"type": (Literal[names], ...)}
+    for definition in definitions:
+        fields[definition.name] = (_method_block(definition) | None, None)
+    return create_model(
+        "MethodBlock",
+        __base__=Strict,
+        __doc__="The method: ``type`` names it, and the block under its name holds its "
+        "``hyperparameters`` and its own fields; every field has a default, so "
+        '``{"type": "post_block"}`` alone is valid.',
+        **fields,
+    )
+
+
+MethodBlock = _method_block_union()
 
 
 class JobCreate(Strict):
     model: str = Field(min_length=1, max_length=256)
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(default=None, max_length=64)
-    method: MethodBlock = MethodBlock(type="post_block")
+    method: MethodBlock = MethodBlock(type="post_block")  # type: ignore[valid-type]
     hyperparameters: Hyperparameters | None = Field(
         default=None, description="Deprecated by OpenAI in favour of method.*.hyperparameters"
     )
@@ -148,3 +167,14 @@ class ModelObject(BaseModel):
     created: int
     owned_by: str
     kind: Literal["base", "adapter"]
+
+
+class MethodObject(BaseModel):
+    """A registered training method, as ``GET /v1/methods`` lists it."""
+
+    object: Literal["method"] = "method"
+    id: str
+    description: str
+    data_formats: list[str]
+    defaults: dict[str, Any]
+    config_schema: dict[str, Any]

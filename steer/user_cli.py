@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from steer.client import SteerAPIError, SteerClient
+from steering_core.methods.registry import method_definition, method_names
+
+# The --method choices: every method the registry knows (installed packages included).
+MethodName = StrEnum("MethodName", {name: name for name in method_names()})
 
 app = typer.Typer(
     add_completion=False,
@@ -137,6 +142,22 @@ def _recipe(path: Path | None) -> dict[str, Any]:
     return dict(json.loads(text))
 
 
+def _rank_field(method: str) -> str:
+    """The dotted path ``--rank`` sets: the method's first rank field (its registration says)."""
+    fields = method_definition(method).rank_fields
+    if not fields:
+        raise typer.BadParameter(f"the {method} method has no rank", param_hint="--rank")
+    return fields[0]
+
+
+def _set_field(block: dict[str, Any], path: str, value: Any) -> None:
+    """``block["adapter"]["rank"] = value`` for ``path="adapter.rank"``, keeping the rest."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        block = block.setdefault(parent, {})
+    block[name] = value
+
+
 def build_job_body(
     recipe: dict[str, Any],
     *,
@@ -170,12 +191,7 @@ def build_job_body(
             **({"layers": _layers(layers)} if layers else {}),
         }
     if rank is not None:
-        if kind == "lora":
-            inner["lora"] = {**inner.get("lora", {}), "rank": rank}
-        elif kind == "reft":
-            inner["rank"] = rank
-        else:
-            inner["adapter"] = {**inner.get("adapter", {}), "rank": rank}
+        _set_field(inner, _rank_field(kind), rank)
     given = {k: v for k, v in hyperparameters.items() if v is not None}
     if given:
         inner["hyperparameters"] = {**inner.get("hyperparameters", {}), **given}
@@ -188,7 +204,7 @@ def jobs_create(
     model: Annotated[str | None, typer.Option(help="base model")] = None,
     file: Annotated[str | None, typer.Option(help="training file id, or a path to upload")] = None,
     recipe: Annotated[Path | None, typer.Option(help="JSON/YAML job body; flags override")] = None,
-    method: Annotated[str | None, typer.Option(help="post_block, joint, lora, reft, full")] = None,
+    method: Annotated[MethodName | None, typer.Option(help="the training method")] = None,
     site: Annotated[str | None, typer.Option(help="block_output, mlp_output, attn_output")] = None,
     layers: Annotated[str | None, typer.Option(help="e.g. 0-11 or 2,5,7")] = None,
     rank: Annotated[int | None, typer.Option()] = None,
@@ -214,7 +230,7 @@ def jobs_create(
             _recipe(recipe),
             model=model,
             training_file=file,
-            method=method,
+            method=method.value if method is not None else None,
             site=site,
             layers=layers,
             rank=rank,

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from steering_core.config import MethodConfig, StrictModel
+from steering_core.config import StrictModel
+from steering_core.methods.registry import MethodConfig
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "steering_config.json"
@@ -33,7 +34,7 @@ class ParameterCount(StrictModel):
 
 class ArtifactConfig(StrictModel):
     format_version: Literal[1] = FORMAT_VERSION
-    method: MethodConfig
+    method: MethodConfig  # type: ignore[valid-type]
     site: str | None
     layers: list[int]
     adapter_kind: str | None

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
 from torch import nn
 
-from steering_core.config import MethodConfig, parse_method
 from steering_core.errors import ConfigValidationError
-from steering_core.methods import AttachedMethod, get_method_handler
-from steering_core.sites import sites_for_model
+from steering_core.methods.base import AttachedMethod, get_method_handler
+from steering_core.methods.registry import as_method_config, method_definition
+from steering_core.sites import decoder_layers, hidden_size_of, sites_for_model
 from steering_core.steering import find_steering
 
 
-def as_method_config(config: MethodConfig | dict[str, Any] | str) -> MethodConfig:
-    if isinstance(config, dict | str):
-        try:
-            return parse_method(config)
-        except ValidationError as exc:
-            raise ConfigValidationError(f"invalid method config: {exc}") from exc
-    return config
+def check_method_fits(model: nn.Module, method: Any) -> None:
+    """Layer indices within the model's depth, ranks within its hidden size (the method's own
+    :meth:`~steering_core.methods.definition.MethodDefinition.check_sizes`, as the API runs it
+    before storing a job)."""
+    definition = method_definition(method.type)
+    definition.check_sizes(method, len(decoder_layers(model)), hidden_size_of(model))
 
 
-def attach_method(model: nn.Module, config: MethodConfig | dict[str, Any] | str) -> AttachedMethod:
-    """Attach a method (post_block, joint, lora, reft, full) to ``model`` in place.
+def attach_method(model: nn.Module, config: Any) -> AttachedMethod:
+    """Attach a registered method (a config object, dict or JSON string) to ``model`` in place.
 
     The model's architecture must be in the site table; layer indices and ranks are checked
     against it. Only the parameters the method owns require grad afterwards.
@@ -33,4 +31,8 @@ def attach_method(model: nn.Module, config: MethodConfig | dict[str, Any] | str)
     sites_for_model(model)  # unsupported architectures fail here, with the supported list
     if find_steering(model) is not None:
         raise ConfigValidationError("this model already has steering adapters attached")
+    check_method_fits(model, method)
     return get_method_handler(method.type).attach(model, method)
+
+
+__all__ = ["as_method_config", "attach_method", "check_method_fits"]

@@ -7,6 +7,7 @@ checkpoint state), so ``train.py`` has one loop and DeepSpeed is a branch, not a
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ import torch
 from steering_core.checkpoint import load_optimizer, save_optimizer
 from steering_core.loss import causal_lm_loss
 from steering_core.spec import DeepSpeedSpec, ResolvedHyperparameters
+
+# (forward, batch) -> scalar loss: the method handler's ``loss``.
+LossFunction = Callable[[Callable[..., Any], Mapping[str, torch.Tensor]], torch.Tensor]
 
 
 class TorchBackend:
@@ -27,8 +31,10 @@ class TorchBackend:
         scheduler: torch.optim.lr_scheduler.LambdaLR,
         hp: ResolvedHyperparameters,
         autocast_dtype: torch.dtype | None,
+        loss: LossFunction = causal_lm_loss,
     ):
         self.model, self.optimizer, self.scheduler, self.hp = model, optimizer, scheduler, hp
+        self.loss = loss
         self.autocast_dtype = autocast_dtype
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
 
@@ -40,7 +46,7 @@ class TorchBackend:
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with self._autocast():
-            return causal_lm_loss(self.model, batch)
+            return self.loss(self.model, batch)
 
     def forward_backward(self, batch: dict[str, torch.Tensor]) -> float:
         loss = self.forward(batch)
@@ -105,6 +111,7 @@ class DeepSpeedBackend:
         scheduler: torch.optim.lr_scheduler.LambdaLR,
         hp: ResolvedHyperparameters,
         config: dict[str, Any],
+        loss: LossFunction = causal_lm_loss,
     ):
         import deepspeed
 
@@ -114,10 +121,10 @@ class DeepSpeedBackend:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
         )
-        self.hp = hp
+        self.hp, self.loss = hp, loss
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return causal_lm_loss(self.engine, batch)
+        return self.loss(self.engine, batch)
 
     def forward_backward(self, batch: dict[str, torch.Tensor]) -> float:
         loss = self.forward(batch)

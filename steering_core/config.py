@@ -1,13 +1,15 @@
-"""Method, site and adapter configuration: pydantic, torch-free.
+"""The building blocks of method configs: site, adapter and LoRA settings. Pydantic, torch-free.
 
 These models cross process boundaries (API -> worker -> training subprocess -> artifact), so they
-forbid unknown fields. Bounds that depend on the model (layer indices, rank vs hidden size) are
-checked when a method is attached (see ``steering_core.methods``).
+forbid unknown fields. Each method's own config lives in its folder
+(``steering_core/methods/<name>/config.py``) and is built from these blocks. Bounds that depend on
+the model (layer indices, rank vs hidden size) are checked by the method's definition
+(:meth:`~steering_core.methods.definition.MethodDefinition.check_sizes`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,7 +18,6 @@ AdapterKind = Literal["vector", "linear", "nonlinear"]
 Activation = Literal["silu", "relu", "gelu", "tanh"]
 DTypeName = Literal["auto", "float32", "bfloat16", "float16", "float64"]
 InferenceMode = Literal["all", "lora_only", "adapter_only"]
-MethodType = Literal["post_block", "joint", "lora", "reft", "full"]
 
 SITE_NAMES: tuple[str, ...] = ("block_output", "mlp_output", "attn_output")
 MAX_RANK = 4096
@@ -78,80 +79,3 @@ class LoraConfig(StrictModel):
         if targets is not None and not targets:
             raise ValueError("target_modules must name at least one module, or be null")
         return targets
-
-
-class OrthogonalityConfig(StrictModel):
-    """Hard projection of the steering adapter out of LoRA's down-projection subspace."""
-
-    enabled: bool = True
-    every_n_steps: int = Field(default=100, ge=1, le=10_000_000)
-    side: Literal["input", "output"] = Field(
-        default="input",
-        description="'input': W_down <- W_down (I - V V^T); 'output': W_up <- (I - V V^T) W_up.",
-    )
-    min_lora_norm: float = Field(
-        default=1e-6, ge=0.0, description="Skip a layer while ||B|| is at or below this."
-    )
-
-
-class PostBlockMethod(StrictModel):
-    """Steering adapters at a site of each layer (block_output by default: the paper's method)."""
-
-    type: Literal["post_block"] = "post_block"
-    site: SiteConfig = SiteConfig()
-    adapter: AdapterConfig = AdapterConfig()
-
-
-class JointMethod(StrictModel):
-    """LoRA and post-block steering trained together, with the orthogonality constraint."""
-
-    type: Literal["joint"] = "joint"
-    site: SiteConfig = SiteConfig()
-    adapter: AdapterConfig = AdapterConfig()
-    lora: LoraConfig = LoraConfig()
-    orthogonality: OrthogonalityConfig = OrthogonalityConfig()
-
-
-class LoraMethod(StrictModel):
-    """Baseline: peft LoRA on the seven projections."""
-
-    type: Literal["lora"] = "lora"
-    lora: LoraConfig = LoraConfig()
-
-
-class ReftMethod(StrictModel):
-    """Baseline: LoReFT ``h + R^T (W h + b - R h)`` with orthonormal rows of R."""
-
-    type: Literal["reft"] = "reft"
-    site: SiteConfig = SiteConfig(name="mlp_output")
-    rank: int = Field(default=8, ge=1, le=MAX_RANK)
-    init: Literal["random", "identity"] = Field(
-        default="random",
-        description="'random' as pyreft (W random); 'identity': W = R, b = 0 (no-op at step 0).",
-    )
-    dtype: DTypeName = "auto"
-
-
-class FullMethod(StrictModel):
-    """Baseline: full fine-tuning of every parameter."""
-
-    type: Literal["full"] = "full"
-
-
-MethodConfig = Annotated[
-    PostBlockMethod | JointMethod | LoraMethod | ReftMethod | FullMethod,
-    Field(discriminator="type"),
-]
-
-
-class MethodEnvelope(StrictModel):
-    """Wrapper that lets a bare method config be parsed from JSON."""
-
-    method: MethodConfig
-
-
-def parse_method(data: dict | str) -> MethodConfig:
-    """Parse a method config from a dict or a JSON string (``{"type": "post_block", ...}``)."""
-    if isinstance(data, str):
-        return MethodEnvelope.model_validate_json('{"method": ' + data + "}").method
-    return MethodEnvelope.model_validate({"method": data}).method

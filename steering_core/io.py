@@ -23,10 +23,10 @@ from torch import nn
 
 from steering_core.accounting import count_parameters
 from steering_core.artifact_schema import CONFIG_FILE, ArtifactConfig, BaseModelInfo
-from steering_core.config import JointMethod, PostBlockMethod, ReftMethod
 from steering_core.errors import ArtifactError
 from steering_core.fingerprint import base_model_info, model_content_hash
-from steering_core.methods import AttachedMethod, get_method_handler
+from steering_core.methods.base import AttachedMethod, get_method_handler
+from steering_core.methods.registry import method_definition
 from steering_core.sites import decoder_layers, hidden_size_of, model_type_of
 from steering_core.steering import find_steering
 
@@ -47,17 +47,11 @@ def _adapter_fields(attached: AttachedMethod) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "site": steering.site if steering else None,
         "layers": steering.layers if steering else [],
-        "adapter_kind": None,
-        "rank": None,
-        "activation": None,
     }
-    if isinstance(cfg, PostBlockMethod | JointMethod):
-        fields["adapter_kind"] = cfg.adapter.kind
-        fields["rank"] = None if cfg.adapter.kind == "vector" else cfg.adapter.rank
-        fields["activation"] = cfg.adapter.activation if cfg.adapter.kind == "nonlinear" else None
-    elif isinstance(cfg, ReftMethod):
-        fields["adapter_kind"] = "loreft"
-        fields["rank"] = cfg.rank
+    summary = method_definition(cfg.type).adapter_summary(cfg)
+    fields.update(
+        adapter_kind=summary.adapter_kind, rank=summary.rank, activation=summary.activation
+    )
     return fields
 
 

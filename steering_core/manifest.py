@@ -12,7 +12,7 @@ import torch
 from steering_core.data_formats import dataset_sha256
 from steering_core.fingerprint import model_content_hash
 from steering_core.io import library_versions
-from steering_core.methods import AttachedMethod
+from steering_core.methods.base import AttachedMethod
 from steering_core.runtime import dist_env, hardware_summary
 from steering_core.spec import TrainingSpec, resolve_hyperparameters
 

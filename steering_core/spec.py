@@ -2,7 +2,8 @@
 
 The worker writes a spec as ``spec.json`` and the training subprocess reads it; nothing in
 ``steering_core`` reads the environment. Hyperparameters that are left out (or ``"auto"``) take
-the per-method defaults of METHOD.md section 3-4, resolved by :func:`resolve_hyperparameters`.
+the method's defaults (METHOD.md section 3-4, in each method's definition), resolved by
+:func:`resolve_hyperparameters`.
 """
 
 from __future__ import annotations
@@ -11,26 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from steering_core.config import MethodConfig, PostBlockMethod, StrictModel
-
-Scheduler = Literal["linear", "cosine", "constant"]
-
-
-class MethodDefaults(StrictModel):
-    learning_rate: float
-    lr_scheduler: Scheduler
-    warmup_ratio: float
-
-
-# METHOD.md: steering lr 9e-4, linear decay, 3% warmup; joint lr 2e-4, cosine, 6% warmup;
-# LoRA and full from the middle of the paper's grids.
-METHOD_DEFAULTS: dict[str, MethodDefaults] = {
-    "post_block": MethodDefaults(learning_rate=9e-4, lr_scheduler="linear", warmup_ratio=0.03),
-    "reft": MethodDefaults(learning_rate=9e-4, lr_scheduler="linear", warmup_ratio=0.03),
-    "joint": MethodDefaults(learning_rate=2e-4, lr_scheduler="cosine", warmup_ratio=0.06),
-    "lora": MethodDefaults(learning_rate=5e-4, lr_scheduler="linear", warmup_ratio=0.03),
-    "full": MethodDefaults(learning_rate=2e-5, lr_scheduler="linear", warmup_ratio=0.03),
-}
+from steering_core.config import StrictModel
+from steering_core.methods.definition import Scheduler
+from steering_core.methods.post_block.config import PostBlockMethod
+from steering_core.methods.registry import MethodConfig, method_definition
 
 
 class Hyperparameters(StrictModel):
@@ -78,8 +63,8 @@ class ResolvedHyperparameters(StrictModel):
 
 
 def resolve_hyperparameters(method_type: str, hp: Hyperparameters) -> ResolvedHyperparameters:
-    """Fill ``auto`` and unset values from the method's defaults."""
-    defaults = METHOD_DEFAULTS[method_type]
+    """Fill ``auto`` and unset values from the method's defaults (its definition's)."""
+    defaults = method_definition(method_type).defaults
     multiplier = 1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier
     return ResolvedHyperparameters(
         n_epochs=1 if hp.n_epochs == "auto" else hp.n_epochs,
@@ -108,7 +93,7 @@ class TrainingSpec(StrictModel):
     """One training run: base model, method, data and hyperparameters."""
 
     model: str = Field(description="Catalogue name (smollm2-135m-instruct, tiny-llama) or path.")
-    method: MethodConfig = PostBlockMethod()
+    method: MethodConfig = PostBlockMethod()  # type: ignore[valid-type]
     hyperparameters: Hyperparameters = Hyperparameters()
     train_file: str | None = None
     validation_file: str | None = None

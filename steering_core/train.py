@@ -27,14 +27,15 @@ from steering_core.checkpoint import (
     restore_rng_from,
     write_checkpoint,
 )
-from steering_core.data import collate, pad_token_id_for, tokenize_dataset
+from steering_core.data import pad_token_id_for
 from steering_core.data_formats import parse_jsonl
 from steering_core.errors import QuotaExceededError, SteeringUserError
 from steering_core.events import CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent
 from steering_core.io import save_artifact
 from steering_core.layer_stats import layer_statistics
 from steering_core.manifest import build_manifest
-from steering_core.methods import AttachedMethod
+from steering_core.methods.base import AttachedMethod, MethodHandler, get_method_handler
+from steering_core.methods.registry import method_definition
 from steering_core.models import load_model, load_tokenizer
 from steering_core.runtime import (
     dist_env,
@@ -80,22 +81,31 @@ def _trainable(attached: AttachedMethod) -> dict[str, torch.nn.Parameter]:
     return dict(attached.trainable_named_parameters())
 
 
-def _load_rows(path: str | None, tokenizer: Any, max_len: int, what: str):
+def _load_rows(spec: TrainingSpec, tokenizer: Any, what: str) -> Any:
+    """The spec's ``train_file`` or ``validation_file``, parsed, checked against the formats the
+    method trains on, and tokenized by the method's handler (None when the spec names none)."""
+    path = getattr(spec, what)
     if path is None:
         return None
     if not Path(path).is_file():
         raise SteeringUserError(f"{what} {path!r} does not exist")
-    return tokenize_dataset(parse_jsonl(path), tokenizer, max_seq_length=max_len)
+    dataset = parse_jsonl(path)
+    method_definition(spec.method.type).check_data_format(dataset.format, f"{what} {path!r}")
+    handler = get_method_handler(spec.method.type)
+    return handler.tokenize(dataset, tokenizer, spec.max_seq_length)
 
 
 @torch.no_grad()
-def validation_loss(backend: Any, rows: Any, pad_id: int, batch_size: int, device) -> float:
-    """Token-weighted mean cross-entropy over the supervised tokens of ``rows``."""
+def validation_loss(
+    backend: Any, handler: MethodHandler, rows: Any, pad_id: int, batch_size: int, device
+) -> float:
+    """The method's loss over ``rows``, weighted by each batch's supervised tokens."""
     backend.eval()
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        batch = collate([rows[i] for i in range(start, min(len(rows), start + batch_size))], pad_id)
-        n = int((batch["labels"][:, 1:] != -100).sum())
+        end = min(len(rows), start + batch_size)
+        batch = handler.collate([rows[i] for i in range(start, end)], pad_id)
+        n = handler.supervised_tokens(batch)
         if n == 0:
             continue
         loss = backend.forward({k: v.to(device) for k, v in batch.items()})
@@ -128,8 +138,11 @@ def train(
     if spec.train_file is None:
         raise SteeringUserError("the spec names no train_file")
 
-    # Base weights in bf16 on a bf16 device (except full fine-tuning); trainable params in fp32.
-    base_dtype = torch.bfloat16 if bf16 and spec.method.type != "full" else torch.float32
+    definition = method_definition(spec.method.type)
+    definition.check_training(spec.method, spec)
+    handler = get_method_handler(spec.method.type)
+    # Base weights in bf16 on a bf16 device (unless training changes them); trainables in fp32.
+    base_dtype = torch.bfloat16 if bf16 and not definition.trains_base_weights else torch.float32
     model = load_model(spec.model, cache_dir=cache_dir, dtype=base_dtype)
     tokenizer = load_tokenizer(spec.model, cache_dir=cache_dir)
     attached = attach_method(model, spec.method)
@@ -138,8 +151,8 @@ def train(
     attached.model.to(device)
     counts = count_parameters(attached)
 
-    train_rows = _load_rows(spec.train_file, tokenizer, spec.max_seq_length, "train_file")
-    val_rows = _load_rows(spec.validation_file, tokenizer, spec.max_seq_length, "validation_file")
+    train_rows = _load_rows(spec, tokenizer, "train_file")
+    val_rows = _load_rows(spec, tokenizer, "validation_file")
     pad_id = pad_token_id_for(tokenizer)
     hp = resolve_hyperparameters(spec.method.type, spec.hyperparameters)
     plan = DataPlan(
@@ -170,21 +183,18 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, total))
     ds_config = None
     if spec.deepspeed is not None:
-        if (
-            spec.method.type == "joint"
-            and spec.method.orthogonality.enabled
-            and (spec.deepspeed.zero_stage > 0)
-        ):
-            raise SteeringUserError(
-                "joint's orthogonal projection edits the adapter weights in place, which ZeRO "
-                "stages 1-3 would overwrite from their master copy: use zero_stage 0, or set "
-                "orthogonality.enabled to false"
-            )
         ds_config = deepspeed_config(spec.deepspeed, hp, bf16)
-        backend: Any = DeepSpeedBackend(attached.model, optimizer, scheduler, hp, ds_config)
+        backend: Any = DeepSpeedBackend(
+            attached.model, optimizer, scheduler, hp, ds_config, loss=handler.loss
+        )
     else:
         backend = TorchBackend(
-            attached.model, optimizer, scheduler, hp, torch.bfloat16 if bf16 else None
+            attached.model,
+            optimizer,
+            scheduler,
+            hp,
+            torch.bfloat16 if bf16 else None,
+            loss=handler.loss,
         )
     params = list(_trainable(attached).values())
 
@@ -237,7 +247,7 @@ def train(
                     trainable=_trainable(attached),
                     optimizer=None,
                 )
-                if spec.method.type != "full":
+                if not definition.trains_base_weights:  # the checkpoint's weights are the model
                     save_artifact(attached, partial / ARTIFACT_DIR, base_model_id=spec.model)
         if env.is_main:
             shutil.rmtree(final, ignore_errors=True)
@@ -255,7 +265,8 @@ def train(
             losses, tokens = [], 0
             lr = backend.learning_rate()  # the lr this step's update uses
             for micro in range((step - 1) * plan.grad_accum, step * plan.grad_accum):
-                batch = collate([train_rows[i] for i in plan.rows_for(micro, env.rank)], pad_id)
+                rows = [train_rows[i] for i in plan.rows_for(micro, env.rank)]
+                batch = handler.collate(rows, pad_id)
                 tokens += int(batch["attention_mask"].sum())
                 losses.append(backend.forward_backward({k: v.to(device) for k, v in batch.items()}))
             grad_norm = backend.step()
@@ -284,7 +295,9 @@ def train(
                 and spec.eval_every_n_steps
                 and step % spec.eval_every_n_steps == 0
             ):
-                value = validation_loss(backend, val_rows, pad_id, spec.eval_batch_size, device)
+                value = validation_loss(
+                    backend, handler, val_rows, pad_id, spec.eval_batch_size, device
+                )
                 state["validation"].append([step, value])
                 reporter.emit(EvalEvent(step=step, validation_loss=value))
                 if state["best_validation"] is None or value < state["best_validation"]:
@@ -324,7 +337,7 @@ def train(
     last_eval_step = state["validation"][-1][0] if state["validation"] else None
     if val_rows is not None and (restored or last_eval_step != step):
         # The saved adapter's own validation loss (the best one's, after early stopping).
-        value = validation_loss(backend, val_rows, pad_id, spec.eval_batch_size, device)
+        value = validation_loss(backend, handler, val_rows, pad_id, spec.eval_batch_size, device)
         state["validation"].append([step, value])
         reporter.emit(EvalEvent(step=step, validation_loss=value))
     train_seconds = time.perf_counter() - started
@@ -333,7 +346,8 @@ def train(
     if env.is_main and (spec.deepspeed is None or spec.deepspeed.zero_stage < 3):
         probe = range(min(LAYER_STATS_BATCHES, plan.micro_per_epoch))
         manifest["layer_stats"] = layer_statistics(
-            attached, (collate([train_rows[i] for i in plan.rows_for(m, 0)], pad_id) for m in probe)
+            attached,
+            (handler.collate([train_rows[i] for i in plan.rows_for(m, 0)], pad_id) for m in probe),
         )
     with gathered(params):
         if env.is_main:

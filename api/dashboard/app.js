@@ -10,7 +10,6 @@
 (function () {
   const KEY_STORAGE = "steer.dashboard.apiKey";
   const FINAL = new Set(["succeeded", "failed", "cancelled"]);
-  const METHODS = ["post_block", "joint", "lora", "reft", "full"];
   const JOBS_REFRESH_MS = 2000;
   const JOB_REFRESH_MS = 1500;
   const SVG_NS = "http://www.w3.org/2000/svg";
@@ -291,11 +290,7 @@
 
     const modelSelect = el("select", { name: "model", testid: "create-model" });
     const fileSelect = el("select", { name: "training_file", testid: "create-file" });
-    const methodSelect = el(
-      "select",
-      { name: "method", testid: "create-method" },
-      METHODS.map((m) => el("option", { value: m }, m)),
-    );
+    const methodSelect = el("select", { name: "method", testid: "create-method" });
     const epochsInput = el("input", {
       type: "number", name: "n_epochs", min: 1, max: 1000, step: 1, value: 2, testid: "create-epochs",
     });
@@ -347,6 +342,14 @@
       if (chosen) modelSelect.value = chosen;
     }
 
+    // The methods come from the service's registry (GET /v1/methods), never from a list here.
+    async function loadMethods() {
+      const methods = await api("/v1/methods");
+      const chosen = methodSelect.value || "post_block";
+      put(methodSelect, ...methods.data.map((m) => el("option", { value: m.id, title: m.description }, m.id)));
+      if (methods.data.some((m) => m.id === chosen)) methodSelect.value = chosen;
+    }
+
     async function loadFiles(select) {
       const files = await api("/v1/files?purpose=fine-tune&limit=1000");
       const processed = files.data.filter((f) => f.status === "processed");
@@ -366,7 +369,7 @@
 
     (async () => {
       try {
-        await Promise.all([loadModels(), loadFiles()]);
+        await Promise.all([loadModels(), loadMethods(), loadFiles()]);
       } catch (exc) {
         if (current(gen)) showError(exc, "poll");
       }

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, field_path
-from api.schemas import JobCreate, MethodBlock
+from api.schemas import JobCreate
 from registry import files as files_repo
 from registry import jobs as jobs_repo
 from registry import quotas
@@ -19,8 +19,9 @@ from registry.models import Job
 from registry.queueing import queue_for
 from registry.settings import Settings
 from steering_core.catalogue import model_dimensions
-from steering_core.config import MethodConfig, parse_method
 from steering_core.errors import SteeringUserError
+from steering_core.methods.definition import MethodSizeError
+from steering_core.methods.registry import method_definition, method_names, parse_method
 from steering_core.spec import Hyperparameters
 
 
@@ -32,32 +33,23 @@ def _first_error(exc: ValidationError, prefix: str) -> ApiError:
     return ApiError(400, f"Invalid {prefix}: {detail}", param=param)
 
 
-def translate_method(block: MethodBlock) -> tuple[MethodConfig, dict[str, Any]]:
-    """``{"type": t, t: {"hyperparameters": {...}, **fields}}`` -> (method config, hp dict)."""
-    for other in ("post_block", "joint", "lora", "reft", "full"):
+def translate_method(block: Any) -> tuple[Any, dict[str, Any]]:
+    """``{"type": t, t: {"hyperparameters": {...}, **fields}}`` -> (method config, hp dict).
+
+    The request model (``api.schemas.MethodBlock``) has already typed every block; here the
+    chosen block becomes the method's own config (its validators run again, on the real class).
+    """
+    for other in method_names():
         if other != block.type and getattr(block, other) is not None:
             raise ApiError(
                 400,
                 f"method.{other} given but method.type is {block.type!r}",
                 param=f"method.{other}",
             )
-    inner = dict(getattr(block, block.type) or {})
+    inner_block = getattr(block, block.type)
+    inner = inner_block.model_dump(exclude_unset=True) if inner_block is not None else {}
+    hyperparameters = inner.pop("hyperparameters", None) or {}
     prefix = f"method.{block.type}"
-    if "type" in inner:
-        raise ApiError(
-            400,
-            f"{prefix} must not contain 'type': the method is method.type ({block.type!r})",
-            param=f"{prefix}.type",
-        )
-    hyperparameters = inner.pop("hyperparameters", None)
-    if hyperparameters is None:
-        hyperparameters = {}
-    if not isinstance(hyperparameters, dict):
-        raise ApiError(
-            400,
-            f"{prefix}.hyperparameters must be an object, got {type(hyperparameters).__name__}",
-            param=f"{prefix}.hyperparameters",
-        )
     try:
         method = parse_method({"type": block.type, **inner})
     except ValidationError as exc:
@@ -71,37 +63,19 @@ def translate_method(block: MethodBlock) -> tuple[MethodConfig, dict[str, Any]]:
     return method, hyperparameters
 
 
-def _check_against_model(method: MethodConfig, model: str, prefix: str) -> None:
+def _check_against_model(method: Any, model: str, prefix: str) -> None:
     try:
         n_layers, hidden = model_dimensions(model)
     except SteeringUserError as exc:
         raise ApiError(400, str(exc), param="model") from exc
-    site = getattr(method, "site", None)
-    if site is not None and site.layers and max(site.layers) >= n_layers:
-        bad = [i for i in site.layers if i >= n_layers]
-        raise ApiError(
-            400,
-            f"site.layers {bad} out of range: {model} has {n_layers} decoder "
-            f"layers (valid indices 0..{n_layers - 1})",
-            param=f"{prefix}.site.layers",
-        )
-    ranks = {
-        "adapter.rank": getattr(getattr(method, "adapter", None), "rank", None)
-        if getattr(getattr(method, "adapter", None), "kind", "vector") != "vector"
-        else None,
-        "lora.rank": getattr(getattr(method, "lora", None), "rank", None),
-        "rank": getattr(method, "rank", None),
-    }
-    for field, rank in ranks.items():
-        if rank is not None and rank > hidden:
-            raise ApiError(
-                400,
-                f"{field}={rank} exceeds {model}'s hidden size {hidden}; use 1..{hidden}",
-                param=f"{prefix}.{field}",
-            )
+    try:
+        method_definition(method.type).check_sizes(method, n_layers, hidden, model=model)
+    except MethodSizeError as exc:
+        raise ApiError(400, str(exc), param=f"{prefix}.{exc.field}") from exc
 
 
-def _processed_file(session: Session, tenant: str, file_id: str, param: str) -> str:
+def _training_data(session: Session, tenant: str, file_id: str, param: str, method: Any) -> str:
+    """The id of a processed file in a data format the method trains on."""
     try:
         row = files_repo.get_file(session, file_id, tenant)
     except NotFound:
@@ -115,6 +89,10 @@ def _processed_file(session: Session, tenant: str, file_id: str, param: str) -> 
             param=param,
             code="invalid_file",
         )
+    try:
+        method_definition(method.type).check_data_format(row.format, f"{param} {file_id!r}")
+    except SteeringUserError as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_file") from exc
     return row.id
 
 
@@ -134,11 +112,13 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
     except ValidationError as exc:
         raise _first_error(exc, f"{prefix}.hyperparameters") from exc
     _check_against_model(method, body.model, prefix)
-    training = _processed_file(session, tenant, body.training_file, "training_file")
+    training = _training_data(session, tenant, body.training_file, "training_file", method)
     quotas.check_new_job(session, settings, tenant)
     validation = None
     if body.validation_file is not None:
-        validation = _processed_file(session, tenant, body.validation_file, "validation_file")
+        validation = _training_data(
+            session, tenant, body.validation_file, "validation_file", method
+        )
     return jobs_repo.create_job(
         session,
         tenant_id=tenant,

@@ -1,18 +1,9 @@
-"""Methods behind a registry. Every module in this package is imported so that it registers."""
+"""Training methods, one folder each, found through the ``steering_service.methods`` entry points.
 
-from __future__ import annotations
+- :mod:`.definition` and :mod:`.registry` are torch-free: what a method is (name, config,
+  defaults, data formats, size checks) and the discovery of the installed ones;
+- :mod:`.base` is the torch side every handler builds on (attach, load, tokenize, loss).
 
-import importlib
-import pkgutil
-
-from steering_core.methods.base import (
-    AttachedMethod,
-    get_method_handler,
-    register_method,
-    registered_methods,
-)
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
-
-__all__ = ["AttachedMethod", "get_method_handler", "register_method", "registered_methods"]
+This package imports nothing itself, so that a method's torch-free definition can be imported
+without torch.
+"""

@@ -1,24 +1,31 @@
-"""The method registry and the object every method returns when attached to a model.
+"""The torch side of a method: the handler that attaches, loads, tokenizes and scores, and the
+object a method returns when attached to a model.
 
-Adding a method is a checklist: a config class in ``steering_core.config`` (added to the
-``MethodConfig`` union), a module under ``steering_core/methods/`` that defines a handler and calls
-:func:`register_method`, and rows in the method test matrix. Modules in this package are imported
-automatically, so nothing else needs to change.
+A method's torch-free :class:`~steering_core.methods.definition.MethodDefinition` names its
+handler (``handler="module:Class"``); :func:`get_method_handler` imports it on first use. A
+handler subclasses :class:`MethodHandler` and overrides ``attach`` and ``load``; the data side
+(``tokenize``, ``collate``) and the ``loss`` default to answer-only next-token training on the
+supervised formats, and a method with its own data format or objective overrides them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from steering_core.artifact_schema import BaseModelInfo
-from steering_core.config import DTypeName, InferenceMode, MethodConfig, SiteConfig
+from steering_core.config import DTypeName, InferenceMode, SiteConfig
+from steering_core.data import IGNORE_INDEX, collate, tokenize_dataset
+from steering_core.data_formats import ParsedDataset
 from steering_core.errors import ConfigValidationError
+from steering_core.loss import causal_lm_loss
+from steering_core.methods.registry import MethodConfig, method_definition
 from steering_core.sites import decoder_layers, unwrap_model
 from steering_core.steering import SiteSteering, model_dtype
 
@@ -107,61 +114,59 @@ class AttachedMethod:
         raise NotImplementedError
 
 
-class MethodHandler(Protocol):
-    method_type: str
+class MethodHandler:
+    """Attach / load a method on a model, and turn its training data into a loss.
 
-    def attach(self, model: nn.Module, config: Any) -> AttachedMethod: ...
+    ``tokenize`` turns parsed records into rows, ``collate`` rows into a batch of tensors, and
+    ``loss`` a batch into the scalar to minimise through ``forward`` (the model, or a DeepSpeed
+    engine wrapping it); validation uses the same ``loss``.
+    """
 
-    def load(self, model: nn.Module, config: Any, artifact_dir: Path) -> AttachedMethod: ...
+    method_type: ClassVar[str]
+
+    def attach(self, model: nn.Module, config: Any) -> AttachedMethod:
+        raise NotImplementedError
+
+    def load(self, model: nn.Module, config: Any, artifact_dir: Path) -> AttachedMethod:
+        raise NotImplementedError
+
+    def tokenize(self, dataset: ParsedDataset, tokenizer: Any, max_seq_length: int) -> Any:
+        return tokenize_dataset(dataset, tokenizer, max_seq_length=max_seq_length)
+
+    def collate(self, rows: Sequence[Any], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(rows, pad_id)
+
+    def loss(self, forward: Callable[..., Any], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return causal_lm_loss(forward, batch)
+
+    @staticmethod
+    def supervised_tokens(batch: Mapping[str, torch.Tensor]) -> int:
+        """How many tokens of ``batch`` the loss averages over (to weight validation means)."""
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
-_REGISTRY: dict[str, MethodHandler] = {}
-
-
-def register_method(handler: MethodHandler) -> MethodHandler:
-    if handler.method_type in _REGISTRY:
-        raise ValueError(f"method {handler.method_type!r} is already registered")
-    _REGISTRY[handler.method_type] = handler
-    return handler
-
-
+@functools.cache
 def get_method_handler(method_type: str) -> MethodHandler:
-    try:
-        return _REGISTRY[method_type]
-    except KeyError:
+    """The torch-side handler of a registered method (imported on first use)."""
+    handler = method_definition(method_type).load_handler()
+    if not isinstance(handler, MethodHandler):
         raise ConfigValidationError(
-            f"unknown method {method_type!r}; available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-
-
-def registered_methods() -> list[str]:
-    return sorted(_REGISTRY)
+            f"method {method_type!r}: its handler is a {type(handler).__name__}, "
+            "not a MethodHandler"
+        )
+    return handler
 
 
 # -- helpers shared by methods -----------------------------------------------------------------
 def resolve_layers(model: nn.Module, site: SiteConfig) -> list[int]:
-    """The layer indices to steer, checked against the model's depth."""
-    n_layers = len(decoder_layers(model))
+    """The layer indices to steer (their range was checked by ``check_sizes`` on attach)."""
     if site.layers is None:
-        return list(range(n_layers))
-    too_deep = [i for i in site.layers if i >= n_layers]
-    if too_deep:
-        raise ConfigValidationError(
-            f"site.layers {too_deep} out of range: this model has {n_layers} decoder layers "
-            f"(valid indices 0..{n_layers - 1})"
-        )
+        return list(range(len(decoder_layers(model))))
     return list(site.layers)
 
 
 def resolve_dtype(name: DTypeName, model: nn.Module) -> torch.dtype:
     return model_dtype(model) if name == "auto" else _DTYPES[name]
-
-
-def check_rank(rank: int, hidden_size: int, field: str) -> None:
-    if rank > hidden_size:
-        raise ConfigValidationError(
-            f"{field}={rank} exceeds the model's hidden size {hidden_size}; use 1..{hidden_size}"
-        )
 
 
 def layer_device(model: nn.Module, layer: int) -> torch.device:

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from steering_core.config import JointMethod, PostBlockMethod, ReftMethod, parse_method
+from steering_core.methods.joint import JointMethod
+from steering_core.methods.post_block import PostBlockMethod
+from steering_core.methods.reft import ReftMethod
+from steering_core.methods.registry import parse_method
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import torch
 
 from steering_core.attach import attach_method
 from steering_core.io import load_artifact, save_artifact
-from steering_core.methods.joint import lora_b_of_down_proj, orthonormal_column_basis
+from steering_core.methods.joint.handler import lora_b_of_down_proj, orthonormal_column_basis
 from steering_core.models import build_tiny_model
 from tests.steering_core.helpers import token_batch
 

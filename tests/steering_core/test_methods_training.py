@@ -7,7 +7,7 @@ import torch
 
 from steering_core.accounting import count_parameters
 from steering_core.attach import attach_method
-from steering_core.methods import registered_methods
+from steering_core.methods.registry import method_names
 from steering_core.models import build_tiny_model
 
 # The method test matrix: one row per method (and the site ablation for post_block):
@@ -36,7 +36,7 @@ MATRIX: dict[str, tuple[dict, float, float]] = {
 
 
 def test_matrix_covers_every_registered_method() -> None:
-    assert {cfg["type"] for cfg, _, _ in MATRIX.values()} == set(registered_methods())
+    assert {cfg["type"] for cfg, _, _ in MATRIX.values()} == set(method_names())
 
 
 def _toy_batch() -> tuple[torch.Tensor, torch.Tensor]:

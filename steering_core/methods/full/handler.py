@@ -1,4 +1,4 @@
-"""``full`` baseline: every parameter trains; the artifact holds the whole model's weights."""
+"""``full``, torch side: every parameter trains; the artifact holds the whole model's weights."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from steering_core.config import FullMethod
 from steering_core.errors import ArtifactError
 from steering_core.fingerprint import base_model_info
-from steering_core.methods.base import AttachedMethod, register_method, unfreeze
+from steering_core.methods.base import AttachedMethod, MethodHandler, unfreeze
+from steering_core.methods.full.config import FullMethod
 
 FULL_MODEL_FILE = "model.safetensors"
 
@@ -25,7 +25,7 @@ class FullAttached(AttachedMethod):
         return [FULL_MODEL_FILE]
 
 
-class FullHandler:
+class FullHandler(MethodHandler):
     method_type = "full"
 
     def attach(self, model: nn.Module, config: FullMethod) -> FullAttached:
@@ -48,6 +48,3 @@ class FullHandler:
                 f"unexpected {sorted(unexpected)[:5]}"
             )
         return FullAttached(config, model)
-
-
-register_method(FullHandler())

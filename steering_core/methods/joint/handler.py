@@ -1,4 +1,4 @@
-"""``joint``: LoRA and post-block steering trained together (METHOD.md section 4).
+"""``joint``, torch side: LoRA and post-block steering trained together (METHOD.md section 4).
 
 Orthogonality is a hard projection, no loss term: every ``every_n_steps`` optimizer steps, for
 each steered layer, let ``V`` be an orthonormal basis of col(B), B being LoRA's up matrix on the
@@ -21,12 +21,13 @@ from peft import PeftModel
 from torch import nn
 
 from steering_core.adapters import LowRankAdapter, VectorAdapter
-from steering_core.config import InferenceMode, JointMethod
+from steering_core.config import InferenceMode
 from steering_core.errors import ConfigValidationError
-from steering_core.methods.base import AttachedMethod, register_method
-from steering_core.methods.lora import attach_lora, load_lora, save_lora
+from steering_core.methods.base import AttachedMethod, MethodHandler
+from steering_core.methods.joint.config import JointMethod
+from steering_core.methods.lora.handler import attach_lora, load_lora, save_lora
 from steering_core.methods.payload import load_steering, save_steering
-from steering_core.methods.post_block import install_adapters
+from steering_core.methods.post_block.handler import install_adapters
 from steering_core.sites import decoder_layers, get_submodule, sites_for_model
 
 _RELATIVE_RANK_TOL = 1e-6
@@ -136,7 +137,7 @@ class JointAttached(AttachedMethod):
         return [save_steering(self.steering, out_dir), save_lora(self.model, out_dir)]
 
 
-class JointHandler:
+class JointHandler(MethodHandler):
     method_type = "joint"
 
     def attach(self, model: nn.Module, config: JointMethod) -> JointAttached:
@@ -153,6 +154,3 @@ class JointHandler:
         steering = install_adapters(peft_model, config.site, config.adapter)
         load_steering(steering, artifact_dir)
         return JointAttached(config, peft_model, steering)
-
-
-register_method(JointHandler())

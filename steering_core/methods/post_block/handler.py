@@ -1,7 +1,4 @@
-"""``post_block``: steering adapters at a site of each layer (the paper's method at block_output).
-
-The same method at ``attn_output`` or ``mlp_output`` gives the paper's site ablation.
-"""
+"""``post_block``, torch side: steering adapters hooked at a site of each layer."""
 
 from __future__ import annotations
 
@@ -10,24 +7,22 @@ from pathlib import Path
 from torch import nn
 
 from steering_core.adapters import build_steering_adapter
-from steering_core.config import AdapterConfig, PostBlockMethod, SiteConfig
+from steering_core.config import AdapterConfig, SiteConfig
 from steering_core.methods.base import (
     AttachedMethod,
-    check_rank,
+    MethodHandler,
     install_site_steering,
-    register_method,
     resolve_dtype,
 )
 from steering_core.methods.payload import load_steering, save_steering
+from steering_core.methods.post_block.config import PostBlockMethod
 from steering_core.sites import hidden_size_of
 from steering_core.steering import SiteSteering
 
 
 def install_adapters(model: nn.Module, site: SiteConfig, adapter: AdapterConfig) -> SiteSteering:
-    """Validate the adapter config against the model and hook fresh adapters at the site."""
+    """Hook fresh adapters at the site (sizes were checked against the model on attach)."""
     hidden = hidden_size_of(model)
-    if adapter.kind != "vector":
-        check_rank(adapter.rank, hidden, "adapter.rank")
     dtype = resolve_dtype(adapter.dtype, model)
     return install_site_steering(
         model,
@@ -44,7 +39,7 @@ class PostBlockAttached(AttachedMethod):
         return [save_steering(self.steering, out_dir)]
 
 
-class PostBlockHandler:
+class PostBlockHandler(MethodHandler):
     method_type = "post_block"
 
     def attach(self, model: nn.Module, config: PostBlockMethod) -> PostBlockAttached:
@@ -58,6 +53,3 @@ class PostBlockHandler:
         assert attached.steering is not None
         load_steering(attached.steering, artifact_dir)
         return attached
-
-
-register_method(PostBlockHandler())

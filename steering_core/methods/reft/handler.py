@@ -1,4 +1,4 @@
-"""``reft`` baseline: LoReFT interventions ``h + R^T (W h + b - R h)`` (mlp_output by default)."""
+"""``reft``, torch side: LoReFT interventions ``h + R^T (W h + b - R h)`` at the site."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ from pathlib import Path
 from torch import nn
 
 from steering_core.adapters import LoReFTIntervention
-from steering_core.config import ReftMethod
 from steering_core.methods.base import (
     AttachedMethod,
-    check_rank,
+    MethodHandler,
     install_site_steering,
-    register_method,
     resolve_dtype,
 )
 from steering_core.methods.payload import load_steering, save_steering
+from steering_core.methods.reft.config import ReftMethod
 from steering_core.sites import hidden_size_of
 
 
@@ -27,12 +26,11 @@ class ReftAttached(AttachedMethod):
         return [save_steering(self.steering, out_dir)]
 
 
-class ReftHandler:
+class ReftHandler(MethodHandler):
     method_type = "reft"
 
     def attach(self, model: nn.Module, config: ReftMethod) -> ReftAttached:
         hidden = hidden_size_of(model)
-        check_rank(config.rank, hidden, "rank")
         dtype = resolve_dtype(config.dtype, model)
         steering = install_site_steering(
             model,
@@ -48,6 +46,3 @@ class ReftHandler:
         assert attached.steering is not None
         load_steering(attached.steering, artifact_dir)
         return attached
-
-
-register_method(ReftHandler())

@@ -1,4 +1,4 @@
-"""``lora`` baseline: peft LoRA, saved in peft's own format under ``lora/``."""
+"""``lora``, torch side: peft LoRA, saved in peft's own format under ``lora/``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from torch import nn
 
-from steering_core.config import LoraConfig, LoraMethod
+from steering_core.config import LoraConfig
 from steering_core.errors import ArtifactError, ConfigValidationError
-from steering_core.methods.base import AttachedMethod, check_rank, register_method
-from steering_core.sites import hidden_size_of, sites_for_model
-
-LORA_DIR = "lora"
+from steering_core.methods.base import AttachedMethod, MethodHandler
+from steering_core.methods.lora import LORA_DIR
+from steering_core.methods.lora.config import LoraMethod
+from steering_core.sites import sites_for_model
 
 
 def lora_targets(model: nn.Module, lora: LoraConfig) -> list[str]:
@@ -22,7 +22,6 @@ def lora_targets(model: nn.Module, lora: LoraConfig) -> list[str]:
 
 def attach_lora(model: nn.Module, lora: LoraConfig) -> PeftModel:
     """Wrap ``model`` with trainable LoRA adapters (the base model is frozen by peft)."""
-    check_rank(lora.rank, hidden_size_of(model), "lora.rank")
     targets = lora_targets(model, lora)
     peft_config = PeftLoraConfig(
         r=lora.rank,
@@ -63,7 +62,7 @@ class LoraAttached(AttachedMethod):
         return [save_lora(self.model, out_dir)]
 
 
-class LoraHandler:
+class LoraHandler(MethodHandler):
     method_type = "lora"
 
     def attach(self, model: nn.Module, config: LoraMethod) -> LoraAttached:
@@ -71,6 +70,3 @@ class LoraHandler:
 
     def load(self, model: nn.Module, config: LoraMethod, artifact_dir: Path) -> LoraAttached:
         return LoraAttached(config, load_lora(model, artifact_dir))
-
-
-register_method(LoraHandler())

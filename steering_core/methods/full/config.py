@@ -1,0 +1,13 @@
+"""The ``full`` baseline's config (torch-free)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from steering_core.config import StrictModel
+
+
+class FullMethod(StrictModel):
+    """Baseline: full fine-tuning of every parameter."""
+
+    type: Literal["full"] = "full"
