@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import shutil
 import tarfile
@@ -112,7 +111,7 @@ def export_adapter(
     row = _adapter(settings, reference, tenant)
     paths = service.verified_files(settings, row)  # sha256 of every file, before any export
     try:
-        exports = importlib.import_module("steering_core.exports")
+        from steering_core import exports  # torch: only this route and generation need it
     except ImportError as exc:
         raise ApiError(
             503,

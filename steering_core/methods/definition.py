@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from steering_core.config import SiteConfig, StrictModel
 from steering_core.data_formats import DATA_FORMATS
 from steering_core.errors import ConfigValidationError
-
-if TYPE_CHECKING:
-    from steering_core.methods.base import MethodHandler
 
 Scheduler = Literal["linear", "cosine", "constant"]
 
@@ -149,8 +146,9 @@ class MethodDefinition:
         for check in self.training_checks:
             check(config, spec)
 
-    def load_handler(self) -> MethodHandler:
-        """Import the torch side (only where training or generation runs)."""
+    def load_handler(self) -> Any:
+        """Import the torch side, a :class:`~steering_core.methods.base.MethodHandler` (only
+        where training or generation runs: this module never imports it)."""
         module_name, _, attribute = self.handler.partition(":")
         handler = getattr(importlib.import_module(module_name), attribute)
         return handler() if isinstance(handler, type) else handler
