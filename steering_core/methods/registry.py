@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+from collections.abc import Iterable
 from typing import Annotated, Any, Union
 
 from pydantic import Field, ValidationError
@@ -27,10 +28,11 @@ class MethodRegistryError(RuntimeError):
     """An installed method's entry point is broken (the service cannot start with it)."""
 
 
-@functools.cache
-def _definitions() -> dict[str, MethodDefinition]:
+def discover(entries: Iterable[importlib.metadata.EntryPoint]) -> dict[str, MethodDefinition]:
+    """The definitions ``entries`` name, by method name (sorted); a broken entry point is a
+    :class:`MethodRegistryError` that names it."""
     found: dict[str, MethodDefinition] = {}
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for entry in entries:
         try:
             definition = entry.load()
         except Exception as exc:
@@ -55,6 +57,11 @@ def _definitions() -> dict[str, MethodDefinition]:
             "is steering-service installed (pip install -e .)?"
         )
     return dict(sorted(found.items()))
+
+
+@functools.cache
+def _definitions() -> dict[str, MethodDefinition]:
+    return discover(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def method_names() -> list[str]:
