@@ -68,6 +68,17 @@ def session_scope(url: str) -> Iterator[Session]:
         session.close()
 
 
+@contextmanager
+def read_scope(url: str) -> Iterator[Session]:
+    """A session for reading: always rolled back, so a read can never commit a stray change."""
+    session = session_factory(url)()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
 def lock_until_commit(session: Session, name: str) -> None:
     """Serialise the transactions that take the lock ``name`` until each ends. PostgreSQL takes
     a transaction-scoped advisory lock; SQLite's write lock (taken at ``BEGIN IMMEDIATE``)

@@ -1,17 +1,25 @@
-"""Jobs: creation, the one status-changing function, leases with fencing tokens, progress."""
+"""Jobs: creation, the one status-changing function, leases with fencing tokens, the
+reconciler's requeues and re-sends, and the job's event log. (What a running job reports, its
+metrics and checkpoints, is :mod:`registry.progress`.)"""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from registry.errors import Conflict, LeaseLost, NotFound
 from registry.ids import new_id
-from registry.models import Checkpoint, Job, JobEvent, Metric
+from registry.models import Job, JobEvent
 from registry.states import TERMINAL, InvalidTransition, JobStatus, check_transition
+
+REQUEUED_MESSAGE = (
+    "The worker stopped responding; the job was requeued and resumes from its last checkpoint"
+)
 
 
 def _now() -> datetime:
@@ -53,9 +61,17 @@ def list_jobs(
 
 
 def set_status(
-    session: Session, job: Job, new: JobStatus, *, error: dict[str, Any] | None = None
+    session: Session,
+    job: Job,
+    new: JobStatus,
+    *,
+    error: dict[str, Any] | None = None,
+    message: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> None:
-    """The one place a job's status changes: checked against the state machine, timestamped."""
+    """The one place a job's status changes: checked against the state machine, timestamped,
+    and told by an event (``message`` instead of the standard one; ``details`` added to its
+    ``{"status": ...}`` data)."""
     check_transition(job.status, new.value)
     job.status = new.value
     now = _now()
@@ -72,9 +88,9 @@ def set_status(
     add_event(
         session,
         job.id,
-        _status_message(job, new),
+        message or _status_message(job, new),
         level="error" if error else "info",
-        data={"status": new.value},
+        data={"status": new.value, **(details or {})},
     )
 
 
@@ -105,7 +121,10 @@ def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -
     """Atomically take the job's lease; return the new fencing token, or None if not claimable.
 
     Claimable: queued, or running with an expired lease (its worker died). A redelivered or
-    duplicated message for a job someone holds finds it unclaimable and does nothing.
+    duplicated message for a job someone holds finds it unclaimable and does nothing. The
+    conditional UPDATE takes the lease; the status changes through :func:`set_status` in the
+    same transaction, so a concurrent claim (blocked on the row until this one commits) finds
+    the job running under a live lease.
     """
     now = _now()
     result = session.execute(
@@ -119,7 +138,6 @@ def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -
             ),
         )
         .values(
-            status=JobStatus.RUNNING.value,
             lease_owner=owner,
             lease_token=Job.lease_token + 1,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
@@ -129,16 +147,13 @@ def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -
     )
     if result.rowcount != 1:
         return None
-    job = session.get(Job, job_id)
-    session.refresh(job)
-    if job.started_at is None:
-        job.started_at = now
-    add_event(
-        session,
-        job_id,
-        f"Job started on {owner} (attempt {job.attempts})",
-        data={"status": "running", "attempt": job.attempts},
-    )
+    job = session.get_one(Job, job_id, populate_existing=True)
+    message = f"Job started on {owner} (attempt {job.attempts})"
+    details = {"attempt": job.attempts}
+    if job.status == JobStatus.QUEUED.value:
+        set_status(session, job, JobStatus.RUNNING, message=message, details=details)
+    else:  # a dead worker's job, taken over: it stays running, only the attempt is new
+        add_event(session, job_id, message, data={"status": JobStatus.RUNNING.value, **details})
     return job.lease_token
 
 
@@ -150,17 +165,29 @@ def fenced_job(session: Session, job_id: str, token: int) -> Job:
     return job
 
 
-def renew_lease(session: Session, job_id: str, token: int, lease_seconds: float) -> bool:
-    """Extend the lease; returns whether cancellation was requested. LeaseLost if taken over."""
+@dataclass(frozen=True)
+class LeaseRenewal:
+    """A renewed lease: until when it runs, and whether the job's cancellation was requested
+    (the holder's cue to stop the work)."""
+
+    expires_at: datetime
+    cancel_requested: bool
+
+
+def renew_lease(session: Session, job_id: str, token: int, lease_seconds: float) -> LeaseRenewal:
+    """Extend the lease held under ``token``; LeaseLost if another worker took it over or the
+    job finished."""
+    expires_at = _now() + timedelta(seconds=lease_seconds)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.lease_token == token, Job.status == JobStatus.RUNNING.value)
-        .values(lease_expires_at=_now() + timedelta(seconds=lease_seconds))
+        .values(lease_expires_at=expires_at)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         raise LeaseLost(f"lease {token} on job {job_id} is no longer held")
-    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+    cancel_requested = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return LeaseRenewal(expires_at=expires_at, cancel_requested=bool(cancel_requested))
 
 
 def expired_running_jobs(session: Session) -> list[Job]:
@@ -169,6 +196,55 @@ def expired_running_jobs(session: Session) -> list[Job]:
             select(Job).where(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < _now())
         )
     )
+
+
+# -- the reconciler's repairs: dead workers' jobs, lost messages ----------------------------
+
+
+def requeue_expired(session: Session, job: Job) -> None:
+    """Put a job whose worker died (its lease expired) back in the queue, for another attempt
+    that resumes from its last checkpoint; the lease is cleared with the status."""
+    set_status(session, job, JobStatus.QUEUED)
+    add_event(session, job.id, REQUEUED_MESSAGE)
+
+
+def fail_worker_lost(session: Session, job: Job) -> None:
+    """Give up on a job whose workers died on every one of its attempts."""
+    set_status(
+        session,
+        job,
+        JobStatus.FAILED,
+        error={
+            "code": "worker_lost",
+            "message": f"the job's worker stopped responding {job.attempts} times; "
+            f"giving up after {job.max_attempts} attempts",
+            "param": None,
+        },
+    )
+
+
+def stale_queued_jobs(session: Session, sent_before: datetime) -> list[Job]:
+    """Queued jobs whose message was last sent (or, never sent, that were created) before
+    ``sent_before``: the broker may have lost the message (a restart without persistence)."""
+    last_sent = func.coalesce(Job.enqueued_at, Job.created_at)
+    return list(
+        session.scalars(
+            select(Job).where(Job.status == JobStatus.QUEUED.value, last_sent < sent_before)
+        )
+    )
+
+
+def mark_sent(jobs: Iterable[Job]) -> None:
+    """Record that the jobs' messages are sent now: not stale again until the threshold."""
+    sent_at = _now()
+    for job in jobs:
+        job.enqueued_at = sent_at
+
+
+def mark_unsent(session: Session, job_ids: Collection[str]) -> None:
+    """The send failed after all: make the jobs stale at once, for the reconciler's next round."""
+    if job_ids:
+        session.execute(update(Job).where(Job.id.in_(list(job_ids))).values(enqueued_at=None))
 
 
 def add_event(
@@ -223,81 +299,25 @@ def events_since(session: Session, job_id: str, seq: int, limit: int = 500) -> l
     )
 
 
-def record_progress(
-    session: Session,
-    job: Job,
-    *,
-    step: int,
-    total: int,
-    trained_tokens: int,
-    eta_seconds: float | None,
-    metrics: dict[str, float],
-) -> None:
-    job.current_step, job.total_steps, job.trained_tokens = step, total, trained_tokens
-    job.estimated_finish = None if eta_seconds is None else _now() + timedelta(seconds=eta_seconds)
-    # A resumed run repeats the steps after its last checkpoint, and a retried write repeats
-    # one step: either way the newest value of a (step, metric) replaces the old one.
-    # (Every step, not only steps <= current_step: a resumed run moves current_step back.)
-    session.execute(
-        delete(Metric).where(
-            Metric.job_id == job.id, Metric.step == step, Metric.name.in_(list(metrics))
-        )
-    )
-    for name, value in metrics.items():
-        session.add(Metric(job_id=job.id, step=step, name=name, value=float(value)))
-
-
-def add_checkpoint(
-    session: Session, job: Job, *, step: int, path: str, metrics: dict[str, Any] | None
-) -> Checkpoint:
-    existing = session.scalar(
-        select(Checkpoint).where(Checkpoint.job_id == job.id, Checkpoint.step == step)
-    )
-    if existing is not None:  # a resumed run re-saving the same step
-        existing.storage_path, existing.metrics = path, metrics
-        return existing
-    checkpoint = Checkpoint(
-        id=new_id("ftckpt"), job_id=job.id, step=step, storage_path=path, metrics=metrics
-    )
-    session.add(checkpoint)
-    return checkpoint
-
-
-def list_checkpoints(session: Session, job_id: str, *, after: str | None, limit: int):
-    query = select(Checkpoint).where(Checkpoint.job_id == job_id)
-    if after is not None:
-        anchor = session.get(Checkpoint, after)
-        if anchor is None or anchor.job_id != job_id:
-            raise NotFound("checkpoint", after)
-        query = query.where(Checkpoint.step < anchor.step)
-    rows = list(session.scalars(query.order_by(Checkpoint.step.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
-
-
-def metrics_of(session: Session, job_id: str) -> list[Metric]:
-    return list(
-        session.scalars(
-            select(Metric).where(Metric.job_id == job_id).order_by(Metric.step, Metric.id)
-        )
-    )
-
-
 __all__ = [
+    "REQUEUED_MESSAGE",
     "InvalidTransition",
-    "add_checkpoint",
+    "LeaseRenewal",
     "add_event",
     "claim_job",
     "create_job",
     "events_since",
     "expired_running_jobs",
+    "fail_worker_lost",
     "fenced_job",
     "get_job",
-    "list_checkpoints",
     "list_events",
     "list_jobs",
-    "metrics_of",
-    "record_progress",
+    "mark_sent",
+    "mark_unsent",
     "renew_lease",
     "request_cancel",
+    "requeue_expired",
     "set_status",
+    "stale_queued_jobs",
 ]

@@ -168,10 +168,11 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    """Check an artifact without a base model: config, files, tensor names and shapes."""
-    from steering_core.io import verify_artifact
+    """Check an artifact without a base model: config, files, tensor names and shapes (from
+    the safetensors headers alone, without torch; the worker runs the same check)."""
+    from steering_core.artifact_check import check_artifact
 
-    print(json.dumps(verify_artifact(args.artifact)))
+    print(json.dumps(check_artifact(args.artifact).summary()))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,14 +14,13 @@ architecture, hidden size or layer count differ from the one the artifact was tr
 from __future__ import annotations
 
 import importlib.metadata
-import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from torch import nn
 
 from steering_core.accounting import count_parameters
+from steering_core.artifact_check import read_config
 from steering_core.artifact_schema import CONFIG_FILE, ArtifactConfig, BaseModelInfo
 from steering_core.errors import ArtifactError
 from steering_core.fingerprint import base_model_info, model_content_hash
@@ -95,20 +94,8 @@ def save_artifact(
 
 
 def read_artifact_config(artifact_dir: str | Path) -> ArtifactConfig:
-    path = Path(artifact_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{artifact_dir} is not an adapter artifact: {CONFIG_FILE} is missing")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
-    try:
-        return ArtifactConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ArtifactError(f"{path} is not a valid steering config: {problems}") from exc
+    """The artifact's ``steering_config.json``, validated (ArtifactError saying what is wrong)."""
+    return read_config(Path(artifact_dir))
 
 
 def check_base_model(config: ArtifactConfig, model: nn.Module, *, check_hash: bool) -> None:
@@ -148,48 +135,3 @@ def load_artifact(
         param.requires_grad_(False)
     attached.model.eval()
     return attached
-
-
-def verify_artifact(artifact_dir: str | Path) -> dict[str, Any]:
-    """Check a saved artifact without its base model; raise ArtifactError on any problem.
-
-    The config must parse, every listed file must exist, and the steering tensors must be the
-    ones the config implies (one set per listed layer, shapes from hidden size and rank, none
-    empty: a ZeRO-3 save without gathering writes empty tensors).
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    directory = Path(artifact_dir)
-    config = read_artifact_config(directory)
-    for name in config.files:
-        if not (directory / name).exists():
-            raise ArtifactError(f"artifact {directory} lists {name} but it is missing")
-    n_tensors = 0
-    if (directory / "adapter_model.safetensors").is_file():
-        try:
-            tensors = load_file(str(directory / "adapter_model.safetensors"))
-        except (SafetensorError, OSError) as exc:
-            raise ArtifactError(f"adapter_model.safetensors is unreadable: {exc}") from exc
-        layers = sorted({int(key.split(".")[1]) for key in tensors})
-        if layers != config.layers:
-            raise ArtifactError(f"tensors cover layers {layers}, config says {config.layers}")
-        hidden = config.base_model.hidden_size
-        for key, tensor in tensors.items():
-            if tensor.numel() == 0 or hidden not in tuple(tensor.shape):
-                raise ArtifactError(
-                    f"tensor {key} has shape {tuple(tensor.shape)}: expected a "
-                    f"dimension of hidden size {hidden} and no empty tensors"
-                )
-            if config.rank is not None and tensor.dim() == 2 and config.rank not in tensor.shape:
-                raise ArtifactError(
-                    f"tensor {key} has shape {tuple(tensor.shape)}: expected rank {config.rank}"
-                )
-        n_tensors = len(tensors)
-    return {
-        "ok": True,
-        "method": config.method.type,
-        "layers": len(config.layers),
-        "tensors": n_tensors,
-        "trainable_parameters": config.parameters.trainable,
-    }

@@ -1,7 +1,8 @@
 """Jobs whose worker died or whose message was lost: requeue them, or fail them after N tries.
 
 Safe to run anywhere and often: a duplicate message is harmless because only the lease decides
-who runs a job.
+who runs a job. The queries and updates are the registry's (``registry.jobs``); this module
+decides what each job needs and sends the messages.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-
-from sqlalchemy import func, select, update
 
 from registry import jobs as jobs_repo
 from registry.db import session_scope
@@ -27,48 +26,27 @@ def reconcile_once(
     requeued: list[str] = []
     failed: list[str] = []  # failed or, when cancel was requested, cancelled
     with session_scope(settings.resolved_database_url) as session:
+        to_send: list[Job] = []  # requeued, then re-sent
         for job in jobs_repo.expired_running_jobs(session):
             if job.cancel_requested:  # its worker died before it could stop the job
                 jobs_repo.set_status(session, job, JobStatus.CANCELLED)
                 failed.append(job.id)
             elif job.attempts >= job.max_attempts:
-                jobs_repo.set_status(
-                    session,
-                    job,
-                    JobStatus.FAILED,
-                    error={
-                        "code": "worker_lost",
-                        "message": f"the job's worker stopped responding {job.attempts} times; "
-                        f"giving up after {job.max_attempts} attempts",
-                        "param": None,
-                    },
-                )
+                jobs_repo.fail_worker_lost(session, job)
                 failed.append(job.id)
             else:
-                jobs_repo.set_status(session, job, JobStatus.QUEUED)
-                jobs_repo.add_event(
-                    session,
-                    job.id,
-                    "The worker stopped responding; the job "
-                    "was requeued and resumes from its last checkpoint",
-                )
-                job.lease_owner = None
+                jobs_repo.requeue_expired(session, job)
                 requeued.append(job.id)
-        stale_before = datetime.now(UTC) - timedelta(seconds=settings.requeue_stale_after_seconds)
-        # queued, and its message sent long enough ago that it should have been taken: the
+                to_send.append(job)
+        # Queued, and its message sent long enough ago that it should have been taken: the
         # broker may have lost it (a restart without persistence). Re-sending is harmless.
-        last_sent = func.coalesce(Job.enqueued_at, Job.created_at)
-        stale = session.scalars(
-            select(Job).where(Job.status == JobStatus.QUEUED.value, last_sent < stale_before)
-        ).all()
+        # (A job requeued just now may be among them: it is sent once, as requeued.)
+        stale_before = datetime.now(UTC) - timedelta(seconds=settings.requeue_stale_after_seconds)
+        stale = jobs_repo.stale_queued_jobs(session, stale_before)
         resent = [job.id for job in stale if job.id not in requeued]
-        now = datetime.now(UTC)
-        for job in stale:
-            job.enqueued_at = now
-        queues = {job.id: job.queue for job in stale}
-        for job_id in requeued:
-            job = session.get(Job, job_id)
-            job.enqueued_at, queues[job_id] = now, job.queue
+        to_send += [job for job in stale if job.id not in requeued]
+        jobs_repo.mark_sent(to_send)
+        queues = {job.id: job.queue for job in to_send}
     unsent: list[str] = []
     for job_id in [*requeued, *resent]:
         try:
@@ -78,7 +56,7 @@ def reconcile_once(
             unsent.append(job_id)
     if unsent:  # not sent after all: make them stale at once, for the next round
         with session_scope(settings.resolved_database_url) as session:
-            session.execute(update(Job).where(Job.id.in_(unsent)).values(enqueued_at=None))
+            jobs_repo.mark_unsent(session, unsent)
     if requeued or failed or unsent:
         log.info("reconciler: requeued %s, failed %s, unsent %s", requeued, failed, unsent)
     return {"requeued": requeued, "failed": failed, "resent": resent, "unsent": unsent}

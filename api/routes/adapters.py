@@ -111,7 +111,7 @@ def export_adapter(
     row = _adapter(settings, reference, tenant)
     paths = service.verified_files(settings, row)  # sha256 of every file, before any export
     try:
-        from steering_core import exports  # torch: only this route and generation need it
+        import steering_core.exports as exports  # torch: only this route and generation need it
     except ImportError as exc:
         raise ApiError(
             503,

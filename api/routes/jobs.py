@@ -16,6 +16,7 @@ from api.serializers import checkpoint_object, event_object, job_object
 from api.services import idempotency
 from api.services import jobs as service
 from registry import jobs as repo
+from registry import progress
 from registry.db import session_scope
 from registry.settings import Settings
 from registry.states import TERMINAL
@@ -140,7 +141,7 @@ def metrics(
     valid_loss (what the dashboard plots; the same as the result CSV, but live)."""
     with session_scope(settings.resolved_database_url) as session:
         repo.get_job(session, job_id, tenant)
-        rows = repo.metrics_of(session, job_id)
+        rows = progress.metrics_of(session, job_id)
         return {
             "object": "list",
             "data": [{"step": m.step, "name": m.name, "value": m.value} for m in rows],
@@ -158,5 +159,5 @@ def checkpoints(
 ) -> ListObject:
     with session_scope(settings.resolved_database_url) as session:
         repo.get_job(session, job_id, tenant)
-        rows, more = repo.list_checkpoints(session, job_id, after=after, limit=limit)
+        rows, more = progress.list_checkpoints(session, job_id, after=after, limit=limit)
         return ListObject.page([checkpoint_object(r) for r in rows], more)

@@ -1,9 +1,9 @@
 """Per-layer figures of a stored adapter, for ``GET /v1/adapters/{ref}/layers`` (torch-free).
 
-``parameter_norm`` is computed here from the safetensors file (its format is a length, a JSON
-header and raw little-endian tensors; read with the standard library); the shift and residual
-norms come from the ``layer_stats`` the engine measured at the end of training (absent for
-adapters trained before it did, and for ZeRO-3 runs).
+``parameter_norm`` is computed here from the safetensors file, read with the standard library
+(``steering_core.safetensors_header``, which the worker's artifact check shares); the shift and
+residual norms come from the ``layer_stats`` the engine measured at the end of training (absent
+for adapters trained before it did, and for ZeRO-3 runs).
 """
 
 from __future__ import annotations
@@ -11,44 +11,26 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
-from array import array
 from pathlib import Path
 from typing import Any
 
 from api.errors import ApiError
+from steering_core.safetensors_header import read_floats, read_header
 
 STEERING_FILE = "adapter_model.safetensors"
 LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-_FORMATS = {"F32": ("f", 4), "F64": ("d", 8), "F16": ("e", 2)}
-
-
-def _values(dtype: str, raw: bytes) -> list[float]:
-    if dtype == "BF16":  # the high half of a float32
-        halves = array("H", raw)
-        return list(array("f", struct.pack(f"<{len(halves)}I", *(h << 16 for h in halves))))
-    if dtype not in _FORMATS:
-        raise ValueError(f"unsupported tensor dtype {dtype}")
-    code, _ = _FORMATS[dtype]
-    if code == "e":
-        return list(struct.unpack(f"<{len(raw) // 2}e", raw))
-    return list(array(code, raw))
 
 
 def layer_parameter_norms(path: Path) -> dict[int, float]:
     """Frobenius norm of each layer's adapter tensors (``layers.<layer>.…``)."""
-    data = path.read_bytes()
-    (length,) = struct.unpack("<Q", data[:8])
-    header: dict[str, Any] = json.loads(data[8 : 8 + length])
-    body = data[8 + length :]
+    header = read_header(path)
     squares: dict[int, float] = {}
-    for name, info in header.items():
-        if name == "__metadata__" or name.endswith("_raw") or not (found := LAYER.search(name)):
+    for name, tensor in header.tensors.items():
+        if name.endswith("_raw") or not (found := LAYER.search(name)):
             continue  # (ReFT stores R and the free parameter it is derived from: count R once)
-        start, end = info["data_offsets"]
         layer = int(found.group(1))
         squares[layer] = squares.get(layer, 0.0) + math.fsum(
-            v * v for v in _values(info["dtype"], body[start:end])
+            v * v for v in read_floats(header, tensor)
         )
     return {layer: math.sqrt(total) for layer, total in sorted(squares.items())}
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from registry import files as files_repo
-from registry.db import lock_until_commit
+from registry import storage
 from registry.models import File
 from registry.quotas import QuotaExceeded
 from registry.settings import Settings
@@ -21,6 +21,7 @@ from steering_core.data_formats import ValidationReport, validate_jsonl
 
 PURPOSES = ("fine-tune",)
 CHUNK = 1 << 20
+UPLOAD_SUFFIX = ".jsonl"
 
 
 def _spool(
@@ -68,7 +69,7 @@ class StoredUpload:
     @property
     def storage_path(self) -> str:
         """Content-addressed: uploads of the same bytes share one file."""
-        return f"{self.sha256[:2]}/{self.sha256}.jsonl"
+        return storage.content_path(self.sha256, UPLOAD_SUFFIX)
 
     def discard(self) -> None:
         """Remove the temp file, if :func:`record_upload` has not moved it into place."""
@@ -114,19 +115,10 @@ def store_upload(
     )
 
 
-def _lock_content(session: Session, storage_path: str) -> None:
-    """Uploads and deletes of the same bytes, one at a time: otherwise a delete that found no
-    other row using the file could remove it just after an upload of the same content was
-    registered, and that upload's row would point at nothing."""
-    lock_until_commit(session, f"content:{storage_path}")
-
-
 def record_upload(session: Session, settings: Settings, tenant: str, stored: StoredUpload) -> File:
-    """Move the bytes into place and add the row, under the content lock."""
-    _lock_content(session, stored.storage_path)
-    target = settings.files_dir / stored.storage_path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(stored.temp, target)  # the same bytes if it was there: restores a deleted copy
+    """Move the bytes into place and add the row, under the content lock (``registry.storage``:
+    a delete of the same bytes cannot remove them between the two)."""
+    storage.place_content(session, settings.files_dir, stored.temp, stored.storage_path)
     report = stored.report
     return files_repo.create_file(
         session,
@@ -162,10 +154,4 @@ def stored_content(settings: Settings, row: File) -> Path:
 
 
 def delete_file(session: Session, settings: Settings, row: File) -> None:
-    _lock_content(session, row.storage_path)
-    shared = files_repo.storage_is_shared(session, row)
-    path = file_path(settings, row)
-    files_repo.delete_file(session, row)
-    session.flush()
-    if not shared:
-        path.unlink(missing_ok=True)
+    storage.delete_file_and_content(session, settings.files_dir, row)

@@ -45,10 +45,10 @@ def make_adapter(data_dir: Path) -> str:
     from registry.db import session_scope
     from registry.migrate import upgrade
     from registry.settings import Settings
+    from registry.storage import store_artifact
     from steering_core.attach import attach_method
     from steering_core.io import save_artifact
     from steering_core.models import load_model
-    from worker.artifacts import store_artifact
 
     settings = Settings(data_dir=data_dir)
     settings.ensure_dirs()
@@ -74,8 +74,9 @@ def make_adapter(data_dir: Path) -> str:
             trainable_parameters=None,
             metrics=None,
         )
-        files, digest, size = store_artifact(source, settings.adapters_dir / row.id)
-        row.storage_path, row.sha256, row.bytes, row.files = row.id, digest, size, files
+        stored = store_artifact(source, settings.adapters_dir / row.id)
+        row.storage_path, row.sha256 = row.id, stored.sha256
+        row.bytes, row.files = stored.bytes, stored.files
         return row.id
 
 

@@ -9,11 +9,10 @@ import pytest
 from safetensors.torch import load_file
 
 from registry import jobs as jobs_repo
+from registry import progress
 from registry.db import session_scope
-from steering_core.spec import TrainingSpec
-from steering_core.train import train
 from tests.api.helpers import JOBS, Api, assert_error, register_adapter
-from tests.steering_core.train_helpers import spec_dict, write_sums
+from tests.steering_core.train_helpers import train_tiny_artifact
 
 
 def test_metrics_series_by_step(api: Api) -> None:
@@ -22,7 +21,7 @@ def test_metrics_series_by_step(api: Api) -> None:
     with session_scope(api.settings.resolved_database_url) as session:
         row = jobs_repo.get_job(session, job["id"])
         for step, loss in ((1, 2.5), (2, 1.5)):
-            jobs_repo.record_progress(
+            progress.record_progress(
                 session,
                 row,
                 step=step,
@@ -31,7 +30,7 @@ def test_metrics_series_by_step(api: Api) -> None:
                 eta_seconds=None,
                 metrics={"train_loss": loss},
             )
-        jobs_repo.record_progress(  # a repeated step (resume) replaces its value
+        progress.record_progress(  # a repeated step (resume) replaces its value
             session,
             row,
             step=2,
@@ -50,9 +49,7 @@ def test_metrics_series_by_step(api: Api) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("trained")
-    spec = TrainingSpec.model_validate(spec_dict(write_sums(root / "train.jsonl")))
-    return train(spec, root / "out").artifact_dir
+    return train_tiny_artifact(tmp_path_factory.mktemp("trained"))
 
 
 def test_adapter_layers(api: Api, trained: Path) -> None:

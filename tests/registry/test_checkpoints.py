@@ -7,8 +7,9 @@ from sqlalchemy import func, select
 
 from registry.db import session_scope
 from registry.errors import NotFound
-from registry.jobs import add_checkpoint, get_job, list_checkpoints
+from registry.jobs import get_job
 from registry.models import Checkpoint
+from registry.progress import add_checkpoint, list_checkpoints
 from tests.db_fixtures import add_file, add_job
 
 from .helpers import new_tenant

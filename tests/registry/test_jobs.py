@@ -8,7 +8,8 @@ import pytest
 
 from registry.db import session_scope
 from registry.errors import NotFound
-from registry.jobs import get_job, list_jobs, metrics_of, record_progress
+from registry.jobs import get_job, list_jobs
+from registry.progress import metrics_of, record_progress
 from tests.db_fixtures import add_file, add_job
 
 from .helpers import new_tenant, utc

@@ -84,7 +84,7 @@ def test_an_expired_lease_passes_to_another_worker_and_fences_the_first(db_url: 
             fenced_job(session, job_id, 1)
         job = fenced_job(session, job_id, 2)
         assert (job.lease_owner, job.lease_token, job.attempts) == ("worker-b", 2, 2)
-        assert renew_lease(session, job_id, 2, 60.0) is False
+        assert renew_lease(session, job_id, 2, 60.0).cancel_requested is False
         assert expired_running_jobs(session) == []
 
 
@@ -93,7 +93,7 @@ def test_renewing_extends_the_lease(db_url: str) -> None:
     token = _claim(db_url, job_id, "worker-a", lease_seconds=SHORT_LEASE)
     assert token == 1
     with session_scope(db_url) as session:
-        assert renew_lease(session, job_id, token, 60.0) is False
+        assert renew_lease(session, job_id, token, 60.0).cancel_requested is False
     time.sleep(PAST_SHORT_LEASE)
     assert _claim(db_url, job_id, "worker-b") is None
     with session_scope(db_url) as session:
@@ -164,7 +164,7 @@ def test_cancelling_a_running_job_only_raises_the_flag(db_url: str) -> None:
         assert job.finished_at is None
         (latest,), _ = list_events(session, job_id, after=None, limit=1)
         assert latest.message == "Cancellation requested"
-        assert renew_lease(session, job_id, token, 60.0) is True
+        assert renew_lease(session, job_id, token, 60.0).cancel_requested is True
     with session_scope(db_url) as session:  # the worker sees the flag and stops
         set_status(session, fenced_job(session, job_id, token), JobStatus.CANCELLED)
     with session_scope(db_url) as session:
@@ -197,3 +197,22 @@ def test_cancelling_a_finished_job_is_a_conflict(db_url: str, terminal: JobStatu
         job = get_job(session, job_id)
         assert job.status == terminal.value
         assert job.cancel_requested is False
+
+
+def test_a_claim_starts_the_job_once_and_a_takeover_tells_the_new_attempt(db_url: str) -> None:
+    """The first claim changes the status (through ``set_status``: one status event); taking
+    over a dead worker's job changes no status (running stays running), it adds the attempt."""
+    job_id = _queued_job(db_url)
+    assert _claim(db_url, job_id, "worker-a", lease_seconds=SHORT_LEASE) == 1
+    with session_scope(db_url) as session:
+        started_at = get_job(session, job_id).started_at
+    time.sleep(PAST_SHORT_LEASE)
+    assert _claim(db_url, job_id, "worker-b") == 2
+    with session_scope(db_url) as session:
+        job = get_job(session, job_id)
+        assert (job.status, job.started_at) == (JobStatus.RUNNING.value, started_at)
+        events, _ = list_events(session, job_id, after=None, limit=10, newest_first=False)
+    assert [(e.message, e.data) for e in events[1:]] == [
+        ("Job started on worker-a (attempt 1)", {"status": "running", "attempt": 1}),
+        ("Job started on worker-b (attempt 2)", {"status": "running", "attempt": 2}),
+    ]

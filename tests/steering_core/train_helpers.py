@@ -67,3 +67,14 @@ def train_cli(tmp: Path, spec: dict[str, Any], *extra: str, name: str = "run"):
     spec_path = tmp / f"{name}.json"
     spec_path.write_text(json.dumps(spec))
     return run_cli("train", "--spec", str(spec_path), "--out", str(tmp / name), *extra)
+
+
+def train_tiny_artifact(root: Path, **overrides: Any) -> Path:
+    """Train the default tiny spec (post_block on tiny-llama, 48 sums; about 2 s) in-process
+    under ``root``; return the artifact directory the engine saved."""
+    from steering_core.spec import TrainingSpec
+    from steering_core.train import train
+
+    root.mkdir(parents=True, exist_ok=True)
+    spec = TrainingSpec.model_validate(spec_dict(write_sums(root / "train.jsonl"), **overrides))
+    return train(spec, root / "out").artifact_dir

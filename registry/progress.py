@@ -1,0 +1,156 @@
+"""A running job's progress: metrics, checkpoints, and the engine's events recorded as rows.
+
+The training subprocess reports ``start``, ``step``, ``eval`` and ``checkpoint`` events; each
+kind is recorded by one function here (``record_*``; the worker's recorder maps kinds to them),
+inside the worker's transaction fenced by its lease. Their messages are what users read in the
+job's events and the dashboard plots.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from registry.errors import NotFound
+from registry.ids import new_id
+from registry.jobs import add_event
+from registry.models import Checkpoint, Job, Metric
+from registry.training_events import (
+    TrainingCheckpoint,
+    TrainingEvaluation,
+    TrainingStarted,
+    TrainingStep,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def record_progress(
+    session: Session,
+    job: Job,
+    *,
+    step: int,
+    total: int,
+    trained_tokens: int,
+    eta_seconds: float | None,
+    metrics: dict[str, float],
+) -> None:
+    job.current_step, job.total_steps, job.trained_tokens = step, total, trained_tokens
+    job.estimated_finish = None if eta_seconds is None else _now() + timedelta(seconds=eta_seconds)
+    # A resumed run repeats the steps after its last checkpoint, and a retried write repeats
+    # one step: either way the newest value of a (step, metric) replaces the old one.
+    # (Every step, not only steps <= current_step: a resumed run moves current_step back.)
+    session.execute(
+        delete(Metric).where(
+            Metric.job_id == job.id, Metric.step == step, Metric.name.in_(list(metrics))
+        )
+    )
+    for name, value in metrics.items():
+        session.add(Metric(job_id=job.id, step=step, name=name, value=float(value)))
+
+
+def add_checkpoint(
+    session: Session, job: Job, *, step: int, path: str, metrics: dict[str, Any] | None
+) -> Checkpoint:
+    existing = session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job.id, Checkpoint.step == step)
+    )
+    if existing is not None:  # a resumed run re-saving the same step
+        existing.storage_path, existing.metrics = path, metrics
+        return existing
+    checkpoint = Checkpoint(
+        id=new_id("ftckpt"), job_id=job.id, step=step, storage_path=path, metrics=metrics
+    )
+    session.add(checkpoint)
+    return checkpoint
+
+
+# -- the engine's progress events, one function per kind (worker/recorder.py's table) -------
+
+
+def record_start(session: Session, job: Job, event: TrainingStarted) -> None:
+    job.total_steps = event.total_steps
+    resumed = f", resumed from step {event.resumed_from_step}" if event.resumed_from_step else ""
+    add_event(
+        session,
+        job.id,
+        f"Training {event.n_examples} examples for {event.total_steps} steps "
+        f"({event.trainable_parameters:,} trainable parameters, "
+        f"{event.trainable_percent:.3f}%){resumed}",
+        data=event.model_dump(mode="json"),
+    )
+
+
+def record_step(session: Session, job: Job, event: TrainingStep) -> None:
+    metrics = {
+        "train_loss": event.loss,
+        "learning_rate": event.learning_rate,
+        "tokens_per_second": event.tokens_per_second,
+    }
+    record_progress(
+        session,
+        job,
+        step=event.step,
+        total=event.total_steps,
+        trained_tokens=event.trained_tokens,
+        eta_seconds=event.eta_seconds,
+        metrics=metrics,
+    )
+    add_event(
+        session,
+        job.id,
+        f"Step {event.step}/{event.total_steps}: training loss={event.loss:.4f}",
+        type="metrics",
+        data={"step": event.step, **metrics, "total_steps": event.total_steps},
+    )
+
+
+def record_evaluation(session: Session, job: Job, event: TrainingEvaluation) -> None:
+    if event.validation_loss is not None:
+        record_progress(
+            session,
+            job,
+            step=event.step,
+            total=job.total_steps or event.step,
+            trained_tokens=job.trained_tokens or 0,
+            eta_seconds=None,
+            metrics={"valid_loss": event.validation_loss},
+        )
+    add_event(
+        session,
+        job.id,
+        f"Step {event.step}: validation loss={event.validation_loss}",
+        type="metrics",
+        data={"step": event.step, "valid_loss": event.validation_loss},
+    )
+
+
+def record_checkpoint(session: Session, job: Job, event: TrainingCheckpoint) -> None:
+    add_checkpoint(session, job, step=event.step, path=event.path, metrics={"step": event.step})
+    add_event(session, job.id, f"Checkpoint saved at step {event.step}")
+
+
+def list_checkpoints(
+    session: Session, job_id: str, *, after: str | None, limit: int
+) -> tuple[list[Checkpoint], bool]:
+    query = select(Checkpoint).where(Checkpoint.job_id == job_id)
+    if after is not None:
+        anchor = session.get(Checkpoint, after)
+        if anchor is None or anchor.job_id != job_id:
+            raise NotFound("checkpoint", after)
+        query = query.where(Checkpoint.step < anchor.step)
+    rows = list(session.scalars(query.order_by(Checkpoint.step.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def metrics_of(session: Session, job_id: str) -> list[Metric]:
+    return list(
+        session.scalars(
+            select(Metric).where(Metric.job_id == job_id).order_by(Metric.step, Metric.id)
+        )
+    )

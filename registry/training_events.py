@@ -1,0 +1,40 @@
+"""The figures of the engine's progress events that the registry records.
+
+Structural types: ``steering_core.events`` defines the events (pydantic models the training
+subprocess prints as JSON lines) and satisfies these protocols without the registry importing
+the ML core. Each names only the fields :mod:`registry.jobs`'s ``record_*`` functions read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class TrainingStarted(Protocol):
+    total_steps: int
+    n_examples: int
+    trainable_parameters: int
+    trainable_percent: float
+    resumed_from_step: int
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
+class TrainingStep(Protocol):
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    tokens_per_second: float
+    trained_tokens: int
+    eta_seconds: float | None
+
+
+class TrainingEvaluation(Protocol):
+    step: int
+    validation_loss: float | None
+
+
+class TrainingCheckpoint(Protocol):
+    step: int
+    path: str

@@ -1,0 +1,149 @@
+"""The end of a job: cancelled, failed with a code that tells whose fault, or succeeded.
+
+Success is one transaction: adapter row + stored copy + result file + status. The artifact is
+checked first, in this process and without torch (``steering_core.artifact_check``: config,
+listed files, safetensors headers and shapes); a stored copy whose transaction did not commit is
+removed, so the adapter store never holds a directory without its row (nor a row without its
+files). A store that cannot take the copy (disk full) fails the job ``artifact_write_failed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import shutil
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from registry import adapters as adapters_repo
+from registry import files as files_repo
+from registry import jobs as jobs_repo
+from registry import progress, storage
+from registry.models import File, Job
+from registry.settings import Settings
+from registry.states import JobStatus
+from steering_core.artifact_check import CheckedArtifact, check_artifact
+from steering_core.errors import ArtifactError
+from steering_core.events import ErrorEvent
+from steering_core.exit_codes import ExitCode
+from worker.leased_job import LeasedJob
+from worker.supervisor import TrainingExit
+
+log = logging.getLogger("steer.worker")
+RESULTS_SUFFIX = ".csv"
+STDERR_LINES_IN_MESSAGE = 3
+
+# Failure codes by exit code, when the engine reported no finer one (``quota_exceeded``, ...).
+FAILURES: dict[int, str] = {
+    ExitCode.USER_ERROR: "invalid_training_data",
+    ExitCode.OUT_OF_MEMORY: "out_of_memory",
+    ExitCode.INTERNAL_ERROR: "internal_error",
+}
+
+
+def finish_job(
+    settings: Settings,
+    leased: LeasedJob,
+    artifact: Path,
+    training: TrainingExit,
+    reported_error: ErrorEvent | None,
+) -> str:
+    """Record how the job ended; returns "cancelled", "succeeded" or "failed"."""
+    if training.cancelled or training.returncode == ExitCode.CANCELLED:
+        leased.write(jobs_repo.set_status, JobStatus.CANCELLED)
+        return "cancelled"
+    if training.returncode == ExitCode.OK:
+        try:
+            checked = check_artifact(artifact)
+        except ArtifactError as exc:
+            fail_job(leased, "invalid_artifact", f"artifact verification failed: {exc}")
+            return "failed"
+        return register_success(settings, leased, checked)
+    code = FAILURES.get(training.returncode, "internal_error")
+    message = f"training exited with code {training.returncode}: " + " | ".join(
+        training.stderr_tail[-STDERR_LINES_IN_MESSAGE:]
+    )
+    if reported_error is not None:  # the engine's own words, and its finer code if it has one
+        code, message = reported_error.code or code, reported_error.message or message
+    fail_job(leased, code, message)
+    return "failed"
+
+
+def fail_job(leased: LeasedJob, code: str, message: str) -> None:
+    error = {"code": code, "message": message, "param": None}
+    leased.write(jobs_repo.set_status, JobStatus.FAILED, error=error)
+
+
+def register_success(settings: Settings, leased: LeasedJob, artifact: CheckedArtifact) -> str:
+    """Store the artifact and register it, in one transaction with the job's success."""
+    config = artifact.config
+    stored: list[Path] = []
+
+    def discard_stored() -> None:
+        while stored:
+            shutil.rmtree(stored.pop(), ignore_errors=True)
+
+    def register(session: Session, job: Job) -> None:
+        discard_stored()  # left by an attempt whose commit failed
+        adapter = adapters_repo.create_adapter(
+            session,
+            tenant_id=job.tenant_id,
+            name=job.suffix or f"{job.model}-{job.method['type']}",
+            job_id=job.id,
+            base_model=job.model,
+            method=job.method,
+            storage_path="pending",
+            sha256="",
+            bytes=0,
+            files={},
+            trainable_parameters=config.parameters.trainable,
+            metrics=(config.training_manifest or {}).get("result"),
+        )
+        target = settings.adapters_dir / adapter.id
+        copy = storage.store_artifact(artifact.directory, target)
+        stored.append(target)
+        adapter.storage_path, adapter.sha256 = adapter.id, copy.sha256
+        adapter.bytes, adapter.files = copy.bytes, copy.files
+        results = record_results_file(session, settings.files_dir, job)
+        job.fine_tuned_model = adapter.id
+        job.result_files = [results.id]
+        jobs_repo.set_status(session, job, JobStatus.SUCCEEDED)
+
+    try:
+        leased.write(register)
+    except OSError as exc:
+        discard_stored()
+        log.error("job %s: storing the artifact failed: %s", leased.job_id, exc)
+        fail_job(leased, "artifact_write_failed", f"the adapter could not be stored: {exc}")
+        return "failed"
+    except BaseException:
+        discard_stored()
+        raise
+    return "succeeded"
+
+
+def metrics_csv(session: Session, job: Job) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["step", "name", "value"])
+    for metric in progress.metrics_of(session, job.id):
+        writer.writerow([metric.step, metric.name, metric.value])
+    return buffer.getvalue().encode()
+
+
+def record_results_file(session: Session, files_dir: Path, job: Job) -> File:
+    """The job's metrics as a CSV file (OpenAI's ``result_files``), stored content-addressed
+    like an upload, under the same content lock."""
+    stored = storage.store_content(session, files_dir, metrics_csv(session, job), RESULTS_SUFFIX)
+    return files_repo.create_file(
+        session,
+        tenant_id=job.tenant_id,
+        filename=f"{job.id}-metrics.csv",
+        purpose="fine-tune-results",
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        storage_path=stored.storage_path,
+        status="processed",
+    )

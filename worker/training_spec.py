@@ -1,0 +1,49 @@
+"""The engine's spec for a job: its row, its files on disk, the service's settings and quotas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from registry import files as files_repo
+from registry import quotas
+from registry.models import Job
+from registry.settings import Settings
+from steering_core.spec import TrainingSpec
+
+SPEC_FILE = "spec.json"
+
+
+def training_spec_for(session: Session, settings: Settings, job: Job) -> TrainingSpec:
+    """The spec the training subprocess runs for ``job``. Checkpoints every
+    ``checkpoint_every_n_steps`` (a resumed attempt starts from the last), and an evaluation as
+    often when the job has a validation file; the tenant's ``max_training_tokens`` quota is
+    enforced by the engine once it has tokenized the data."""
+    train = files_repo.get_file(session, job.training_file)
+    validation = files_repo.get_file(session, job.validation_file) if job.validation_file else None
+    every = settings.checkpoint_every_n_steps
+    return TrainingSpec.model_validate(
+        {
+            "model": job.model,
+            "method": job.method,
+            "hyperparameters": job.hyperparameters,
+            "seed": job.seed,
+            "train_file": str(settings.files_dir / train.storage_path),
+            "validation_file": (
+                str(settings.files_dir / validation.storage_path) if validation else None
+            ),
+            "checkpoint_every_n_steps": every,
+            "max_training_tokens": quotas.quotas_for(
+                session, settings, job.tenant_id
+            ).max_training_tokens,
+            "eval_every_n_steps": every if validation else None,
+        }
+    )
+
+
+def write_spec_file(spec: TrainingSpec, job_dir: Path) -> Path:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / SPEC_FILE
+    path.write_text(spec.model_dump_json(indent=1))
+    return path
