@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from steering_core.config import StrictModel
 from steering_core.methods.registry import MethodConfig
@@ -46,3 +46,13 @@ class ArtifactConfig(StrictModel):
     files: list[str]
     library_versions: dict[str, str]
     training_manifest: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reft_before_positions(cls, data: Any) -> Any:
+        """A ReFT adapter saved before intervention positions existed (its method has none)
+        steered every token: it loads as the all-token variant (``positions="all"``)."""
+        method = data.get("method") if isinstance(data, dict) else None
+        if isinstance(method, dict) and method.get("type") == "reft" and "positions" not in method:
+            return {**data, "method": {**method, "positions": "all"}}
+        return data

@@ -275,7 +275,8 @@ def export_layer_tensors(artifact_dir: str | Path, out_dir: str | Path) -> dict[
       nonlinear ones (``f(h) = W_up @ act(W_down @ h)``, act the identity for linear);
       ``layers.{i}.{site}.R`` [r, H] (orthonormal rows), ``.W`` [r, H] and ``.b`` [r] for
       LoReFT (``f(h) = R^T (W h + b - R h)``). ``i`` is the 0-based decoder layer index; the
-      shift is added at every token position, ``h <- h + f(h)``, in the trained dtype.
+      shift is added, ``h <- h + f(h)``, in the trained dtype, at every token position (a ReFT
+      adapter with prompt positions: at those only; the JSON's ``application`` says which).
     - ``steering_export.json``: format ``steering-layer-tensors`` v1, method, site (and the
       site's module path in the base architecture), kind, rank, activation (and its exact
       definition), layers, formula, tensor names and shapes, base model description.
@@ -314,10 +315,7 @@ def export_layer_tensors(artifact_dir: str | Path, out_dir: str | Path) -> dict[
         "layers": list(config.layers),
         "layer_indexing": "0-based index into the base model's decoder layers",
         "formula": _formula(kind),
-        "application": (
-            "for every steered layer i, add f(h) to the output of the site module of layer i, "
-            "at every token position (prompt and generated tokens); a strength s scales f(h)"
-        ),
+        "application": _application(config),
         "dtype": config.dtype,
         "tensors": {name: list(t.shape) for name, t in sorted(tensors.items())},
         "base_model": _base_model_json(config),
@@ -335,6 +333,22 @@ def export_layer_tensors(artifact_dir: str | Path, out_dir: str | Path) -> dict[
     (out / LAYER_TENSORS_CONFIG).write_text(json.dumps(description, indent=2) + "\n")
     (out / LAYER_TENSORS_README).write_text(_layer_tensors_readme(description))
     return description
+
+
+def _application(config: ArtifactConfig) -> str:
+    """Where f(h) is added: every token, or (ReFT as pyreft runs it) the prompt's ends only."""
+    where = "at every token position (prompt and generated tokens)"
+    first_last = getattr(config.method, "first_last", None)
+    if first_last is not None:
+        first, last = first_last
+        where = (
+            f"only at the first {first} and the last {last} tokens of the prompt (counted among "
+            "each row's own tokens, padding excluded), never on generated tokens"
+        )
+    return (
+        "for every steered layer i, add f(h) to the output of the site module of layer i, "
+        f"{where}; a strength s scales f(h)"
+    )
 
 
 def _layer_tensors_readme(d: dict[str, Any]) -> str:
@@ -363,8 +377,8 @@ def _layer_tensors_readme(d: dict[str, Any]) -> str:
         f"Layers (0-based): {d['layers']}.",
         "",
         f"For each steered layer `i`, with tensors `layers.{{i}}.{site}.{{{names}}}` from "
-        f"`{LAYER_TENSORS_FILE}`, add the shift to the output of `{module}` at every token "
-        f"position: `{d['formula']}`.",
+        f"`{LAYER_TENSORS_FILE}`, add the shift to the output of `{module}`: "
+        f"`{d['formula']}`. Where: {d['application'].split(', ', 1)[1]}.",
         "",
         "```python",
         "import torch",

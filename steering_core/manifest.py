@@ -67,6 +67,8 @@ def build_manifest(
             "trained_tokens": state["trained_tokens"],
             "final_loss": state["losses"][-1] if state["losses"] else None,
             "validation": state["validation"],
+            # the step whose adapter was saved, when it is the best validation's and not the last
+            "best_validation_step": state.get("best_step"),
             "train_seconds": round(train_seconds, 3),
         },
     }

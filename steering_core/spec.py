@@ -115,4 +115,10 @@ class TrainingSpec(StrictModel):
     early_stopping_patience: int | None = Field(
         default=None, ge=1, description="Stop after this many evaluations without improvement."
     )
+    keep_best_validation: bool = Field(
+        default=False,
+        description="Save the adapter of the lowest validation loss seen (evaluated every "
+        "eval_every_n_steps, since the last resume) instead of the last one; early stopping "
+        "always does.",
+    )
     eval_batch_size: int = Field(default=16, ge=1, le=4096)

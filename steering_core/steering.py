@@ -10,6 +10,14 @@ what it received in the same shape.
 The adapters are registered as the ``steering`` submodule of the Hugging Face model, so they move
 with ``.to()``, appear in ``parameters()`` (DeepSpeed and optimizers see them) and ZeRO-3 gathers
 them when they are called.
+
+With ``positions=(first, last)`` the shift applies only at the first and last prompt tokens of
+each row (pyreft's LoReFT): a forward pre-hook on the model marks those positions before each
+pass: in a pass that starts fresh (training, prefill) the prompt is the row's attended tokens,
+and a pass that continues a KV cache (a decode step) is generated text and gets none. Training
+knows better where the prompt ends (before the first supervised label), and a caller that feeds
+a prompt in pieces knows which piece holds what: both set the mask themselves
+(:meth:`SiteSteering.intervention_mask`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from steering_core.adapters import SteeringAdapter
+from steering_core.positions import select_positions
 from steering_core.sites import site_module, unwrap_model
 
 STEERING_ATTRIBUTE = "steering"
@@ -31,7 +40,12 @@ STEERING_ATTRIBUTE = "steering"
 class SiteSteering(nn.Module):
     """Adapters at one site over a set of layers, with a global scale and an on/off switch."""
 
-    def __init__(self, site: str, adapters: dict[int, SteeringAdapter]):
+    def __init__(
+        self,
+        site: str,
+        adapters: dict[int, SteeringAdapter],
+        positions: tuple[int, int] | None = None,
+    ):
         super().__init__()
         self.site = site
         self.adapters = nn.ModuleDict({str(i): adapters[i] for i in sorted(adapters)})
@@ -39,6 +53,10 @@ class SiteSteering(nn.Module):
         # called as probe(layer, hidden, shift) on every hooked forward when set (statistics)
         self.probe: Any = None
         self.enabled: bool = True
+        # (first, last) prompt tokens to steer; None: every position
+        self.positions = positions
+        self._mask: torch.Tensor | None = None  # this forward's positions (batch x seq, bool)
+        self._mask_override: torch.Tensor | None = None
         self._handles: list[RemovableHandle] = []
 
     @property
@@ -54,6 +72,10 @@ class SiteSteering(nn.Module):
         if hasattr(base, STEERING_ATTRIBUTE):
             raise RuntimeError("this model already carries steering adapters; detach them first")
         base.add_module(STEERING_ATTRIBUTE, self)
+        if self.positions is not None:
+            self._handles.append(
+                base.register_forward_pre_hook(self._mark_positions, with_kwargs=True)
+            )
         for layer in self.layers:
             target = site_module(base, layer, self.site)
             self._handles.append(target.register_forward_hook(self._make_hook(layer)))
@@ -64,6 +86,40 @@ class SiteSteering(nn.Module):
             handle.remove()
         self._handles.clear()
 
+    def _mark_positions(self, _module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        """Before each forward of the model: the positions this pass steers."""
+        if self._mask_override is not None:
+            self._mask = self._mask_override
+            return
+        tokens = kwargs.get("input_ids", args[0] if args else None)
+        if tokens is None:
+            tokens = kwargs["inputs_embeds"][..., 0]
+        # transformers 5 names the KV cache ``cache`` (``past_key_values`` before)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is not None and cache.get_seq_length() > 0:  # a decode step: generated text
+            self._mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+            return
+        attention = kwargs.get("attention_mask")
+        prompt = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        if attention is not None:
+            prompt = attention[:, -tokens.shape[1] :].bool()
+        assert self.positions is not None
+        self._mask = select_positions(prompt, *self.positions)
+
+    @contextmanager
+    def intervention_mask(self, mask: torch.Tensor) -> Iterator[None]:
+        """Steer exactly at ``mask`` (bool, batch x seq of the passes inside) for position-limited
+        steering; a no-op for steering at every position."""
+        if self.positions is None:
+            yield
+            return
+        previous = self._mask_override
+        self._mask_override = mask.bool()
+        try:
+            yield
+        finally:
+            self._mask_override = previous
+
     def _make_hook(self, layer: int):
         adapter = self.adapters[str(layer)]
 
@@ -72,6 +128,8 @@ class SiteSteering(nn.Module):
                 return None
             hidden = output[0] if isinstance(output, tuple) else output
             shift = adapter(hidden)
+            if self.positions is not None and self._mask is not None:
+                shift = shift * self._mask.to(shift.device).unsqueeze(-1).to(shift.dtype)
             if self.probe is not None:
                 self.probe(layer, hidden, shift)
             if self.scale != 1.0:

@@ -204,6 +204,7 @@ def train(
         "losses": [],
         "validation": [],
         "best_validation": None,
+        "best_step": None,
         "evals_since_best": 0,
     }
     best_snapshot: dict[str, torch.Tensor] | None = None
@@ -214,7 +215,7 @@ def train(
                 param.copy_(tensors[name])
         backend.load_state(ckpt, saved)
         restore_rng_from(ckpt, saved)
-        state.update({k: saved[k] for k in state})
+        state.update({k: saved.get(k, state[k]) for k in state})
     start_step = state["step"]
 
     reporter.emit(
@@ -302,6 +303,7 @@ def train(
                 reporter.emit(EvalEvent(step=step, validation_loss=value))
                 if state["best_validation"] is None or value < state["best_validation"]:
                     state["best_validation"], state["evals_since_best"] = value, 0
+                    state["best_step"] = step
                     with gathered(params):
                         best_snapshot = {
                             k: v.detach().clone() for k, v in _trainable(attached).items()
@@ -329,14 +331,15 @@ def train(
         )
         raise
 
-    restored = status == "early_stopped" and best_snapshot is not None
+    keep_best = status == "early_stopped" or spec.keep_best_validation
+    restored = keep_best and best_snapshot is not None and state["best_step"] != step
     if restored:
         with gathered(params, modify=True), torch.no_grad():
             for name, param in _trainable(attached).items():
                 param.copy_(best_snapshot[name])
     last_eval_step = state["validation"][-1][0] if state["validation"] else None
     if val_rows is not None and (restored or last_eval_step != step):
-        # The saved adapter's own validation loss (the best one's, after early stopping).
+        # The saved adapter's own validation loss (the best one's, when it was restored).
         value = validation_loss(backend, handler, val_rows, pad_id, spec.eval_batch_size, device)
         state["validation"].append([step, value])
         reporter.emit(EvalEvent(step=step, validation_loss=value))

@@ -183,4 +183,8 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(HERE.parent))
+    from timing_lock import timing  # the quality study pauses while this measures
+
+    with timing():
+        sys.exit(main())

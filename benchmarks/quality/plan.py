@@ -1,6 +1,10 @@
 """The quality study's plan: which methods, which learning-rate grids, which runs, in what order.
 
-Torch-free. Every run is named by a key (``{method}-lr{lr}-s{seed}``) and its result file is
+Two protocols, each written down (``README.md``) before its runs: v1 (one epoch, three grid
+points per method) and v2 (up to two epochs keeping the best validation checkpoint, grids
+extended past a chosen edge, pyreft's ReFT; ``V2_PROTOCOLS``). Torch-free.
+
+Every run is named by a key (``{method}-lr{lr}-s{seed}``) and its result file is
 ``runs/{protocol}/{key}.json``; the plan is recomputed from whatever results exist, so the study
 resumes where it stopped. Per method: the learning-rate sweep (seed 0, every grid point) comes
 first, the best point on the *validation* split is selected (see :func:`select`), then the other
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,10 @@ class MethodPlan:
     grid: tuple[float, ...]
     # joint: the steering half trains at the learning rate selected for this method
     steering_lr_from: str | None = None
+    # v2: the points added, in order, when the rate chosen on the grid is its top (above) or
+    # its bottom (below) edge; a protocol allows at most ``max_extensions`` of each
+    above: tuple[float, ...] = ()
+    below: tuple[float, ...] = ()
 
 
 # Priority order: the targets' comparisons first (post-block vs full, ReFT, post-MLP; LoRA and
@@ -62,7 +70,11 @@ METHODS: tuple[MethodPlan, ...] = (
     MethodPlan("post_block", "post-block nonlinear r=8", _post_block(), STEERING_GRID),
     MethodPlan("full", "full fine-tuning", {"type": "full"}, FULL_GRID),
     MethodPlan(
-        "reft", "ReFT (LoReFT) r=8 @ mlp_output", {"type": "reft", "rank": 8}, STEERING_GRID
+        "reft",
+        "ReFT (LoReFT) r=8 @ mlp_output, all tokens",
+        # v1's ReFT: every token, generated ones included (the service's all-token variant)
+        {"type": "reft", "rank": 8, "site": {"name": "mlp_output"}, "positions": "all"},
+        STEERING_GRID,
     ),
     MethodPlan(
         "site_mlp",
@@ -99,6 +111,50 @@ METHODS: tuple[MethodPlan, ...] = (
 METHODS_BY_NAME = {m.name: m for m in METHODS}
 CORE = ("base", "post_block", "full", "reft", "site_mlp", "lora", "joint")
 
+# Protocol v2 (README.md, "Protocol v2"): v1's grids, then one point beyond a chosen edge at a
+# time, at most two per side (one on Gemma).
+STEERING_ABOVE, STEERING_BELOW = (1e-2, 2e-2), (5e-4, 2e-4)
+FULL_ABOVE, FULL_BELOW = (2e-4, 5e-4), (5e-6, 2e-6)
+LORA_ABOVE, LORA_BELOW = (3e-3, 6e-3), (1e-4, 5e-5)
+METHODS_V2: tuple[MethodPlan, ...] = (
+    MethodPlan(
+        "post_block",
+        "post-block nonlinear r=8",
+        _post_block(),
+        STEERING_GRID,
+        above=STEERING_ABOVE,
+        below=STEERING_BELOW,
+    ),
+    MethodPlan(
+        "full", "full fine-tuning", {"type": "full"}, FULL_GRID, above=FULL_ABOVE, below=FULL_BELOW
+    ),
+    MethodPlan(
+        "reft",
+        "ReFT (LoReFT) r=8, block output, first and last 7 prompt tokens (pyreft)",
+        {"type": "reft", "rank": 8, "site": {"name": "block_output"}, "positions": "f7+l7"},
+        STEERING_GRID,
+        above=STEERING_ABOVE,
+        below=STEERING_BELOW,
+    ),
+    MethodPlan(
+        "lora",
+        "LoRA r=8, 7 projections",
+        {"type": "lora"},
+        LORA_GRID,
+        above=LORA_ABOVE,
+        below=LORA_BELOW,
+    ),
+    MethodPlan(
+        "joint",
+        "joint (LoRA + post-block, orthogonal)",
+        _joint(True),
+        LORA_GRID,
+        "post_block",
+        above=LORA_ABOVE,
+        below=LORA_BELOW,
+    ),
+)
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -127,6 +183,14 @@ class Protocol:
     lr_from: Protocol | None = None
     methods: tuple[str, ...] | None = None
     out_dir: Path = HERE  # the study's runs and report are committed; a quick run's are not
+    # v2: the method table, grid extensions per side, and training past one epoch with the
+    # checkpoint of best validation loss kept (evaluated every ``eval_every_n_steps``)
+    version: int = 1
+    method_table: tuple[MethodPlan, ...] = METHODS
+    max_extensions: int = 0
+    eval_every_n_steps: int | None = None
+    early_stopping_patience: int | None = None
+    keep_best_validation: bool = False
 
     @property
     def runs_dir(self) -> Path:
@@ -150,6 +214,11 @@ class Protocol:
             "lr_from": self.lr_from.name if self.lr_from is not None else None,
             "metric": self.metric,
             "generation_check_items": self.generation_check_items,
+            "protocol_version": self.version,
+            "max_grid_extensions_per_side": self.max_extensions,
+            "eval_every_n_steps": self.eval_every_n_steps,
+            "early_stopping_patience": self.early_stopping_patience,
+            "keep_best_validation": self.keep_best_validation,
         }
 
 
@@ -210,11 +279,44 @@ def arithmetic_protocol(model: str = "smollm2") -> Protocol:
     )
 
 
-PROTOCOLS = {
+PROTOCOLS_V1 = {
     f"{task}-{model}": partial(make, model)
     for model in MODELS
     for task, make in (("listops", listops_protocol), ("arithmetic", arithmetic_protocol))
 }
+
+# v2's training: up to two epochs (250 steps of 8 items), validation loss every 25 steps, the
+# checkpoint of the best one kept; stop early after 4 evaluations (100 steps) without a better one.
+V2_TRAINING: dict[str, Any] = {
+    "version": 2,
+    "method_table": METHODS_V2,
+    "n_epochs": 2,
+    "eval_every_n_steps": 25,
+    "early_stopping_patience": 4,
+    "keep_best_validation": True,
+}
+
+
+def _v2(protocol: Protocol, **changes: Any) -> Protocol:
+    return replace(protocol, name=f"{protocol.name}-v2", **V2_TRAINING, **changes)
+
+
+V2_PROTOCOLS = {
+    "listops-smollm2-v2": lambda: _v2(listops_protocol("smollm2"), max_extensions=2),
+    "arithmetic-smollm2-v2": lambda: _v2(arithmetic_protocol("smollm2"), max_extensions=2),
+    # Gemma-3-270M: its own sweeps (v1 took SmolLM2's rates), one added point per side at most,
+    # post-block, full fine-tuning and ReFT only; after every SmolLM2 run (tier 1).
+    "listops-gemma3-v2": lambda: _v2(
+        listops_protocol("gemma3"),
+        max_extensions=1,
+        lr_from=None,
+        methods=("post_block", "full", "reft"),
+    ),
+}
+PROTOCOLS = {**PROTOCOLS_V1, **V2_PROTOCOLS}
+# What ``run.py`` runs unless told otherwise: v2 (v1 is complete for SmolLM2; its pending
+# Gemma-3 runs are not run).
+STUDY = tuple(V2_PROTOCOLS)
 
 
 def quick_protocol(model: str, work: Path) -> Protocol:
@@ -271,24 +373,53 @@ def load_results(runs_dir: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-def grid_for(method: MethodPlan, protocol: Protocol) -> tuple[float, ...]:
+def grid_for(
+    method: MethodPlan, protocol: Protocol, results: dict[str, dict[str, Any]] | None = None
+) -> tuple[float, ...]:
+    """The sweep's points so far: the method's grid, then (v2) one point beyond the chosen
+    edge at a time, once every point before it is in and the chosen rate is that edge, at most
+    ``protocol.max_extensions`` per side."""
     if protocol.quick and method.grid:
         return (method.grid[len(method.grid) // 2],)
-    return method.grid
+    grid = tuple(sorted(method.grid))
+    if protocol.max_extensions == 0 or results is None:
+        return grid
+    added = {"above": 0, "below": 0}
+    while True:
+        chosen = _select_on(grid, method, protocol, results)
+        if chosen is None:
+            return grid  # the sweep so far is not complete
+        side = {grid[-1]: "above", grid[0]: "below"}.get(chosen.learning_rate)
+        ladder = method.above if side == "above" else method.below
+        if side is None or added[side] >= min(protocol.max_extensions, len(ladder)):
+            return grid  # interior, or as far as the protocol extends
+        point = ladder[added[side]]
+        added[side] += 1
+        grid = (*grid, point) if side == "above" else (point, *grid)
 
 
 def select(
     method: MethodPlan, protocol: Protocol, results: dict[str, dict[str, Any]]
 ) -> Selection | None:
-    """The grid point to run the other seeds at, once the whole sweep is in.
+    """The grid point to run the other seeds at, once the whole sweep is in (v2: the
+    extended sweep, see :func:`grid_for`).
 
     Accuracy first, but differences smaller than one standard error of the best point's
     accuracy on the validation split count as ties (on 200 items that is ~3.5 points at 50%),
     and among the tied points the lowest answer-token loss wins: the loss, averaged over every
     answer token of the split, separates points that the accuracy of 200 items cannot.
     """
+    return _select_on(grid_for(method, protocol, results), method, protocol, results)
+
+
+def _select_on(
+    grid: tuple[float, ...],
+    method: MethodPlan,
+    protocol: Protocol,
+    results: dict[str, dict[str, Any]],
+) -> Selection | None:
     sweep, items = {}, {}
-    for lr in grid_for(method, protocol):
+    for lr in grid:
         record = results.get(run_key(method.name, lr, protocol.seeds[0]))
         if record is None:
             return None
@@ -319,10 +450,14 @@ def selection_for(
     return select(method, source, sweep)
 
 
-def methods_of(protocol: Protocol, methods: tuple[MethodPlan, ...]) -> tuple[MethodPlan, ...]:
+def methods_of(
+    protocol: Protocol, methods: tuple[MethodPlan, ...] | None = None
+) -> tuple[MethodPlan, ...]:
+    """The protocol's methods (from ``methods``, by default its own table), in table order."""
+    table = protocol.method_table if methods is None else methods
     if protocol.methods is None:
-        return methods
-    return tuple(m for m in methods if m.name in protocol.methods)
+        return table
+    return tuple(m for m in table if m.name in protocol.methods)
 
 
 def next_runs(
@@ -357,7 +492,7 @@ def next_runs(
                         )
                     )
             continue
-        for lr in grid_for(method, protocol):
+        for lr in grid_for(method, protocol, results):
             key = run_key(method.name, lr, protocol.seeds[0])
             if key not in results:
                 pending.append(PlannedRun(key, method, lr, protocol.seeds[0], steering_lr))
@@ -393,4 +528,8 @@ def run_config(protocol: Protocol, planned: PlannedRun, work_dir: Path) -> dict[
         "work_dir": str(work_dir),
         "generation_check_items": protocol.generation_check_items,
         "max_new_tokens": protocol.max_new_tokens,
+        "protocol_version": protocol.version,
+        "eval_every_n_steps": protocol.eval_every_n_steps,
+        "early_stopping_patience": protocol.early_stopping_patience,
+        "keep_best_validation": protocol.keep_best_validation,
     }

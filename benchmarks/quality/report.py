@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plan import METHODS, MethodPlan, Protocol, methods_of, run_key, selection_for
+from plan import MethodPlan, Protocol, methods_of, run_key, selection_for
 from stats import accuracy_by_group, mcnemar, spread
 
 # (A, B, what the target asks of A against B)
@@ -183,7 +183,7 @@ def _interval(test: dict[str, Any]) -> str:
 def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) -> dict[str, Any]:
     groups = item_groups(protocol)
     summaries = {}
-    methods = methods_of(protocol, METHODS)
+    methods = methods_of(protocol)
     for method in methods:
         found = method_summary(method, protocol, results, groups)
         if found is not None:
@@ -241,9 +241,17 @@ def _rates_sentence(setup: dict[str, Any]) -> str:
             "runs the core methods only"
         )
     later = f"; then seeds {', '.join(map(str, seeds[1:]))} at that rate" if len(seeds) > 1 else ""
+    grid = "three points of the paper's grid"
+    if setup.get("protocol_version", 1) > 1:
+        grid += (
+            f", extended one point at a time past a chosen edge (at most "
+            f"{setup['max_grid_extensions_per_side']} per side); each run trains up to "
+            f"{setup['n_epochs']} epochs, evaluated every {setup['eval_every_n_steps']} steps, "
+            "keeping the checkpoint of best validation loss (protocol v2, README.md)"
+        )
     return (
         f"learning rate chosen per method on {setup['validation_items']} validation items "
-        f"(seed {seeds[0]}, three points of the paper's grid{later})"
+        f"(seed {seeds[0]}, {grid}{later})"
     )
 
 
@@ -415,10 +423,14 @@ def summary(reports: list[dict[str, Any]]) -> str:
         "|---|" + "---:|" * len(names),
     ]
     by_method = [{m["method"]: m for m in r["methods"]} for r in reports]
-    for method in METHODS:
+    labels: dict[str, str] = {}  # every method of these reports, in their tables' order
+    for report in reports:
+        for m in report["methods"]:
+            labels.setdefault(m["method"], m["label"])
+    for name, label in labels.items():
         cells = []
         for found in by_method:
-            m = found.get(method.name)
+            m = found.get(name)
             if m is None:
                 cells.append("-")
                 continue
@@ -426,7 +438,7 @@ def summary(reports: list[dict[str, Any]]) -> str:
             cell = f"{acc['mean']:.1f} ± {acc['std']:.1f} ({m['trainable_percent']:.3g}%)"
             cells.append(cell if m["complete"] else f"*{cell}*")
         if any(cell != "-" for cell in cells):
-            lines.append(f"| {method.label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "(In brackets: trainable parameters, % of the model.)", ""]
     for report in reports:
         lines += [f"## {report['protocol']}", "", *[f"- {t}" for t in report["targets"]], ""]

@@ -1,10 +1,16 @@
 """The quality study: methods side by side on SmolLM2-135M-Instruct (then Gemma-3-270M), on
 generated ListOps and GSM8K-style arithmetic with rationales.
 
-    python benchmarks/quality/run.py                 # the study; resumes where it stopped
+    python benchmarks/quality/run.py --pin REV       # protocol v2 from a pinned copy of the code
     python benchmarks/quality/run.py --quick         # a smoke run in minutes (few items, 1 seed)
     python benchmarks/quality/run.py --report-only   # rebuild results-*.md/json/png from runs/
-    nohup python benchmarks/quality/run.py --hours 8 > quality.log 2>&1 &   # in the background
+    nohup python benchmarks/quality/run.py --pin REV > quality.log 2>&1 &   # in the background
+
+``--pin REV`` runs the whole study (this orchestrator and every run) from a git worktree of
+commit REV under ``.cache/quality/code/``, writing results into this checkout: code that
+changes here while the study runs for days does not change its runs, and every run's JSON
+records the commit it ran (``code_commit``). While a timing benchmark holds the machine's timing
+lock (``benchmarks/timing_lock.py``) the runs are stopped (SIGSTOP) and go on afterwards.
 
 Each run (train one method at one learning rate and seed, then score it) is its own
 ``run_one.py`` process; its result lands atomically in ``runs/{protocol}/{key}.json`` and the
@@ -25,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -34,17 +40,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plan import (
     CORE,
     HERE,
-    METHODS,
     PROTOCOLS,
     ROOT,
+    STUDY,
     PlannedRun,
     Protocol,
     load_results,
+    methods_of,
     next_runs,
     quick_protocol,
     run_config,
 )
 from report import build, summary, write
+
+sys.path.insert(0, str(HERE.parent))
+from pinning import pinned_checkout
+from timing_lock import timing_in_progress
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -72,7 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=2, help="runs side by side")
     parser.add_argument("--threads", type=int, help="torch threads per run (cores / parallel)")
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "quality")
+    parser.add_argument(
+        "--pin", metavar="REV", help="run from a worktree of this commit (see the docstring)"
+    )
+    parser.add_argument(
+        "--results-root",
+        type=Path,
+        default=HERE,
+        help="where runs/ and the reports go (a pinned study writes into the main checkout)",
+    )
     args = parser.parse_args(argv)
+    if args.pin:
+        return run_pinned(args.pin, argv if argv is not None else sys.argv[1:], args.work)
 
     if args.quick:  # its own folder: a quick run never touches a study in progress
         args.work = args.work / "quick"
@@ -80,24 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     elif args.model != "smollm2-135m-instruct":
         parser.error("--model is for --quick; the study's protocol fixes its model")
     else:
-        names = args.protocol.split(",") if args.protocol else list(PROTOCOLS)
+        names = args.protocol.split(",") if args.protocol else list(STUDY)
         unknown = sorted(set(names) - set(PROTOCOLS))
         if unknown:
             parser.error(f"unknown protocols {unknown}; known: {list(PROTOCOLS)}")
-        protocols = [PROTOCOLS[name]() for name in names]
-    methods = METHODS
-    if args.methods:
-        wanted = args.methods.split(",")
-        unknown = sorted(set(wanted) - {m.name for m in METHODS})
-        if unknown:
-            parser.error(f"unknown methods {unknown}; known: {[m.name for m in METHODS]}")
-        methods = tuple(m for m in METHODS if m.name in wanted)
+        protocols = [at_root(PROTOCOLS[name](), args.results_root) for name in names]
+    wanted = set(args.methods.split(",")) if args.methods else None
+    if wanted is not None:
+        known = {m.name for protocol in protocols for m in methods_of(protocol)}
+        if wanted - known:
+            parser.error(f"unknown methods {sorted(wanted - known)}; known: {sorted(known)}")
     for protocol in protocols:
         protocol.runs_dir.mkdir(parents=True, exist_ok=True)
     by_name = {protocol.name: protocol for protocol in protocols}
 
-    # The summary covers every task of the study, whichever --protocol this run was given.
-    every = protocols if args.quick else [make() for make in PROTOCOLS.values()]
+    # A summary covers every task of the study's protocol version, whichever --protocol this
+    # run was given (v1's in summary.md, v2's in summary-v2.md).
+    every = (
+        protocols
+        if args.quick
+        else [at_root(make(), args.results_root) for make in PROTOCOLS.values()]
+    )
 
     def report(*selected: Protocol) -> set[str]:
         return write_reports(every, selected, _command(args))
@@ -131,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         # orchestrator killed with SIGKILL and still lands its result).
         own = {slot.key for slot in slots.values()}
         elsewhere = running_elsewhere(args.work) - own
+        pause_while_timing(slots)
         pending = [
             (protocol, run)
-            for protocol, run in pending_runs(protocols, methods)
+            for protocol, run in pending_runs(protocols, wanted)
             if f"{protocol.name}/{run.key}" not in own | elsewhere
         ]
         over_time = args.hours is not None and time.monotonic() - started > args.hours * 3600
@@ -193,38 +219,104 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def at_root(protocol: Protocol, root: Path) -> Protocol:
+    """The protocol with its runs and reports under ``root`` (a quick run keeps its own)."""
+    if protocol.quick or root == HERE:
+        return protocol
+    source = protocol.lr_from
+    return replace(
+        protocol, out_dir=root, lr_from=at_root(source, root) if source is not None else None
+    )
+
+
+SUMMARIES = {1: "summary.md", 2: "summary-v2.md"}
+
+
 def write_reports(every: list[Protocol], selected: tuple[Protocol, ...], command: str) -> set[str]:
-    """Rebuild the reports of ``selected`` and ``summary.md`` over ``every`` protocol (each
-    built once, from its runs); a protocol without runs gets no report. Returns the names of
-    the reports written."""
+    """Rebuild the reports of ``selected`` and each protocol version's summary over ``every``
+    protocol of that version (each built once, from its runs); a protocol without runs gets no
+    report. Returns the names of the reports written."""
     names = {protocol.name for protocol in selected}
-    built = []
+    versions = {protocol.version for protocol in selected}
+    built: dict[int, list[dict]] = {}
     for protocol in every:
+        if protocol.version not in versions:
+            continue
         results = load_results(protocol.runs_dir)
         if not results:
             continue
         report = build(protocol, results, command)
-        built.append(report)
+        built.setdefault(protocol.version, []).append(report)
         if protocol.name in names:
             write(report, protocol.report_stem)
-    if built:
-        (every[0].out_dir / "summary.md").write_text(summary(built))
-    return {report["protocol"] for report in built} & names
+    for version, reports in built.items():
+        (every[0].out_dir / SUMMARIES[version]).write_text(summary(reports))
+    return {r["protocol"] for reports in built.values() for r in reports} & names
 
 
-def pending_runs(protocols: list[Protocol], methods: tuple) -> list[tuple[Protocol, PlannedRun]]:
-    """Every runnable run, by the protocols' tier (the main model first): within a tier, the
-    core methods of each protocol, then the rest of each."""
-    core = tuple(m for m in methods if m.name in CORE)
-    rest = tuple(m for m in methods if m.name not in CORE)
+def pending_runs(
+    protocols: list[Protocol], wanted: set[str] | None = None
+) -> list[tuple[Protocol, PlannedRun]]:
+    """Every runnable run (of the ``wanted`` methods, default all), by the protocols' tier (the
+    main model first): within a tier, the core methods of each protocol, then the rest."""
     results = {protocol.name: load_results(protocol.runs_dir) for protocol in protocols}
     runs = []
     for tier in sorted({protocol.tier for protocol in protocols}):
-        for group in (core, rest):
+        for core in (True, False):
             for protocol in (p for p in protocols if p.tier == tier):
+                group = tuple(
+                    m
+                    for m in methods_of(protocol)
+                    if (m.name in CORE or protocol.version > 1) == core
+                    and (wanted is None or m.name in wanted)
+                )
                 pending = next_runs(protocol, results[protocol.name], group)
                 runs += [(protocol, run) for run in pending]
     return runs
+
+
+def pause_while_timing(slots: dict[int, Slot]) -> None:
+    """While a timing benchmark holds the machine's timing lock, stop every run in flight
+    (SIGSTOP: a stopped process uses no CPU) and wait; let them go on when it is released."""
+    if not timing_in_progress():
+        return
+    print(f"{time.strftime('%H:%M:%S')} a timing benchmark runs: runs paused", flush=True)
+    for slot in slots.values():
+        slot.proc.send_signal(signal.SIGSTOP)
+    try:
+        while timing_in_progress():
+            time.sleep(2)
+    finally:
+        for slot in slots.values():
+            slot.proc.send_signal(signal.SIGCONT)
+    print(f"{time.strftime('%H:%M:%S')} timing done: runs resumed", flush=True)
+
+
+def run_pinned(rev: str, argv: list[str], work: Path) -> int:
+    """This orchestrator again, from a worktree of ``rev``, writing results here."""
+    code = pinned_checkout(ROOT, rev, work / "code")
+    rest = _without_pin(argv)
+    command = [sys.executable, str(code / "benchmarks" / "quality" / "run.py"), *rest]
+    if "--results-root" not in rest:
+        command += ["--results-root", str(HERE)]
+    if "--work" not in rest:
+        command += ["--work", str(work)]
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    print(f"pinned: {code} ({rev})", flush=True)
+    os.execve(sys.executable, command, env)
+    return 1  # not reached
+
+
+def _without_pin(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--pin":
+            skip = True
+        elif not arg.startswith("--pin="):
+            out.append(arg)
+    return out
 
 
 @dataclass
@@ -250,7 +342,7 @@ class Slot:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             proc = subprocess.Popen(
                 [sys.executable, str(HERE / "run_one.py"), str(config), str(result_path)],
-                cwd=ROOT,
+                cwd=ROOT,  # this code's checkout: the pinned worktree of a pinned study
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "OMP_NUM_THREADS": str(threads)},

@@ -55,6 +55,11 @@ class RunConfig(BaseModel):
     eval_batch_size: int = 32
     generation_check_items: int = 64
     torch_threads: int | None = None
+    # v2: training evaluated on the validation split, the best checkpoint kept
+    protocol_version: int = 1
+    eval_every_n_steps: int | None = None
+    early_stopping_patience: int | None = None
+    keep_best_validation: bool = False
 
 
 IGNORE = -100
@@ -116,6 +121,33 @@ class RunResult(BaseModel):
     # How the engine computed the training loss: transformers' ``model(**batch).loss`` (every
     # run before 2026-11-29 01:45 UTC) or steering_core.loss (the same value and gradients).
     engine_loss: Literal["all positions", "labelled positions"] = "all positions"
+    # The code that ran: the git commit of this file's checkout, and whether the core or the
+    # study's code differed from it (a pinned study's worktree never does).
+    code_commit: str | None = None
+    code_dirty: bool | None = None
+    training_status: str | None = None  # succeeded | early_stopped
+    best_validation_step: int | None = None  # the kept checkpoint, when not the last step
+
+
+def code_version(root: Path = HERE.parents[1]) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout at ``root``: dirty when a tracked file of the core or
+    of the study's code differs from the commit (results and reports do not count)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None, None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    return commit, bool(changed)
+
+
+CODE_PATHS = ("steering_core", "benchmarks/quality/*.py", "pyproject.toml")
 
 
 def _peak_rss_mib() -> float:
@@ -150,7 +182,10 @@ def run(config: RunConfig) -> RunResult:
         "tokens_per_second": 0.0,
         "first_loss": None,
         "final_loss": None,
+        "training_status": None,
+        "best_validation_step": None,
     }
+    commit, dirty = code_version()
     if config.method is not None:
         trained = _train(config, work)
     peak_train = _peak_rss_mib()
@@ -183,6 +218,8 @@ def run(config: RunConfig) -> RunResult:
         torch_threads=torch.get_num_threads(),
         date=time.strftime("%Y-%m-%d"),
         engine_loss="labelled positions",
+        code_commit=commit,
+        code_dirty=dirty,
     )
 
 
@@ -206,6 +243,11 @@ def _train(config: RunConfig, work: Path) -> dict[str, Any]:
         seed=config.seed,
         max_seq_length=config.max_seq_length,
         precision="fp32",
+        # v2: validation loss every few steps, the best checkpoint kept (v1: neither)
+        validation_file=config.validation_file if config.eval_every_n_steps else None,
+        eval_every_n_steps=config.eval_every_n_steps,
+        early_stopping_patience=config.early_stopping_patience,
+        keep_best_validation=config.keep_best_validation,
     )
     collect = _Collect()
     result = train(spec, work, collect)
@@ -219,7 +261,18 @@ def _train(config: RunConfig, work: Path) -> dict[str, Any]:
         "tokens_per_second": round(result.trained_tokens / max(result.train_seconds, 1e-9), 1),
         "first_loss": result.losses[0],
         "final_loss": result.losses[-1],
+        "training_status": result.status,
+        "best_validation_step": _kept_step(result),
     }
+
+
+def _kept_step(result: Any) -> int | None:
+    """The step whose adapter was saved, when it is an earlier evaluation's (best kept)."""
+    from steering_core.io import read_artifact_config
+
+    manifest = read_artifact_config(result.artifact_dir).training_manifest or {}
+    best = (manifest.get("result") or {}).get("best_validation_step")
+    return best if best is not None and best != result.step else None
 
 
 @dataclass
@@ -285,22 +338,34 @@ def score_teacher_forced(model: Any, tokenizer: Any, path: str, config: RunConfi
             width = max(map(len, tails))
             ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails])
             tail_mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails])
+            # Steering limited to the prompt's first and last tokens (ReFT): where they fall in
+            # the shared prefix's pass and in the items' pass (the answer is not prompt).
+            own = [len(items[i][0]) - len(prefix) for i in chunk]  # prompt tokens in the tail
+            prompt = torch.tensor(
+                [
+                    [0] * (width - len(t)) + [1] * n + [0] * (len(t) - n)
+                    for n, t in zip(own, tails, strict=True)
+                ]
+            )
+            at = intervention_masks(model, len(prefix), prompt)
             if prefix:
-                cache = model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+                with at(slice(0, 1), slice(0, len(prefix))):
+                    cache = model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
                 cache.batch_repeat_interleave(len(chunk))
                 prefix_mask = torch.ones(len(chunk), len(prefix), dtype=torch.long)
                 mask = torch.cat([prefix_mask, tail_mask], 1)
             else:  # no instruction shared by every prompt (arithmetic questions)
                 cache, mask = None, tail_mask
             positions = len(prefix) + tail_mask.cumsum(-1) - 1
-            logits = model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions.clamp(min=len(prefix)),
-                cache=cache,
-                use_cache=cache is not None,
-                logits_to_keep=keep,
-            ).logits
+            with at(slice(None), slice(len(prefix), None)):
+                logits = model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions.clamp(min=len(prefix)),
+                    cache=cache,
+                    use_cache=cache is not None,
+                    logits_to_keep=keep,
+                ).logits
             labels = torch.tensor([[IGNORE] * (keep - len(a)) + a for a in answers])
             losses = torch.nn.functional.cross_entropy(
                 logits.float().transpose(1, 2), labels, reduction="none", ignore_index=IGNORE
@@ -317,6 +382,32 @@ def score_teacher_forced(model: Any, tokenizer: Any, path: str, config: RunConfi
             for row, index in enumerate(chunk):
                 correct[index] = bool(hits[row].all())
     return Scored(correct=correct, loss=total_loss / max(1, total_tokens))
+
+
+def intervention_masks(model: Any, prefix: int, tail_prompt: Any) -> Any:
+    """For steering limited to prompt positions (ReFT's first and last tokens): a context
+    ``at(rows, columns)`` that steers that part of the full rows' positions (the prefix's
+    columns, then the items' columns); for steering at every position, a no-op.
+    ``tail_prompt`` (batch x tail width, 1 on the items' own prompt tokens) follows the
+    ``prefix`` shared prompt tokens."""
+    import contextlib
+
+    import torch
+
+    from steering_core.positions import select_positions
+    from steering_core.steering import find_steering
+
+    steering = find_steering(model)
+    if steering is None or steering.positions is None:
+        return lambda _rows, _columns: contextlib.nullcontext()
+    rows = tail_prompt.shape[0]
+    full = torch.cat([torch.ones(rows, prefix, dtype=torch.bool), tail_prompt.bool()], 1)
+    selected = select_positions(full, *steering.positions)
+    if not (selected[:, :prefix] == selected[:1, :prefix]).all():
+        raise SystemExit(
+            "an item's prompt is too short: its steered positions reach into the shared prefix"
+        )
+    return lambda r, c: steering.intervention_mask(selected[r, c])
 
 
 def generation_check(

@@ -684,4 +684,8 @@ def cpu_table(create: dict[str, Any], reads: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(HERE.parent))
+    from timing_lock import timing  # the quality study pauses while this measures
+
+    with timing():
+        sys.exit(main())

@@ -226,4 +226,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(HERE.parent))
+    from timing_lock import timing  # the quality study pauses while this measures
+
+    with timing():
+        sys.exit(main())

@@ -247,4 +247,8 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(HERE.parent))
+    from timing_lock import timing  # the quality study pauses while this measures
+
+    with timing():
+        sys.exit(main())

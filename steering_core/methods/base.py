@@ -184,15 +184,21 @@ def unfreeze(module: nn.Module) -> None:
 
 
 def install_site_steering(
-    model: nn.Module, site: SiteConfig, build: Any, *, train_base: bool = False
+    model: nn.Module,
+    site: SiteConfig,
+    build: Any,
+    *,
+    train_base: bool = False,
+    positions: tuple[int, int] | None = None,
 ) -> SiteSteering:
     """Build one adapter per steered layer with ``build(layer, device)``, hook them at the site.
 
     Unless ``train_base``, the base model is frozen so that only the adapters train.
+    ``positions=(first, last)`` limits steering to those prompt tokens (see ``SiteSteering``).
     """
     layers = resolve_layers(model, site)
     adapters = {layer: build(layer, layer_device(model, layer)) for layer in layers}
-    steering = SiteSteering(site.name, adapters)
+    steering = SiteSteering(site.name, adapters, positions=positions)
     if not train_base:
         freeze(unwrap_model(model))
     steering.install(model)

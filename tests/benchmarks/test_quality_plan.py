@@ -144,14 +144,14 @@ def test_a_launched_run_holds_its_lock_until_it_exits(tmp_path: Path) -> None:
 def test_core_methods_of_every_protocol_come_before_any_variant(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from plan import CORE, METHODS, arithmetic_protocol, listops_protocol
+    from plan import CORE, arithmetic_protocol, listops_protocol
     from run import pending_runs
 
     # Fresh results folders: the order must not depend on which runs are committed already.
     listops = replace(listops_protocol(), out_dir=tmp_path)
     arithmetic = replace(arithmetic_protocol(), out_dir=tmp_path)
     assert not listops.runs_dir.exists() and not arithmetic.runs_dir.exists()
-    order = [(p.name, r.method.name) for p, r in pending_runs([listops, arithmetic], METHODS)]
+    order = [(p.name, r.method.name) for p, r in pending_runs([listops, arithmetic])]
     first_variant = next(i for i, (_, m) in enumerate(order) if m not in CORE)
     assert {m for _, m in order[:first_variant]} <= set(CORE)
     assert ("arithmetic-smollm2", "base") in order[:first_variant]
@@ -161,7 +161,7 @@ def test_core_methods_of_every_protocol_come_before_any_variant(tmp_path: Path) 
 def test_gemma_runs_wait_for_every_smollm2_run_variants_included(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from plan import METHODS, PROTOCOLS
+    from plan import PROTOCOLS_V1
     from run import pending_runs
 
     def fresh(protocol: Protocol) -> Protocol:
@@ -172,9 +172,9 @@ def test_gemma_runs_wait_for_every_smollm2_run_variants_included(tmp_path: Path)
             lr_from=replace(source, out_dir=tmp_path) if source is not None else None,
         )
 
-    protocols = [fresh(make()) for make in PROTOCOLS.values()]
+    protocols = [fresh(make()) for make in PROTOCOLS_V1.values()]
     assert [p.model for p in protocols if p.tier == 1] == ["gemma-3-270m"] * 2
-    order = [(p.model, r.method.name) for p, r in pending_runs(protocols, METHODS)]
+    order = [(p.model, r.method.name) for p, r in pending_runs(protocols)]
     first_gemma = next(i for i, (model, _) in enumerate(order) if model == "gemma-3-270m")
     assert all(model == "gemma-3-270m" for model, _ in order[first_gemma:])
     assert ("smollm2-135m-instruct", "post_block_vector") in order[:first_gemma]
@@ -301,3 +301,87 @@ def test_the_second_model_runs_the_core_methods_at_the_first_models_rates(
     assert {r.steering_learning_rate for r in runs if r.method.name == "joint"} == {2e-3}
     done = {r.key: _result(r.key, 0.5) for r in runs}
     assert next_runs(gemma, done, METHODS) == []
+
+
+# -- protocol v2: grids extended past a chosen edge, training with the best checkpoint kept -----
+
+
+def _v2(max_extensions: int = 2) -> Protocol:
+    from plan import METHODS_V2
+
+    return Protocol(
+        name="unit-v2",
+        model="m",
+        task="listops",
+        train_file=Path("train.jsonl"),
+        validation_file=Path("val.jsonl"),
+        test_file=Path("test.jsonl"),
+        version=2,
+        method_table=METHODS_V2,
+        max_extensions=max_extensions,
+        n_epochs=2,
+        eval_every_n_steps=25,
+        keep_best_validation=True,
+    )
+
+
+def _v2_keys(protocol: Protocol, results: dict) -> list[str]:
+    from plan import methods_of
+
+    post_block = tuple(m for m in methods_of(protocol) if m.name == "post_block")
+    return [r.key for r in next_runs(protocol, results, post_block)]
+
+
+def _point(lr: float, accuracy: float, loss: float = 1.0) -> dict:
+    key = run_key("post_block", lr, 0)
+    return {key: _result(key, accuracy, loss)}
+
+
+def test_v2_adds_a_point_beyond_the_chosen_top_edge_until_it_is_interior() -> None:
+    protocol = _v2()
+    results = {**_point(1e-3, 0.40), **_point(2e-3, 0.45), **_point(5e-3, 0.60)}
+    assert _v2_keys(protocol, results) == [run_key("post_block", 1e-2, 0)]
+    results |= _point(1e-2, 0.70)  # the new edge wins again: one more point above
+    assert _v2_keys(protocol, results) == [run_key("post_block", 2e-2, 0)]
+    results |= _point(2e-2, 0.55)  # 1e-2 is interior now: the other seeds run there
+    assert _v2_keys(protocol, results) == [run_key("post_block", 1e-2, s) for s in (1, 2)]
+    assert select(protocol.method_table[0], protocol, results).learning_rate == 1e-2
+
+
+def test_v2_extends_below_and_stops_after_its_allowance() -> None:
+    results = {**_point(1e-3, 0.70), **_point(2e-3, 0.50), **_point(5e-3, 0.40)}
+    one = _v2(max_extensions=1)  # Gemma's allowance
+    assert _v2_keys(one, results) == [run_key("post_block", 5e-4, 0)]
+    results |= _point(5e-4, 0.80)  # the bottom edge again, but no second point on Gemma
+    assert _v2_keys(one, results) == [run_key("post_block", 5e-4, s) for s in (1, 2)]
+    assert _v2_keys(_v2(), results) == [run_key("post_block", 2e-4, 0)]
+
+
+def test_v1_grids_never_extend() -> None:
+    results = _sweep({1e-3: (0.40, 1.0), 2e-3: (0.45, 1.0), 5e-3: (0.60, 1.0)})
+    assert _keys(("post_block",), results) == [run_key("post_block", 5e-3, s) for s in (1, 2)]
+
+
+def test_v2_protocols_are_the_study_and_say_how_they_train(tmp_path: Path) -> None:
+    from plan import PROTOCOLS, STUDY, PlannedRun, methods_of, run_config
+
+    assert STUDY == ("listops-smollm2-v2", "arithmetic-smollm2-v2", "listops-gemma3-v2")
+    smol, arithmetic, gemma = (PROTOCOLS[name]() for name in STUDY)
+    assert [m.name for m in methods_of(smol)] == ["post_block", "full", "reft", "lora", "joint"]
+    assert [m.name for m in methods_of(gemma)] == ["post_block", "full", "reft"]
+    assert (smol.max_extensions, arithmetic.max_extensions, gemma.max_extensions) == (2, 2, 1)
+    assert gemma.lr_from is None and gemma.tier == 1  # its own sweeps, after SmolLM2's runs
+    reft = next(m for m in methods_of(smol) if m.name == "reft")
+    assert reft.method == {
+        "type": "reft",
+        "rank": 8,
+        "site": {"name": "block_output"},
+        "positions": "f7+l7",
+    }
+    config = run_config(smol, PlannedRun("k", reft, 1e-3, 0), tmp_path)
+    assert (config["n_epochs"], config["eval_every_n_steps"], config["keep_best_validation"]) == (
+        2,
+        25,
+        True,
+    )
+    assert config["protocol_version"] == 2

@@ -138,3 +138,57 @@ def test_rows_longer_than_a_sliding_window_are_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"prompt": "Question: what is 12 + 30?\n", "completion": "42"}))
     with pytest.raises(SystemExit, match="exceeds the 16-token sliding window"):
         score_teacher_forced(model, tokenizer, str(path), _config(tmp_path))
+
+
+def _reference_at_prompt_ends(model, tokenizer, path: Path, config: RunConfig, steering):
+    """The plain per-item pass with the intervention at each row's own prompt ends."""
+    from steering_core.positions import prompt_tokens, select_positions
+
+    rows = tokenize_dataset(parse_jsonl(path), tokenizer, max_seq_length=config.max_seq_length)
+    correct, loss_sum, tokens = [], 0.0, 0
+    with torch.no_grad():
+        for i in range(len(rows)):
+            ids = torch.tensor([rows[i].input_ids])
+            labels = torch.tensor(rows[i].labels)
+            prompt = prompt_tokens(torch.ones_like(ids), labels[None])
+            with steering.intervention_mask(select_positions(prompt, *steering.positions)):
+                logits = model(input_ids=ids).logits[0, :-1].float()
+            target = labels[1:]
+            keep = target != -100
+            loss_sum += float(
+                torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum")
+            )
+            tokens += int(keep.sum())
+            hits = logits[keep].argmax(-1) == target[keep]
+            if int(target[keep][-1]) == tokenizer.eos_token_id:
+                hits = hits[:-1]
+            correct.append(bool(hits.all()))
+    return correct, loss_sum / tokens
+
+
+@pytest.mark.parametrize("shared_instruction", [True, False], ids=["listops-like", "arithmetic"])
+def test_batched_scoring_steers_reft_at_the_prompt_ends_only(
+    tmp_path: Path, shared_instruction: bool
+) -> None:
+    """ReFT as pyreft runs it, scored in the batched pass (prefix cache, left padding): the
+    same verdicts and loss as one plain pass per item steered at its own prompt's ends."""
+    from steering_core.attach import attach_method
+
+    torch.manual_seed(0)
+    attached = attach_method(load_model(MODEL), {"type": "reft", "rank": 4, "positions": "f2+l3"})
+    model, tokenizer = attached.model.eval(), build_tiny_tokenizer()
+    head = "Evaluate the expression.\nExpression:\n" if shared_instruction else ""
+    right = _right_answers(model, tokenizer, head, want=4)
+    wrong = [{"prompt": f"{head}Question {i}?\n", "completion": f"no {i}"} for i in range(4)]
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in right + wrong))
+    config = _config(tmp_path)
+
+    scored = score_teacher_forced(model, tokenizer, str(path), config)
+    expected, expected_loss = _reference_at_prompt_ends(
+        model, tokenizer, path, config, attached.steering
+    )
+
+    assert expected[:4] == [True] * 4  # greedy (cached) generation agrees with the mask rule
+    assert scored.correct == expected
+    assert scored.loss == pytest.approx(expected_loss, rel=1e-4)

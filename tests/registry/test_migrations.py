@@ -76,3 +76,44 @@ def test_downgrade_to_base_then_upgrade_again(db_url: str) -> None:
     assert _tables(db_url) == MODEL_TABLES | {"alembic_version"}
     assert _current_revision(db_url) == _head()
     assert _differences(db_url) == []
+
+
+def test_reft_methods_stored_before_positions_keep_meaning_every_token(empty_db_url: str) -> None:
+    """0003: a ReFT method stored without ``positions`` (jobs and adapters) trained at every
+    token; it gets ``positions: "all"``. Other methods, and ReFT with positions, are untouched."""
+    from registry.adapters import create_adapter
+    from registry.db import session_scope
+    from registry.models import Adapter, Job
+    from tests.db_fixtures import add_file, add_job
+
+    command.upgrade(alembic_config(empty_db_url), "0002")
+    old_reft = {"type": "reft", "site": {"name": "mlp_output", "layers": None}, "rank": 8}
+    new_reft = {**old_reft, "site": {"name": "block_output", "layers": None}, "positions": "f7+l7"}
+    with session_scope(empty_db_url) as session:
+        file_id = add_file(session, "t").id
+        ids = {
+            name: add_job(session, "t", file_id, method=method).id
+            for name, method in (
+                ("old", old_reft),
+                ("new", new_reft),
+                ("post_block", {"type": "post_block"}),
+            )
+        }
+        adapter = create_adapter(
+            session,
+            tenant_id="t",
+            name="a",
+            job_id=ids["old"],
+            base_model="tiny-llama",
+            method=old_reft,
+            storage_path="x",
+            sha256="0" * 64,
+            bytes=1,
+            files={},
+        ).id
+    upgrade(empty_db_url)
+    with session_scope(empty_db_url) as session:
+        assert session.get(Job, ids["old"]).method == {**old_reft, "positions": "all"}
+        assert session.get(Job, ids["new"]).method == new_reft
+        assert session.get(Job, ids["post_block"]).method == {"type": "post_block"}
+        assert session.get(Adapter, adapter).method == {**old_reft, "positions": "all"}

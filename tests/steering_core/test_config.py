@@ -31,7 +31,8 @@ def test_type_alone_is_a_valid_method() -> None:
     assert (joint.lora.rank, joint.lora.alpha, joint.lora.dropout) == (8, 8.0, 0.0)
     assert joint.orthogonality.every_n_steps == 100 and joint.orthogonality.side == "input"
     reft = parse_method({"type": "reft"})
-    assert isinstance(reft, ReftMethod) and reft.site.name == "mlp_output"
+    assert isinstance(reft, ReftMethod) and reft.site.name == "block_output"  # as pyreft
+    assert reft.positions == "f7+l7" and reft.first_last == (7, 7)
 
 
 @pytest.mark.parametrize(

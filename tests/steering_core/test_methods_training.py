@@ -31,6 +31,11 @@ MATRIX: dict[str, tuple[dict, float, float]] = {
     "joint": ({"type": "joint", "orthogonality": {"every_n_steps": 5}}, 1e-2, 0.8),
     "lora": ({"type": "lora"}, 1e-2, 0.8),
     "reft": ({"type": "reft"}, 1e-2, 0.8),
+    "reft_all_tokens_mlp_output": (
+        {"type": "reft", "site": {"name": "mlp_output"}, "positions": "all"},
+        1e-2,
+        0.8,
+    ),
     "full": ({"type": "full"}, 1e-3, 0.8),
 }
 

@@ -1,9 +1,13 @@
-"""``reft``, torch side: LoReFT interventions ``h + R^T (W h + b - R h)`` at the site."""
+"""``reft``, torch side: LoReFT interventions ``h + R^T (W h + b - R h)`` at the site, at the
+first and last prompt tokens (pyreft's positions) or at every token."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
 from steering_core.adapters import LoReFTIntervention
@@ -15,7 +19,9 @@ from steering_core.methods.base import (
 )
 from steering_core.methods.payload import load_steering, save_steering
 from steering_core.methods.reft.config import ReftMethod
-from steering_core.sites import hidden_size_of
+from steering_core.positions import prompt_tokens, select_positions
+from steering_core.sites import hidden_size_of, unwrap_model
+from steering_core.steering import find_steering
 
 
 class ReftAttached(AttachedMethod):
@@ -38,6 +44,7 @@ class ReftHandler(MethodHandler):
             lambda _layer, device: LoReFTIntervention(
                 hidden, config.rank, init=config.init, dtype=dtype, device=device
             ),
+            positions=config.first_last,
         )
         return ReftAttached(config, model, steering)
 
@@ -46,3 +53,14 @@ class ReftHandler(MethodHandler):
         assert attached.steering is not None
         load_steering(attached.steering, artifact_dir)
         return attached
+
+    def loss(self, forward: Callable[..., Any], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The answer-token loss, with the intervention at the first and last tokens of each
+        row's prompt (the tokens before its answer): training rows hold prompt and answer in one
+        pass, so the prompt's end comes from the labels, not from the attention mask."""
+        steering = find_steering(unwrap_model(getattr(forward, "module", forward)))
+        if steering is None or steering.positions is None:
+            return super().loss(forward, batch)
+        prompt = prompt_tokens(batch["attention_mask"], batch["labels"])
+        with steering.intervention_mask(select_positions(prompt, *steering.positions)):
+            return super().loss(forward, batch)
