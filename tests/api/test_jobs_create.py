@@ -153,7 +153,12 @@ def test_full_joint_block_is_stored_and_echoed(api: Api) -> None:
         (
             {"type": "reft", "reft": {"rank": 4, "init": "identity"}},
             9e-4,
-            {"rank": 4, "init": "identity", "site": {"name": "mlp_output", "layers": None}},
+            {  # as pyreft: the block output, the first and last 7 prompt tokens
+                "rank": 4,
+                "init": "identity",
+                "site": {"name": "block_output", "layers": None},
+                "positions": "f7+l7",
+            },
         ),
         ({"type": "full"}, 2e-5, {}),
         (
