@@ -50,7 +50,11 @@ def timing(settle_seconds: float = SETTLE_SECONDS) -> Iterator[None]:
 
 
 def timing_in_progress() -> bool:
-    """Whether a benchmark holds the timing lock now."""
+    """Whether a benchmark holds the timing lock now; never inside the holder's own process
+    tree (a study that a benchmark or a test run under the lock started is part of what it
+    measures: it would wait for itself)."""
+    if os.environ.get(HELD_ENV):
+        return False
     path = lock_path()
     try:
         fd = os.open(path, os.O_RDWR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -63,12 +64,31 @@ def test_a_pinned_run_records_the_commit_it_ran(tmp_path: Path) -> None:
     finally:
         if (tmp_path / "code" / head).exists():
             remove_checkout(ROOT, tmp_path / "code" / head)
-    assert head not in _git("worktree", "list")
+    assert str(tmp_path / "code" / head) not in _git("worktree", "list")
 
 
 def test_a_pinned_checkout_refuses_an_unknown_revision(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no-such-revision"):
         pinned_checkout(ROOT, "no-such-revision", tmp_path)
+
+
+def _benchmark_holding_the_lock(env: dict[str, str]) -> subprocess.Popen[str]:
+    """Another process that holds the timing lock until its stdin closes."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom timing_lock import timing\n"
+            "with timing(settle_seconds=0):\n    print('held', flush=True)\n    sys.stdin.read()",
+        ],
+        cwd=ROOT / "benchmarks",
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
 
 
 def test_runs_stop_while_a_timing_benchmark_measures(
@@ -80,31 +100,44 @@ def test_runs_stop_while_a_timing_benchmark_measures(
     monkeypatch.delenv(HELD_ENV, raising=False)  # the suite may run under a benchmark's lock
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     slots = {0: Slot("p/k", busy, None, tmp_path, tmp_path, time.monotonic())}  # type: ignore[arg-type]
-    release = threading.Event()
-    holding = threading.Event()
-
-    def benchmark() -> None:
-        with timing(settle_seconds=0):
-            holding.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=benchmark)
+    holder = None
     try:
         assert not timing_in_progress()
-        holder.start()
-        assert holding.wait(10) and timing_in_progress()
+        holder = _benchmark_holding_the_lock(dict(os.environ))
+        assert timing_in_progress()
         pauser = threading.Thread(target=pause_while_timing, args=(slots,))
         pauser.start()
         deadline = time.monotonic() + 10
         while _state(busy.pid) != "T" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _state(busy.pid) == "T", "the run is stopped while the benchmark measures"
-        release.set()
+        assert holder.stdin is not None
+        holder.stdin.close()  # the benchmark is done
+        holder.wait(10)
         pauser.join(10)
         assert not pauser.is_alive() and not timing_in_progress()
         assert _state(busy.pid) in "RS", "and goes on once it is done"
     finally:
-        release.set()
-        holder.join(10)
+        if holder is not None and holder.poll() is None:
+            holder.kill()
         busy.kill()
         busy.wait()
+
+
+def test_a_study_started_under_the_lock_does_not_wait_for_its_own_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test suite run under the timing lock starts quick studies: they must not pause."""
+    monkeypatch.setenv(LOCK_ENV, str(tmp_path / "timing.lock"))
+    monkeypatch.delenv(HELD_ENV, raising=False)
+    with timing(settle_seconds=0):
+        assert os.environ[HELD_ENV] == "1"  # what the holder's children inherit
+        done = subprocess.run(
+            [sys.executable, "-c", "import timing_lock; print(timing_lock.timing_in_progress())"],
+            cwd=ROOT / "benchmarks",
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert done.stdout.strip() == "False"
+    assert HELD_ENV not in os.environ and not timing_in_progress()

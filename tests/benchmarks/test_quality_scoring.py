@@ -56,14 +56,27 @@ def _config(tmp_path: Path, **overrides: object) -> RunConfig:
     return RunConfig.model_validate(fields)
 
 
-def _reference(model, tokenizer, path: Path, config: RunConfig) -> tuple[list[bool], float]:
+def _reference(
+    model, tokenizer, path: Path, config: RunConfig, steering=None
+) -> tuple[list[bool], float]:
+    """One plain forward pass per item; with ``steering`` limited to prompt positions, each
+    pass steered at its own prompt's ends."""
+    from contextlib import nullcontext
+
+    from steering_core.positions import prompt_tokens, select_positions
+
     rows = tokenize_dataset(parse_jsonl(path), tokenizer, max_seq_length=config.max_seq_length)
     correct, loss_sum, tokens = [], 0.0, 0
     with torch.no_grad():
         for i in range(len(rows)):
             ids = torch.tensor([rows[i].input_ids])
             labels = torch.tensor(rows[i].labels)
-            logits = model(input_ids=ids).logits[0, :-1].float()
+            at = nullcontext()
+            if steering is not None:
+                prompt = prompt_tokens(torch.ones_like(ids), labels[None])
+                at = steering.intervention_mask(select_positions(prompt, *steering.positions))
+            with at:
+                logits = model(input_ids=ids).logits[0, :-1].float()
             target = labels[1:]
             keep = target != -100
             loss_sum += float(
@@ -140,32 +153,6 @@ def test_rows_longer_than_a_sliding_window_are_refused(tmp_path: Path) -> None:
         score_teacher_forced(model, tokenizer, str(path), _config(tmp_path))
 
 
-def _reference_at_prompt_ends(model, tokenizer, path: Path, config: RunConfig, steering):
-    """The plain per-item pass with the intervention at each row's own prompt ends."""
-    from steering_core.positions import prompt_tokens, select_positions
-
-    rows = tokenize_dataset(parse_jsonl(path), tokenizer, max_seq_length=config.max_seq_length)
-    correct, loss_sum, tokens = [], 0.0, 0
-    with torch.no_grad():
-        for i in range(len(rows)):
-            ids = torch.tensor([rows[i].input_ids])
-            labels = torch.tensor(rows[i].labels)
-            prompt = prompt_tokens(torch.ones_like(ids), labels[None])
-            with steering.intervention_mask(select_positions(prompt, *steering.positions)):
-                logits = model(input_ids=ids).logits[0, :-1].float()
-            target = labels[1:]
-            keep = target != -100
-            loss_sum += float(
-                torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum")
-            )
-            tokens += int(keep.sum())
-            hits = logits[keep].argmax(-1) == target[keep]
-            if int(target[keep][-1]) == tokenizer.eos_token_id:
-                hits = hits[:-1]
-            correct.append(bool(hits.all()))
-    return correct, loss_sum / tokens
-
-
 @pytest.mark.parametrize("shared_instruction", [True, False], ids=["listops-like", "arithmetic"])
 def test_batched_scoring_steers_reft_at_the_prompt_ends_only(
     tmp_path: Path, shared_instruction: bool
@@ -185,9 +172,7 @@ def test_batched_scoring_steers_reft_at_the_prompt_ends_only(
     config = _config(tmp_path)
 
     scored = score_teacher_forced(model, tokenizer, str(path), config)
-    expected, expected_loss = _reference_at_prompt_ends(
-        model, tokenizer, path, config, attached.steering
-    )
+    expected, expected_loss = _reference(model, tokenizer, path, config, attached.steering)
 
     assert expected[:4] == [True] * 4  # greedy (cached) generation agrees with the mask rule
     assert scored.correct == expected

@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 
 from registry.db import session_scope
-from registry.jobs import claim_job, get_job, list_events, request_cancel, set_status
-from registry.models import Job, JobEvent
+from registry.jobs import claim_job, get_job, request_cancel, set_status
 from registry.settings import Settings
 from registry.states import JobStatus
-from tests.db_fixtures import (
-    add_file,
-    add_job,
-)
-from tests.registry.helpers import aware, new_tenant, utc
+from tests.registry.helpers import aware, utc
+from tests.worker.helpers import events_of as _events
+from tests.worker.helpers import expire_lease as _expire_lease
+from tests.worker.helpers import job_row as _job
+from tests.worker.helpers import queued_job as _queued_job
 from worker.reconciler import reconcile_once
 
 STALE_AFTER = 60.0  # settings.requeue_stale_after_seconds in these tests
@@ -64,23 +63,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _queued_job(url: str, **overrides: object) -> str:
-    tenant = new_tenant()
-    with session_scope(url) as session:
-        return add_job(session, tenant, add_file(session, tenant).id, **overrides).id
-
-
 def _claim(url: str, job_id: str, owner: str, lease_seconds: float = 60.0) -> int:
     with session_scope(url) as session:
         token = claim_job(session, job_id, owner, lease_seconds)
     assert token is not None, f"{owner} could not claim {job_id}"
     return token
-
-
-def _expire_lease(url: str, job_id: str) -> None:
-    """Its worker died: the lease ran out a second ago."""
-    with session_scope(url) as session:
-        get_job(session, job_id).lease_expires_at = _now() - timedelta(seconds=1)
 
 
 def _age(url: str, job_id: str, *, created: timedelta, enqueued: timedelta | None = None) -> None:
@@ -100,20 +87,6 @@ def _dead_worker_job(url: str, *, attempts: int = 1, **overrides: object) -> str
         assert _claim(url, job_id, f"worker-{attempt}") == attempt
         _expire_lease(url, job_id)
     return job_id
-
-
-def _job(url: str, job_id: str) -> Job:
-    """The job's row as it is now (a detached copy; sessions don't expire on commit)."""
-    with session_scope(url) as session:
-        return get_job(session, job_id)
-
-
-def _events(url: str, job_id: str) -> list[JobEvent]:
-    """The job's events, oldest first."""
-    with session_scope(url) as session:
-        events, has_more = list_events(session, job_id, after=None, limit=1000, newest_first=False)
-    assert not has_more
-    return events
 
 
 def _finished_job(url: str, status: JobStatus) -> str:
