@@ -1,1 +1,1 @@
-"""FastAPI service (OpenAI-compatible fine-tuning API). Built under issue 4; empty so far."""
+"""The FastAPI service: the OpenAI-compatible fine-tuning API, steered generation, the dashboard."""

@@ -1,1 +1,1 @@
-"""SQL registry (SQLAlchemy + Alembic). Built under issue 4; empty so far."""
+"""The SQL registry (SQLAlchemy + Alembic): files, jobs, events, checkpoints, adapters, storage."""

@@ -1,1 +1,1 @@
-"""Celery workers that run training jobs in a subprocess. Built under issue 4; empty so far."""
+"""Celery workers: each job claimed under a lease, trained in a subprocess, recorded, finished."""
