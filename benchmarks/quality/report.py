@@ -129,8 +129,13 @@ def compare(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def verdicts(summaries: dict[str, dict[str, Any]], tests: list[dict[str, Any]]) -> list[str]:
-    """The issue's targets, each met / missed / pending, with the numbers."""
+def verdicts(
+    summaries: dict[str, dict[str, Any]],
+    tests: list[dict[str, Any]],
+    runs: set[str] | None = None,
+) -> list[str]:
+    """The study's targets, each met / missed / pending, with the numbers; only those whose
+    methods the protocol ``runs`` (default: every target)."""
 
     def mean(name: str) -> float | None:
         found = summaries.get(name)
@@ -151,6 +156,8 @@ def verdicts(summaries: dict[str, dict[str, Any]], tests: list[dict[str, Any]]) 
             f"(post-block {pb:.1f}%, full {full:.1f}%, gap {gap:+.1f} points)"
         )
     for other, label in (("site_mlp", "post-MLP"), ("reft", "ReFT")):
+        if runs is not None and other not in runs:
+            continue  # not a method of this protocol (v2 has no post-MLP row)
         found, ours = test("post_block", other), mean(other)
         if found is None or ours is None or pb is None:
             lines.append(f"post-block above {label} with p < 0.05: pending (runs missing)")
@@ -205,7 +212,7 @@ def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) 
         "targets": (
             ["not judged: a quick smoke run (a few items, one seed) measures nothing"]
             if protocol.quick
-            else verdicts(summaries, tests)
+            else verdicts(summaries, tests, {m.name for m in methods})
         ),
         "pending_methods": pending,
         "runs": [

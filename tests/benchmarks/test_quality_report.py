@@ -76,3 +76,15 @@ def test_a_transferred_rate_with_no_run_yet_is_pending_not_a_crash(tmp_path: Pat
     report = build(gemma, {base: _record(base, 0, 0.0, 0.0)}, "python benchmarks/quality/run.py")
     assert [m["method"] for m in report["methods"]] == ["base"]
     assert "post_block" in report["pending_methods"]
+
+
+def test_a_v2_report_judges_only_the_targets_of_its_own_methods(tmp_path: Path) -> None:
+    """v2 runs no post-MLP row: its report must not wait for one forever."""
+    from plan import V2_PROTOCOLS
+
+    protocol = replace(V2_PROTOCOLS["listops-smollm2-v2"](), out_dir=tmp_path)
+    targets = build(protocol, {}, "run.py")["targets"]
+    assert not any("post-MLP" in line for line in targets)
+    assert any(line.startswith("post-block above ReFT") for line in targets)
+    v1 = build(replace(listops_protocol(), out_dir=tmp_path), {}, "run.py")["targets"]
+    assert any("post-MLP" in line for line in v1)
