@@ -75,6 +75,7 @@ class TrainingResult:
     trained_tokens: int
     losses: list[float] = field(default_factory=list)
     validation_losses: list[tuple[int, float]] = field(default_factory=list)
+    restored_step: int | None = None  # the earlier, best evaluated step whose adapter was saved
 
 
 def _trainable(attached: AttachedMethod) -> dict[str, torch.nn.Parameter]:
@@ -377,6 +378,7 @@ def train(
         trained_tokens=state["trained_tokens"],
         losses=list(state["losses"]),
         validation_losses=[(int(s), float(v)) for s, v in state["validation"]],
+        restored_step=state["best_step"] if restored else None,
     )
 
 

@@ -262,17 +262,8 @@ def _train(config: RunConfig, work: Path) -> dict[str, Any]:
         "first_loss": result.losses[0],
         "final_loss": result.losses[-1],
         "training_status": result.status,
-        "best_validation_step": _kept_step(result),
+        "best_validation_step": result.restored_step,
     }
-
-
-def _kept_step(result: Any) -> int | None:
-    """The step whose adapter was saved, when it is an earlier evaluation's (best kept)."""
-    from steering_core.io import read_artifact_config
-
-    manifest = read_artifact_config(result.artifact_dir).training_manifest or {}
-    best = (manifest.get("result") or {}).get("best_validation_step")
-    return best if best is not None and best != result.step else None
 
 
 @dataclass

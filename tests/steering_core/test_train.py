@@ -179,7 +179,7 @@ def test_keep_best_validation_saves_the_best_adapter_of_a_full_run(tmp_path: Pat
     assert best_step < result.step, "the rate diverges: the last evaluation is not the best"
     assert result.validation_losses[-1][1] == pytest.approx(best, rel=1e-5)
     manifest = read_artifact_config(result.artifact_dir).training_manifest
-    assert manifest["result"]["best_validation_step"] == best_step
+    assert manifest["result"]["best_validation_step"] == best_step == result.restored_step
 
 
 def test_joint_separate_learning_rates_reach_the_optimizer(tmp_path: Path) -> None:
