@@ -2,12 +2,24 @@
 
 Both expose the same steps (forward+backward of a micro-batch, optimizer step, eval forward,
 checkpoint state), so ``train.py`` has one loop and DeepSpeed is a branch, not a second trainer.
+
+Precision is one regime for every method and both backends: weights, gradients and optimizer
+state in fp32, and, where the run is bf16, the forward pass under bf16 autocast. Matrix
+products then run in bf16 while the residual stream stays fp32 (an fp32 hidden state plus a
+bf16 block output is fp32), so a steering shift smaller than bf16's spacing at the residual's
+magnitude (0.5 at 64-128) still moves it. DeepSpeed's own ``bf16`` mode would cast every
+parameter to bf16, so it stays off and the backend applies the same autocast itself.
+
+``forward_backward(batch, weight)`` back-propagates ``weight`` times the micro-batch's mean loss;
+the loop sets ``weight`` so that a step's gradient is that of the mean over all the labelled
+tokens of the step, across micro-batches and ranks (see ``train.py``).
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +27,7 @@ import torch
 
 from steering_core.checkpoint import load_optimizer, save_optimizer
 from steering_core.loss import causal_lm_loss
-from steering_core.spec import DeepSpeedSpec, ResolvedHyperparameters
+from steering_core.spec import ResolvedHyperparameters
 
 # (forward, batch) -> scalar loss: the method handler's ``loss``.
 LossFunction = Callable[[Callable[..., Any], Mapping[str, torch.Tensor]], torch.Tensor]
@@ -38,19 +50,13 @@ class TorchBackend:
         self.autocast_dtype = autocast_dtype
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
 
-    def _autocast(self):
-        device = next(self.model.parameters()).device.type
-        return torch.autocast(
-            device, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
-        )
-
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with self._autocast():
+        with autocast(self.model, self.autocast_dtype):
             return self.loss(self.model, batch)
 
-    def forward_backward(self, batch: dict[str, torch.Tensor]) -> float:
+    def forward_backward(self, batch: dict[str, torch.Tensor], weight: float = 1.0) -> float:
         loss = self.forward(batch)
-        (loss / self.hp.gradient_accumulation_steps).backward()
+        (loss * weight).backward()
         return float(loss.detach())
 
     def step(self) -> float | None:
@@ -77,21 +83,45 @@ class TorchBackend:
         load_optimizer(self.optimizer, directory)
         self.scheduler.load_state_dict(state["scheduler"])
 
+    def load_schedule(self, state: dict[str, Any]) -> None:
+        """Continue the learning-rate schedule at the checkpoint's step, with fresh optimizer
+        moments (a checkpoint written under another layout)."""
+        fast_forward(self.scheduler, int(state["step"]))
+
+
+def fast_forward(scheduler: Any, steps: int) -> None:
+    """Advance a LambdaLR to optimizer step ``steps`` without stepping the optimizer."""
+    scheduler.last_epoch = steps - 1
+    scheduler.step()
+
+
+def autocast(model: torch.nn.Module, dtype: torch.dtype | None):
+    """bf16 autocast on the model's device when ``dtype`` is set; a no-op otherwise."""
+    device = next(model.parameters()).device.type
+    return torch.autocast(device, dtype=dtype, enabled=dtype is not None)
+
 
 def deepspeed_config(
-    spec: DeepSpeedSpec, hp: ResolvedHyperparameters, bf16: bool
+    *,
+    zero_stage: int,
+    offload_optimizer: bool,
+    offload_param: bool,
+    hp: ResolvedHyperparameters,
+    per_rank_batch: int,
 ) -> dict[str, Any]:
-    zero: dict[str, Any] = {"stage": spec.zero_stage}
-    if spec.offload_optimizer:
+    """The engine's config: fp32 throughout (bf16 comes from autocast, see the module
+    docstring), ``per_rank_batch`` rows per rank per micro-batch."""
+    zero: dict[str, Any] = {"stage": zero_stage}
+    if offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
-    if spec.offload_param:
+    if offload_param:
         zero["offload_param"] = {"device": "cpu"}
     return {
-        "train_micro_batch_size_per_gpu": hp.batch_size,
+        "train_micro_batch_size_per_gpu": per_rank_batch,
         "gradient_accumulation_steps": hp.gradient_accumulation_steps,
         "gradient_clipping": hp.max_grad_norm,
         "zero_optimization": zero,
-        "bf16": {"enabled": bf16},
+        "bf16": {"enabled": False},
         "fp16": {"enabled": False},
         "zero_allow_untested_optimizer": True,
         # Keep our torch AdamW under offload too (DeepSpeedCPUAdam would change the numerics).
@@ -112,23 +142,30 @@ class DeepSpeedBackend:
         hp: ResolvedHyperparameters,
         config: dict[str, Any],
         loss: LossFunction = causal_lm_loss,
+        autocast_dtype: torch.dtype | None = None,
+        collective_timeout_seconds: float = 600.0,
     ):
         import deepspeed
 
         if not torch.distributed.is_initialized():
-            deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+            deepspeed.init_distributed(
+                dist_backend="nccl" if torch.cuda.is_available() else "gloo",
+                timeout=timedelta(seconds=collective_timeout_seconds),
+            )
         self.config = config
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
         )
-        self.hp, self.loss = hp, loss
+        self.hp, self.loss, self.autocast_dtype = hp, loss, autocast_dtype
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.loss(self.engine, batch)
+        with autocast(self.engine.module, self.autocast_dtype):
+            return self.loss(self.engine, batch)
 
-    def forward_backward(self, batch: dict[str, torch.Tensor]) -> float:
+    def forward_backward(self, batch: dict[str, torch.Tensor], weight: float = 1.0) -> float:
         loss = self.forward(batch)
-        self.engine.backward(loss)  # scales by 1/gradient_accumulation_steps itself
+        # The loop's weight already accounts for accumulation: no 1/gradient_accumulation_steps.
+        self.engine.backward(loss * weight, scale_wrt_gas=False)
         self.engine.step()  # steps optimizer and scheduler only at accumulation boundaries
         return float(loss.detach())
 
@@ -150,6 +187,9 @@ class DeepSpeedBackend:
             str(directory / "deepspeed"), tag="state", exclude_frozen_parameters=True
         )
         return {}
+
+    def load_schedule(self, state: dict[str, Any]) -> None:
+        fast_forward(self.scheduler, int(state["step"]))
 
     def load_state(self, directory: Path, state: dict[str, Any]) -> None:
         self.engine.load_checkpoint(

@@ -100,6 +100,12 @@ def _load_spec(path: Path):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from steering_core.runtime import die_with_parent, dist_env, redirect_rank_output
+
+    if args.die_with_parent:
+        die_with_parent()
+    if args.rank_logs is not None:
+        redirect_rank_output(args.rank_logs, dist_env().rank)
     spec = _load_spec(args.spec)
     if spec.deepspeed is not None:
         from steering_core.runtime import ensure_single_process_env
@@ -185,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--progress", choices=["json", "human"], default="json")
+    train.add_argument(
+        "--rank-logs",
+        type=Path,
+        default=None,
+        help="each rank's stderr to DIR/rank-R.stderr; ranks other than 0 also their stdout "
+        "(their error event) to DIR/rank-R.stdout, so stdout carries rank 0's events alone",
+    )
+    train.add_argument(
+        "--die-with-parent",
+        action="store_true",
+        help="the kernel kills this process when the process that started it (a launcher) dies",
+    )
     train.set_defaults(func=cmd_train)
 
     verify = sub.add_parser("verify", help="check a saved artifact (no base model needed)")

@@ -26,7 +26,9 @@ class StartEvent(_Event):
     trainable_parameters: int
     trainable_percent: float
     resumed_from_step: int = 0
-    backend: str
+    backend: Literal["torch", "deepspeed"]
+    world_size: int = 1
+    zero_stage: int | None = None  # DeepSpeed's ZeRO stage (None: plain torch)
     truncated_rows: int = 0
     dropped_rows: int = 0
 

@@ -35,6 +35,7 @@ def build_manifest(
     deepspeed_config: dict[str, Any] | None,
     state: dict[str, Any],
     train_seconds: float,
+    backend: str = "torch",
 ) -> dict[str, Any]:
     env = dist_env()
     base_hash = attached.base_info.content_hash if attached.base_info else None
@@ -56,6 +57,11 @@ def build_manifest(
         ).model_dump(mode="json"),
         "library_versions": {**library_versions(), **_optional_versions()},
         "deepspeed_config": deepspeed_config,
+        "compute": {
+            "world_size": env.world_size,
+            "backend": backend,
+            "zero_stage": state.get("zero_stage"),
+        },
         "hardware": {
             **hardware_summary(device),
             "world_size": env.world_size,

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,35 @@ def ensure_single_process_env() -> None:
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (a rank must not outlive the launcher
+    that its worker runs, nor the worker). Exits at once if the parent is already gone."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() != parent or parent == 1:
+        os._exit(137)
+
+
+def redirect_rank_output(directory: Path, rank: int) -> None:
+    """Send this rank's stderr to ``directory/rank-R.stderr`` (and, on ranks other than 0, its
+    stdout to ``rank-R.stdout``), so each rank's messages stay apart and stdout carries rank 0's
+    events alone. File descriptors are redirected, so native libraries' output follows."""
+    directory.mkdir(parents=True, exist_ok=True)
+    targets = [(2, directory / f"rank-{rank}.stderr")]
+    if rank != 0:
+        targets.append((1, directory / f"rank-{rank}.stdout"))
+    for fd, path in targets:
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(handle, fd)
+        os.close(handle)
 
 
 def select_device(env: DistEnv) -> torch.device:

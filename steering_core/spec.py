@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from steering_core.compute import DeepSpeedSpec
 from steering_core.config import StrictModel
 from steering_core.methods.definition import Scheduler
 from steering_core.methods.post_block.config import PostBlockMethod
@@ -81,14 +82,6 @@ def resolve_hyperparameters(method_type: str, hp: Hyperparameters) -> ResolvedHy
     )
 
 
-class DeepSpeedSpec(StrictModel):
-    """Run the same training loop through a DeepSpeed engine."""
-
-    zero_stage: Literal[0, 1, 2, 3] = 0
-    offload_optimizer: bool = Field(default=False, description="ZeRO optimizer states on CPU.")
-    offload_param: bool = Field(default=False, description="ZeRO-3 parameters on CPU.")
-
-
 class TrainingSpec(StrictModel):
     """One training run: base model, method, data and hyperparameters."""
 
@@ -102,7 +95,17 @@ class TrainingSpec(StrictModel):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto", description="auto: bf16 where the device supports it, else fp32."
     )
-    deepspeed: DeepSpeedSpec | None = None
+    deepspeed: DeepSpeedSpec | None = Field(
+        default=None,
+        description="Train through DeepSpeed (always, when launched with several ranks).",
+    )
+    collective_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="How long a rank waits in a collective for the others before failing (a "
+        "rank that died must not leave the others hanging).",
+    )
     max_training_tokens: int | None = Field(
         default=None,
         ge=1,

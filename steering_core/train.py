@@ -3,6 +3,15 @@
 seed -> model -> attach method -> data -> optimizer/schedule -> loop -> eval -> save. The loop
 is the same for plain torch and DeepSpeed (``steering_core.backends``); only rank 0 writes files
 and events. Progress goes to the reporter as :mod:`steering_core.events`.
+
+Several ranks (launched by torchrun, which sets ``RANK`` and ``WORLD_SIZE``) always train
+through DeepSpeed. ``batch_size`` is the global batch, split evenly across the ranks
+(``train_plan``). A step's loss is the mean over every labelled token of the step, across its
+micro-batches and ranks: each rank knows the whole data plan, so it counts the step's labelled
+tokens of every rank itself, without a collective, and weights its micro-batch's mean loss by
+its share of them. One rank and several ranks so train the same objective on the same rows,
+and reach the same adapter up to the order of floating-point sums. A stop request is agreed by
+all ranks at the step boundary (one rank leaving a collective early would hang the others).
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ from steering_core.checkpoint import (
     restore_rng_from,
     write_checkpoint,
 )
+from steering_core.compute import DeepSpeedSpec, resolve_zero_stage
 from steering_core.data import pad_token_id_for
 from steering_core.data_formats import parse_jsonl
-from steering_core.errors import QuotaExceededError, SteeringUserError
+from steering_core.errors import ConfigValidationError, QuotaExceededError, SteeringUserError
 from steering_core.events import CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent
 from steering_core.io import save_artifact
 from steering_core.layer_stats import layer_statistics
@@ -134,17 +144,28 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
     device = select_device(env)
     precision = resolve_precision(spec.precision, device)
-    bf16 = precision == "bf16"
+    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
     seed_everything(spec.seed)
     if spec.train_file is None:
         raise SteeringUserError("the spec names no train_file")
 
     definition = method_definition(spec.method.type)
     definition.check_training(spec.method, spec)
+    ds_spec = spec.deepspeed
+    if ds_spec is None and env.world_size > 1:
+        ds_spec = DeepSpeedSpec()  # several ranks always train through DeepSpeed
+    zero_stage = None
+    if ds_spec is not None:
+        zero_stage = resolve_zero_stage(
+            ds_spec,
+            world_size=env.world_size,
+            trains_base_weights=definition.trains_base_weights,
+            allowed=definition.allowed_zero_stages(spec.method),
+        )
+        definition.check_zero_stage(spec.method, zero_stage)
     handler = get_method_handler(spec.method.type)
-    # Base weights in bf16 on a bf16 device (unless training changes them); trainables in fp32.
-    base_dtype = torch.bfloat16 if bf16 and not definition.trains_base_weights else torch.float32
-    model = load_model(spec.model, cache_dir=cache_dir, dtype=base_dtype)
+    # One precision regime for every method: fp32 weights, bf16 autocast (backends.py).
+    model = load_model(spec.model, cache_dir=cache_dir, dtype=torch.float32)
     tokenizer = load_tokenizer(spec.model, cache_dir=cache_dir)
     attached = attach_method(model, spec.method)
     for param in _trainable(attached).values():
@@ -156,6 +177,11 @@ def train(
     val_rows = _load_rows(spec, tokenizer, "validation_file")
     pad_id = pad_token_id_for(tokenizer)
     hp = resolve_hyperparameters(spec.method.type, spec.hyperparameters)
+    if hp.batch_size % env.world_size:
+        raise ConfigValidationError(
+            f"batch_size {hp.batch_size} is the global batch, split across {env.world_size} "
+            f"ranks: it must divide by {env.world_size}"
+        )
     plan = DataPlan(
         n_rows=len(train_rows),
         batch_size=hp.batch_size,
@@ -183,19 +209,27 @@ def train(
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, total))
     ds_config = None
-    if spec.deepspeed is not None:
-        ds_config = deepspeed_config(spec.deepspeed, hp, bf16)
-        backend: Any = DeepSpeedBackend(
-            attached.model, optimizer, scheduler, hp, ds_config, loss=handler.loss
+    if ds_spec is not None and zero_stage is not None:
+        ds_config = deepspeed_config(
+            zero_stage=zero_stage,
+            offload_optimizer=ds_spec.offload_optimizer,
+            offload_param=ds_spec.offload_param,
+            hp=hp,
+            per_rank_batch=plan.per_rank,
         )
-    else:
-        backend = TorchBackend(
+        backend: Any = DeepSpeedBackend(
             attached.model,
             optimizer,
             scheduler,
             hp,
-            torch.bfloat16 if bf16 else None,
+            ds_config,
             loss=handler.loss,
+            autocast_dtype=autocast_dtype,
+            collective_timeout_seconds=spec.collective_timeout_seconds,
+        )
+    else:
+        backend = TorchBackend(
+            attached.model, optimizer, scheduler, hp, autocast_dtype, loss=handler.loss
         )
     params = list(_trainable(attached).values())
 
@@ -207,6 +241,8 @@ def train(
         "best_validation": None,
         "best_step": None,
         "evals_since_best": 0,
+        "world_size": env.world_size,
+        "zero_stage": zero_stage,
     }
     best_snapshot: dict[str, torch.Tensor] | None = None
     if resume and (ckpt := latest_checkpoint(out_dir)) is not None:
@@ -214,9 +250,13 @@ def train(
         with gathered(params, modify=True), torch.no_grad():
             for name, param in _trainable(attached).items():
                 param.copy_(tensors[name])
-        backend.load_state(ckpt, saved)
+        layout = _resume_layout(saved, env.world_size, zero_stage, definition.trains_base_weights)
+        if layout == "same":
+            backend.load_state(ckpt, saved)
+        else:  # the adapter's weights are whole in the checkpoint; its optimizer moments are not
+            backend.load_schedule(saved)
         restore_rng_from(ckpt, saved)
-        state.update({k: saved.get(k, state[k]) for k in state})
+        state.update({k: saved.get(k, state[k]) for k in state if k not in _LAYOUT_KEYS})
     start_step = state["step"]
 
     reporter.emit(
@@ -228,6 +268,8 @@ def train(
             trainable_percent=counts.percent,
             resumed_from_step=start_step,
             backend=backend.name,
+            world_size=env.world_size,
+            zero_stage=zero_stage,
             truncated_rows=train_rows.stats.n_truncated,
             dropped_rows=train_rows.stats.n_dropped_all_masked,
         )
@@ -264,18 +306,33 @@ def train(
     try:
         for step in range(start_step + 1, total + 1):
             step_started = time.perf_counter()
-            losses, tokens = [], 0
+            micro_batches = {
+                micro: [
+                    handler.collate([train_rows[i] for i in plan.rows_for(micro, rank)], pad_id)
+                    for rank in range(env.world_size)
+                ]
+                for micro in plan.step_micro_batches(step)
+            }
+            labelled = max(
+                1,
+                sum(handler.supervised_tokens(b) for bs in micro_batches.values() for b in bs),
+            )
+            loss_sum, tokens = 0.0, 0
             lr = backend.learning_rate()  # the lr this step's update uses
-            for micro in range((step - 1) * plan.grad_accum, step * plan.grad_accum):
-                rows = [train_rows[i] for i in plan.rows_for(micro, env.rank)]
-                batch = handler.collate(rows, pad_id)
-                tokens += int(batch["attention_mask"].sum())
-                losses.append(backend.forward_backward({k: v.to(device) for k, v in batch.items()}))
+            for batches in micro_batches.values():
+                batch = batches[env.rank]
+                tokens += sum(int(b["attention_mask"].sum()) for b in batches)
+                share = handler.supervised_tokens(batch) / labelled
+                # DeepSpeed averages gradients over ranks: world_size x share sums them.
+                mean = backend.forward_backward(
+                    {k: v.to(device) for k, v in batch.items()}, share * env.world_size
+                )
+                loss_sum += mean * share
             grad_norm = backend.step()
-            # Only joint acts here, and joint's projection is refused on ZeRO stages 1-3, so the
+            # Only joint acts here, and joint's projection runs under ZeRO 0 alone, so the
             # parameters are never partitioned at this point: no gather needed.
             attached.after_optimizer_step(step)
-            loss = sum(losses) / len(losses)
+            loss = _sum_over_ranks(loss_sum)
             state["step"], state["trained_tokens"] = step, state["trained_tokens"] + tokens
             state["losses"].append(loss)
             elapsed = time.perf_counter() - started
@@ -317,7 +374,7 @@ def train(
                         break
             if spec.checkpoint_every_n_steps and step % spec.checkpoint_every_n_steps == 0:
                 checkpoint(step)
-            if should_stop():
+            if _any_rank(should_stop()):
                 raise TrainingCancelled(f"cancelled at step {step}")
     except TrainingCancelled:
         reporter.emit(
@@ -346,7 +403,9 @@ def train(
         reporter.emit(EvalEvent(step=step, validation_loss=value))
     train_seconds = time.perf_counter() - started
     artifact = out_dir / ARTIFACT_DIR
-    manifest = build_manifest(spec, attached, tokenizer, device, ds_config, state, train_seconds)
+    manifest = build_manifest(
+        spec, attached, tokenizer, device, ds_config, state, train_seconds, backend.name
+    )
     if env.is_main and (spec.deepspeed is None or spec.deepspeed.zero_stage < 3):
         probe = range(min(LAYER_STATS_BATCHES, plan.micro_per_epoch))
         manifest["layer_stats"] = layer_statistics(
@@ -380,6 +439,52 @@ def train(
         validation_losses=[(int(s), float(v)) for s, v in state["validation"]],
         restored_step=state["best_step"] if restored else None,
     )
+
+
+_LAYOUT_KEYS = ("world_size", "zero_stage")
+
+
+def _resume_layout(
+    saved: dict[str, Any], world_size: int, zero_stage: int | None, trains_base_weights: bool
+) -> str:
+    """ "same" when the checkpoint's optimizer state can be loaded as saved; "weights" when only
+    the trained weights and the schedule carry over (an adapter's optimizer state partitioned
+    across a different number of ranks); a user error for full fine-tuning in that case."""
+    saved_world = int(saved.get("world_size", 1))
+    saved_stage = saved.get("zero_stage")
+    if saved_world == world_size and saved_stage == zero_stage:
+        return "same"
+    if (
+        (saved_stage or 0) == 0
+        and (zero_stage or 0) == 0
+        and (saved_stage is None) == (zero_stage is None)
+    ):
+        return "same"  # whole optimizer state on every rank: any number of ranks reads it
+    if trains_base_weights:
+        raise ConfigValidationError(
+            f"this checkpoint was written by {saved_world} rank(s) under ZeRO {saved_stage}, "
+            f"and this run has {world_size} rank(s) under ZeRO {zero_stage}: full fine-tuning "
+            "resumes only on the layout that wrote its partitioned optimizer state; resume with "
+            f"{saved_world} process(es) and zero_stage {saved_stage}"
+        )
+    return "weights"
+
+
+def _sum_over_ranks(value: float) -> float:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)
+    return float(tensor.item())
+
+
+def _any_rank(flag: bool) -> bool:
+    """True on every rank when any rank's flag is set (the stop decision is collective)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    tensor = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def _barrier() -> None:

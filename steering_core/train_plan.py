@@ -2,7 +2,9 @@
 
 Resuming is exact because the position in the data is a function of the step alone: micro-batch
 ``m`` reads the ``m``-th slice of the concatenation of per-epoch permutations, each permutation
-seeded by ``seed + epoch``.
+seeded by ``seed + epoch``. ``batch_size`` is the global batch: rank ``r`` of ``W`` reads the
+``r``-th of ``W`` equal parts of each slice, so the rows a step trains on (and so the trained
+adapter, up to the order of floating-point sums) do not depend on the number of ranks.
 
 With ``group_by_length`` (``lengths`` set), each epoch's permutation is regrouped so that a
 micro-batch holds rows of similar length and pads little: the random permutation is cut into
@@ -27,7 +29,7 @@ MEGABATCH_BATCHES = 50  # global batches sorted together by length (as in transf
 @dataclass(frozen=True)
 class DataPlan:
     n_rows: int
-    batch_size: int  # rows per micro-batch per process
+    batch_size: int  # rows per micro-batch, all ranks together (the global batch)
     world_size: int
     grad_accum: int
     n_epochs: int
@@ -38,10 +40,20 @@ class DataPlan:
     def __post_init__(self) -> None:
         if self.lengths is not None and len(self.lengths) != self.n_rows:
             raise ValueError(f"{len(self.lengths)} lengths for {self.n_rows} rows")
+        if self.batch_size % self.world_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} does not divide by the {self.world_size} ranks "
+                "that split it; use a multiple of the number of processes"
+            )
 
     @property
     def global_batch(self) -> int:
-        return self.batch_size * self.world_size
+        return self.batch_size
+
+    @property
+    def per_rank(self) -> int:
+        """Rows of one micro-batch on one rank."""
+        return self.batch_size // self.world_size
 
     @property
     def micro_per_epoch(self) -> int:
@@ -98,8 +110,12 @@ class DataPlan:
         """
         epoch, j = divmod(micro, self.micro_per_epoch)
         perm = self.permutation(epoch)
-        start = j * self.global_batch + rank * self.batch_size
-        return [perm[(start + k) % self.n_rows] for k in range(self.batch_size)]
+        start = j * self.global_batch + rank * self.per_rank
+        return [perm[(start + k) % self.n_rows] for k in range(self.per_rank)]
+
+    def step_micro_batches(self, step: int) -> range:
+        """The micro-batches optimizer step ``step`` (1-based) accumulates."""
+        return range((step - 1) * self.grad_accum, step * self.grad_accum)
 
 
 def lr_lambda(hp: ResolvedHyperparameters, total_steps: int):

@@ -28,6 +28,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from steering_core.compute import ALL_STAGES
 from steering_core.config import SiteConfig, StrictModel
 from steering_core.data_formats import DATA_FORMATS
 from steering_core.errors import ConfigValidationError
@@ -86,6 +87,8 @@ class MethodDefinition:
     trains_base_weights: bool = False
     summary: Any = field(default=None, compare=False)  # (config) -> AdapterSummary
     training_checks: tuple[Any, ...] = field(default=(), compare=False)  # (config, spec) -> None
+    # (config) -> (the ZeRO stages it trains under, why not the others); None: every stage
+    zero_stages: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         declared = self.config.model_fields.get("type")
@@ -145,6 +148,21 @@ class MethodDefinition:
         """Refuse a spec this method cannot train (raise a user error that says why)."""
         for check in self.training_checks:
             check(config, spec)
+
+    def allowed_zero_stages(self, config: StrictModel) -> tuple[int, ...]:
+        return ALL_STAGES if self.zero_stages is None else self.zero_stages(config)[0]
+
+    def check_zero_stage(self, config: StrictModel, stage: int) -> None:
+        """Refuse a ZeRO stage this method (with this config) cannot train under."""
+        if self.zero_stages is None:
+            return
+        allowed, reason = self.zero_stages(config)
+        if stage not in allowed:
+            stages = ", ".join(str(s) for s in allowed)
+            raise ConfigValidationError(
+                f"the {self.name} method cannot train under zero_stage {stage}: {reason}; "
+                f'use zero_stage {stages} or "auto"'
+            )
 
     def load_handler(self) -> Any:
         """Import the torch side, a :class:`~steering_core.methods.base.MethodHandler` (only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -164,11 +165,19 @@ def test_early_stopping_restores_the_best_adapter(tmp_path: Path) -> None:
 
 
 def test_keep_best_validation_saves_the_best_adapter_of_a_full_run(tmp_path: Path) -> None:
-    """No early stop: every step runs, and the adapter saved is the best evaluated one's."""
+    """No early stop: every step runs, and the adapter saved is the best evaluated one's. The
+    validation answers are a word where training teaches digits, so validation does not keep
+    improving to the last step."""
+    validation = tmp_path / "val.jsonl"
+    validation.write_text(
+        "".join(
+            json.dumps({"prompt": f"{a}+{a}=", "completion": "banana"}) + "\n" for a in range(10)
+        )
+    )
     spec = _spec(
         tmp_path,
-        hyperparameters={"n_epochs": 6, "learning_rate": 0.5, "lr_scheduler": "constant"},
-        validation_file=str(write_sums(tmp_path / "val.jsonl", n=16, seed=1)),
+        hyperparameters={"n_epochs": 6, "learning_rate": 0.05, "lr_scheduler": "constant"},
+        validation_file=str(validation),
         eval_every_n_steps=2,
         keep_best_validation=True,
     )
@@ -176,7 +185,7 @@ def test_keep_best_validation_saves_the_best_adapter_of_a_full_run(tmp_path: Pat
     assert result.status == "succeeded" and result.step == result.total_steps
     evaluated = result.validation_losses[:-1]
     best_step, best = min(evaluated, key=lambda pair: pair[1])
-    assert best_step < result.step, "the rate diverges: the last evaluation is not the best"
+    assert best_step < result.step, "the last evaluation is not the best"
     assert result.validation_losses[-1][1] == pytest.approx(best, rel=1e-5)
     manifest = read_artifact_config(result.artifact_dir).training_manifest
     assert manifest["result"]["best_validation_step"] == best_step == result.restored_step

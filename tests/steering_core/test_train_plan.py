@@ -98,3 +98,24 @@ def test_ungrouped_order_is_unchanged() -> None:
     plan = _plan(100, grouped=False)
     expected = torch.randperm(100, generator=torch.Generator().manual_seed(3 + 1)).tolist()
     assert plan.permutation(1) == expected
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_ranks_split_the_global_batch_into_the_one_rank_order(grouped: bool) -> None:
+    """batch_size is global: two ranks read, together, exactly the rows one rank reads."""
+    one = _plan(37, grouped, batch_size=4, world_size=1)
+    two = _plan(37, grouped, batch_size=4, world_size=2)
+    assert two.per_rank == 2 and two.total_steps == one.total_steps
+    for m in range(one.total_steps * one.grad_accum):
+        assert two.rows_for(m, 0) + two.rows_for(m, 1) == one.rows_for(m, 0)
+
+
+def test_a_batch_that_does_not_divide_by_the_ranks_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch_size 6 does not divide by the 4 ranks"):
+        _plan(10, False, batch_size=6, world_size=4)
+
+
+def test_a_step_accumulates_its_own_micro_batches() -> None:
+    plan = _plan(40, False, grad_accum=3)
+    assert list(plan.step_micro_batches(1)) == [0, 1, 2]
+    assert list(plan.step_micro_batches(2)) == [3, 4, 5]

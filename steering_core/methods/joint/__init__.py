@@ -3,9 +3,7 @@ LoRA's down-projection subspace by a hard projection (METHOD.md section 4)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from steering_core.errors import ConfigValidationError
+from steering_core.compute import ALL_STAGES
 from steering_core.methods.definition import (
     MethodDefaults,
     MethodDefinition,
@@ -14,16 +12,15 @@ from steering_core.methods.definition import (
 from steering_core.methods.joint.config import JointMethod, OrthogonalityConfig
 
 
-def refuse_projection_under_zero(config: JointMethod, spec: Any) -> None:
-    """The projection edits adapter weights in place, which ZeRO stages 1-3 would overwrite
-    from their fp32 master copy at the next step."""
-    deepspeed = getattr(spec, "deepspeed", None)
-    if config.orthogonality.enabled and deepspeed is not None and deepspeed.zero_stage > 0:
-        raise ConfigValidationError(
-            "joint's orthogonal projection edits the adapter weights in place, which ZeRO "
-            "stages 1-3 would overwrite from their master copy: use zero_stage 0, or set "
-            "orthogonality.enabled to false"
-        )
+def zero_stages(config: JointMethod) -> tuple[tuple[int, ...], str]:
+    """The projection edits adapter weights in place after each step, which ZeRO stages 1-3
+    would overwrite from their partitioned master copy at the next step."""
+    if not config.orthogonality.enabled:
+        return ALL_STAGES, ""
+    return (0,), (
+        "its orthogonal projection edits the adapter weights in place, which ZeRO stages 1-3 "
+        "would overwrite from their master copy (or set orthogonality.enabled to false)"
+    )
 
 
 # METHOD.md section 4: lr 2e-4, cosine schedule, 6% warmup.
@@ -37,7 +34,7 @@ METHOD = MethodDefinition(
     rank_fields=("adapter.rank", "lora.rank"),
     site_field="site",
     summary=steering_adapter_summary,
-    training_checks=(refuse_projection_under_zero,),
+    zero_stages=zero_stages,
 )
 
 __all__ = ["METHOD", "JointMethod", "OrthogonalityConfig"]
