@@ -84,6 +84,10 @@ class Job(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     queue: Mapped[str] = mapped_column(String(64), default="cpu")
     gpus: Mapped[int] = mapped_column(Integer, default=0)
+    # the normalised compute request ({"gpus", "processes", "deepspeed"}), later joined by what
+    # the worker allocated ("worker", "devices", "cpu_slots") and what the engine reported
+    # ("world_size", "backend", "zero_stage")
+    compute: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(256))
@@ -159,6 +163,18 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
     __table_args__ = (Index("ix_metrics_job_step", "job_id", "step"),)
+
+
+class Worker(Base):
+    """A worker that has registered: what it can run, and when it was last heard from."""
+
+    __tablename__ = "workers"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_slots: Mapped[int] = mapped_column(Integer, default=1)
+    queues: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class IdempotencyKey(Base):

@@ -70,18 +70,63 @@ def add_checkpoint(
     return checkpoint
 
 
+# -- the job's compute block -------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _merge_compute(job: Job, **keys: Any) -> None:
+    """Add ``keys`` to ``job.compute`` (a new dict: SQLAlchemy does not see in-place changes to
+    a JSON value). A row without one (stored by hand) gets what it could have asked for: one
+    process per GPU, or one on CPU, without DeepSpeed."""
+    stored = job.compute or {
+        "gpus": job.gpus,
+        "processes": max(1, job.gpus or 0),
+        "deepspeed": None,
+    }
+    job.compute = {**stored, **keys}
+
+
+def record_allocation(
+    session: Session, job: Job, *, worker: str, devices: list[int], cpu_slots: list[int]
+) -> None:
+    """What the worker gave the job: its name, the GPU ids and the CPU slots of its ranks."""
+    _merge_compute(job, worker=worker, devices=list(devices), cpu_slots=list(cpu_slots))
+    ranks = int((job.compute or {}).get("processes") or max(len(devices), len(cpu_slots), 1))
+    where = [_plural(ranks, "rank")]
+    if devices:
+        where.append(f"GPUs {','.join(str(d) for d in devices)}")
+    if cpu_slots:
+        where.append(f"CPU slots {','.join(str(s) for s in cpu_slots)}")
+    add_event(
+        session,
+        job.id,
+        f"Running on worker {worker}: {', '.join(where)}",
+        data={"worker": worker, "devices": list(devices), "cpu_slots": list(cpu_slots)},
+    )
+
+
 # -- the engine's progress events, one function per kind (worker/recorder.py's table) -------
 
 
 def record_start(session: Session, job: Job, event: TrainingStarted) -> None:
+    """The plan, and what the run really is: its ranks, backend and ZeRO stage join the job's
+    ``compute`` block."""
     job.total_steps = event.total_steps
+    _merge_compute(
+        job, world_size=event.world_size, backend=event.backend, zero_stage=event.zero_stage
+    )
+    ranks = _plural(event.world_size, "rank")
+    zero = f", ZeRO {event.zero_stage}" if event.zero_stage is not None else ""
     resumed = f", resumed from step {event.resumed_from_step}" if event.resumed_from_step else ""
     add_event(
         session,
         job.id,
         f"Training {event.n_examples} examples for {event.total_steps} steps "
         f"({event.trainable_parameters:,} trainable parameters, "
-        f"{event.trainable_percent:.3f}%){resumed}",
+        f"{event.trainable_percent:.3f}%) on {ranks} ({event.backend}{zero}){resumed}",
         data=event.model_dump(mode="json"),
     )
 

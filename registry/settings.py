@@ -73,6 +73,30 @@ class Settings(BaseSettings):
     )
     worker_queues: list[str] = Field(default_factory=lambda: ["cpu"])
     worker_gpus: int = 0
+    worker_cpu_slots: int = Field(
+        default=2,
+        ge=0,
+        le=1024,
+        description="CPU ranks a worker runs at once: a CPU job of P processes takes P slots",
+    )
+    worker_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="jobs a worker runs at once (default: one per GPU, at least one)",
+    )
+    collective_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="how long the ranks of a job wait for each other in a collective before "
+        "the job fails (a rank that died must not leave the others hanging)",
+    )
+    worker_seen_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="a worker heard from within this many seconds counts as present: a job "
+        "that none of them can run is accepted with a warning",
+    )
     torch_threads: int | None = None
 
     @property

@@ -16,6 +16,11 @@ class TrainingStarted(Protocol):
     trainable_parameters: int
     trainable_percent: float
     resumed_from_step: int
+    world_size: int
+    zero_stage: int | None
+
+    @property
+    def backend(self) -> str: ...  # read-only: the event's own type is a Literal of names
 
     def model_dump(self, *, mode: str) -> dict[str, Any]: ...
 

@@ -19,7 +19,9 @@ def training_spec_for(session: Session, settings: Settings, job: Job) -> Trainin
     """The spec the training subprocess runs for ``job``. Checkpoints every
     ``checkpoint_every_n_steps`` (a resumed attempt starts from the last), and an evaluation as
     often when the job has a validation file; the tenant's ``max_training_tokens`` quota is
-    enforced by the engine once it has tokenized the data."""
+    enforced by the engine once it has tokenized the data. The job's DeepSpeed settings
+    (``compute.deepspeed``, already normalised: present whenever it runs on several ranks) are
+    the spec's ``deepspeed``."""
     train = files_repo.get_file(session, job.training_file)
     validation = files_repo.get_file(session, job.validation_file) if job.validation_file else None
     every = settings.checkpoint_every_n_steps
@@ -38,6 +40,7 @@ def training_spec_for(session: Session, settings: Settings, job: Job) -> Trainin
                 session, settings, job.tenant_id
             ).max_training_tokens,
             "eval_every_n_steps": every if validation else None,
+            "deepspeed": (job.compute or {}).get("deepspeed"),
         }
     )
 

@@ -47,6 +47,7 @@ def test_model_tables_are_the_expected_ones() -> None:
         "adapters",
         "metrics",
         "idempotency_keys",
+        "workers",
     } == MODEL_TABLES
 
 
@@ -117,3 +118,28 @@ def test_reft_methods_stored_before_positions_keep_meaning_every_token(empty_db_
         assert session.get(Job, ids["new"]).method == new_reft
         assert session.get(Job, ids["post_block"]).method == {"type": "post_block"}
         assert session.get(Adapter, adapter).method == {**old_reft, "positions": "all"}
+
+
+def test_jobs_stored_before_compute_ran_one_process_per_gpu_without_deepspeed(
+    empty_db_url: str,
+) -> None:
+    """0004: every existing job gets the compute block it ran with (one process per GPU, one
+    on CPU, no DeepSpeed), and the workers table starts empty."""
+    import sqlalchemy as sa
+
+    from registry.db import session_scope
+    from registry.models import Job, Worker
+    from tests.db_fixtures import add_file, add_job
+
+    command.upgrade(alembic_config(empty_db_url), "0003")
+    assert "workers" not in _tables(empty_db_url)
+    with session_scope(empty_db_url) as session:
+        file_id = add_file(session, "t").id
+        ids = {gpus: add_job(session, "t", file_id, gpus=gpus).id for gpus in (0, 1, 4)}
+    upgrade(empty_db_url)
+    with session_scope(empty_db_url) as session:
+        for gpus, job_id in ids.items():
+            compute = session.get(Job, job_id).compute
+            assert compute == {"gpus": gpus, "processes": max(1, gpus), "deepspeed": None}
+        assert session.scalar(sa.select(sa.func.count()).select_from(Worker)) == 0
+    assert "workers" in _tables(empty_db_url)

@@ -35,7 +35,7 @@ def _start(**overrides: object) -> StartEvent:
         "n_examples": 48,
         "trainable_parameters": 1536,
         "trainable_percent": 3.4285714,
-        "backend": "single",
+        "backend": "torch",
     }
     return StartEvent.model_validate({**fields, **overrides})
 
@@ -79,7 +79,8 @@ def test_start_sets_the_total_and_tells_the_plan(leased: LeasedJob, resumed: int
     EventRecorder(leased).record(event)
 
     assert job_row(leased.url, leased.job_id).total_steps == 6
-    message = "Training 48 examples for 6 steps (1,536 trainable parameters, 3.429%)"
+    message = "Training 48 examples for 6 steps (1,536 trainable parameters, 3.429%) on 1 rank"
+    message += " (torch)"
     if resumed:
         message += ", resumed from step 4"
     assert _new_events(leased, before) == [
