@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -78,6 +79,22 @@ def field_path(loc: Any) -> str:
     return ".".join(parts)
 
 
+_LEADING_NAME = re.compile(r"^(?:Value error, )?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def error_param(error: Mapping[str, Any]) -> str:
+    """The dotted field a pydantic error is about. A rule across fields (a model validator) is
+    located at its model; when its message starts with one of the model's input fields
+    (``processes=3 with gpus=2: ...``), that field is the one to change."""
+    path = field_path(error.get("loc", ()))
+    value = error.get("input")
+    named = _LEADING_NAME.match(str(error.get("msg", "")))
+    field = named.group(1) if named else None
+    if error.get("type") == "value_error" and isinstance(value, dict) and field in value:
+        return f"{path}.{field}" if path else str(field)
+    return path
+
+
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     return field_path(loc) or None
 
@@ -109,7 +126,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 code="invalid_json",
                 param=None,
             )
-        param = _loc_to_param(tuple(first.get("loc", ())))
+        param = error_param(first) or None
         detail = "; ".join(
             f"{_loc_to_param(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg')}"
             for e in errors[:5]

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from steering_core.compute import ComputeRequest
 from steering_core.methods.definition import MethodDefinition
 from steering_core.methods.registry import method_definitions
 from steering_core.spec import Hyperparameters
@@ -91,7 +92,14 @@ class JobCreate(Strict):
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     integrations: list[Any] | None = None
-    gpus: int = Field(default=0, ge=0, le=64, description="GPUs the job needs (0: a CPU job)")
+    gpus: int = Field(
+        default=0, ge=0, le=64, description="GPUs the job needs (0: a CPU job); = compute.gpus"
+    )
+    compute: ComputeRequest | None = Field(
+        default=None,
+        description="What the job runs on: GPUs, processes (ranks; method.*.hyperparameters."
+        "batch_size is the global batch, split across them) and DeepSpeed settings",
+    )
 
 
 class JobError(BaseModel):
@@ -122,6 +130,11 @@ class JobObject(BaseModel):
     method: dict[str, Any]
     user_provided_suffix: str | None = None
     progress: dict[str, Any]
+    compute: dict[str, Any] | None = Field(
+        default=None,
+        description="The stored compute block; once running, also the worker, devices and CPU "
+        "slots it got, and the world_size, backend and zero_stage the engine reported",
+    )
 
 
 class EventObject(BaseModel):

@@ -72,6 +72,7 @@ def job_object(row: Job) -> JobObject:
             "percent": percent,
             "attempts": row.attempts,
         },
+        compute=dict(row.compute) if row.compute is not None else None,
     )
 
 

@@ -9,11 +9,12 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError, field_path
+from api.errors import ApiError, error_param
 from api.schemas import JobCreate
+from api.services.compute import check_compute, compute_request
 from registry import files as files_repo
 from registry import jobs as jobs_repo
-from registry import quotas
+from registry import quotas, workers
 from registry.errors import NotFound
 from registry.models import Job
 from registry.queueing import queue_for
@@ -22,14 +23,14 @@ from steering_core.catalogue import model_dimensions
 from steering_core.errors import SteeringUserError
 from steering_core.methods.definition import MethodSizeError
 from steering_core.methods.registry import method_definition, method_names, parse_method
-from steering_core.spec import Hyperparameters
+from steering_core.spec import Hyperparameters, resolve_hyperparameters
 
 
 def _first_error(exc: ValidationError, prefix: str) -> ApiError:
     errors = exc.errors()
-    loc = field_path(errors[0]["loc"])
+    loc = error_param(errors[0])
     param = f"{prefix}.{loc}" if loc else prefix
-    detail = "; ".join(f"{field_path(e['loc']) or prefix}: {e['msg']}" for e in errors[:5])
+    detail = "; ".join(f"{error_param(e) or prefix}: {e['msg']}" for e in errors[:5])
     return ApiError(400, f"Invalid {prefix}: {detail}", param=param)
 
 
@@ -111,6 +112,8 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
         hyperparameters = Hyperparameters.model_validate({**top, **block_hp})
     except ValidationError as exc:
         raise _first_error(exc, f"{prefix}.hyperparameters") from exc
+    compute = compute_request(body)
+    check_compute(method, resolve_hyperparameters(method.type, hyperparameters), compute)
     _check_against_model(method, body.model, prefix)
     training = _training_data(session, tenant, body.training_file, "training_file", method)
     quotas.check_new_job(session, settings, tenant)
@@ -119,7 +122,13 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
         validation = _training_data(
             session, tenant, body.validation_file, "validation_file", method
         )
-    return jobs_repo.create_job(
+    stored_compute = compute.normalised()
+    admitted = workers.admission(
+        session, stored_compute, recent_seconds=settings.worker_seen_seconds
+    )
+    if admitted.verdict == "refuse":
+        raise ApiError(400, admitted.message, param=admitted.param, code="exceeds_worker_capacity")
+    job = jobs_repo.create_job(
         session,
         tenant_id=tenant,
         model=body.model,
@@ -130,7 +139,11 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         suffix=body.suffix,
         metadata_=body.metadata,
-        queue=queue_for(body.gpus),
-        gpus=body.gpus,
+        queue=queue_for(compute.gpus),
+        gpus=compute.gpus,
+        compute=stored_compute,
         max_attempts=settings.max_attempts,
     )
+    if admitted.verdict == "warn":
+        jobs_repo.add_event(session, job.id, admitted.message, level="warning")
+    return job

@@ -13,6 +13,10 @@ import pytest
 from tests.api.helpers import JOBS, Api, assert_error
 
 STREAM_TIMEOUT = 20.0
+# No worker runs beside these apps: every job is accepted with this warning (admission)
+NO_WORKER = (
+    "No worker has registered yet: the job waits in its queue until a worker with 1 CPU slot starts"
+)
 
 
 def _read_sse(response: httpx.Response, deadline: float) -> list[dict[str, str]]:
@@ -121,12 +125,15 @@ def test_events_newest_first_with_pagination(api: Api) -> None:
     job = api.job_ok()
     created = api.get_json(f"{JOBS}/{job['id']}/events")
     assert created["object"] == "list"
-    assert [e["message"] for e in created["data"]] == [f"Created fine-tuning job: {job['id']}"]
+    assert [e["message"] for e in created["data"]] == [
+        NO_WORKER,
+        f"Created fine-tuning job: {job['id']}",
+    ]
+    assert [e["level"] for e in created["data"]] == ["warning", "info"]
     assert created["has_more"] is False
-    event = created["data"][0]
+    event = created["data"][-1]
     assert event["object"] == "fine_tuning.job.event"
     assert event["id"].startswith("ftevent-")
-    assert event["level"] == "info"
     assert event["type"] == "message"
     assert isinstance(event["created_at"], int)
 
@@ -134,6 +141,7 @@ def test_events_newest_first_with_pagination(api: Api) -> None:
     events = api.get_json(f"{JOBS}/{job['id']}/events")["data"]
     assert [e["message"] for e in events] == [
         "The job was cancelled",
+        NO_WORKER,
         f"Created fine-tuning job: {job['id']}",
     ]
     assert events[0]["data"] == {"status": "cancelled"}
@@ -141,8 +149,8 @@ def test_events_newest_first_with_pagination(api: Api) -> None:
     newest = api.get_json(f"{JOBS}/{job['id']}/events", limit=1)
     assert [e["id"] for e in newest["data"]] == [events[0]["id"]]
     assert newest["has_more"] is True
-    older = api.get_json(f"{JOBS}/{job['id']}/events", limit=1, after=events[0]["id"])
-    assert [e["id"] for e in older["data"]] == [events[1]["id"]]
+    older = api.get_json(f"{JOBS}/{job['id']}/events", limit=2, after=events[0]["id"])
+    assert [e["id"] for e in older["data"]] == [events[1]["id"], events[2]["id"]]
     assert older["has_more"] is False
 
 
@@ -227,8 +235,9 @@ def test_event_stream_follows_a_live_job_until_it_finishes(api: Api) -> None:
     assert not reader.is_alive(), f"the stream did not end after the job finished: {lines}"
     assert not errors, errors
     messages = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
-    assert [m.get("message") for m in messages[:2]] == [
+    assert [m.get("message") for m in messages[:3]] == [
         f"Created fine-tuning job: {job['id']}",
+        NO_WORKER,
         "The job was cancelled",
     ]
     assert "event: done" in lines

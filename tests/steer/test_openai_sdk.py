@@ -53,6 +53,25 @@ def test_files_jobs_events_cancel(client: openai.OpenAI, tmp_path: Path) -> None
     assert "gpt-4o" in str(bad.value)
 
 
+def test_the_compute_block_goes_in_extra_body(client: openai.OpenAI, tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(VALID_JSONL)
+    with path.open("rb") as handle:
+        file = client.files.create(file=handle, purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama",
+        training_file=file.id,
+        extra_body={"compute": {"gpus": 2, "deepspeed": {"zero_stage": 2}}},
+    )
+    compute = client.fine_tuning.jobs.retrieve(job.id).model_extra["compute"]
+    assert compute["processes"] == 2 and compute["deepspeed"]["zero_stage"] == 2
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.fine_tuning.jobs.create(
+            model="tiny-llama", training_file=file.id, extra_body={"compute": {"processes": 3}}
+        )
+    assert bad.value.body["param"] == "method.post_block.hyperparameters.batch_size"
+
+
 def test_chat_completions_with_steering_strength(client: openai.OpenAI) -> None:
     messages = [{"role": "user", "content": "2+2="}]
     answer = client.chat.completions.create(

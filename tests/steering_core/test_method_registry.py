@@ -128,17 +128,21 @@ def test_data_formats_are_checked_by_the_definition() -> None:
 
 
 def test_joint_refuses_its_projection_under_zero_stages() -> None:
-    from steering_core.spec import TrainingSpec
-
-    spec = TrainingSpec(model="tiny-llama", method={"type": "joint"}, deepspeed={"zero_stage": 2})
-    with pytest.raises(ConfigValidationError, match="zero_stage 0"):
-        method_definition("joint").check_training(spec.method, spec)
-    off = TrainingSpec(
-        model="tiny-llama",
-        method={"type": "joint", "orthogonality": {"enabled": False}},
-        deepspeed={"zero_stage": 2},
-    )
-    method_definition("joint").check_training(off.method, off)
+    joint = method_definition("joint")
+    on = parse_method({"type": "joint"})
+    assert joint.allowed_zero_stages(on) == (0,)
+    joint.check_zero_stage(on, 0)
+    for stage in (1, 2, 3):
+        with pytest.raises(ConfigValidationError, match=f"zero_stage {stage}.*use zero_stage 0"):
+            joint.check_zero_stage(on, stage)
+    off = parse_method({"type": "joint", "orthogonality": {"enabled": False}})
+    assert joint.allowed_zero_stages(off) == (0, 1, 2, 3)
+    for stage in (0, 1, 2, 3):
+        joint.check_zero_stage(off, stage)
+    # a method without a rule of its own trains under every stage
+    post_block = method_definition("post_block")
+    post_block.check_zero_stage(parse_method({"type": "post_block"}), 3)
+    assert post_block.allowed_zero_stages(parse_method({"type": "post_block"})) == (0, 1, 2, 3)
 
 
 def test_listing_methods_and_their_schemas_needs_no_torch() -> None:
