@@ -111,6 +111,8 @@ class SteerClient:
 
     # -- jobs ------------------------------------------------------------------------------
     def create_job(self, *, idempotency_key: str | None = None, **body: Any) -> dict[str, Any]:
+        """POST the job body as given: ``model``, ``training_file``, ``method``, ``compute``
+        (``{"gpus", "processes", "deepspeed"}``), ... (the API's own field names)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._json("POST", "/v1/fine_tuning/jobs", json=body, headers=headers)
 

@@ -4,6 +4,7 @@
     steer files upload train.jsonl
     steer jobs create --model smollm2-135m-instruct --file train.jsonl --method post_block \\
         --layers 0-29 --rank 8 --epochs 3 --watch
+    steer jobs create ... --gpus 2 --zero-stage 2   # the job's compute block (or --processes N)
     steer jobs watch ftjob-...          # live progress; exits with the job's outcome
     steer adapters download my-adapter@1 --out adapters/
     steer generate --model my-adapter@1 --prompt "..." --strength 0.8 --chat
@@ -158,6 +159,39 @@ def _set_field(block: dict[str, Any], path: str, value: Any) -> None:
     block[name] = value
 
 
+class ZeroStage(StrEnum):
+    auto = "auto"
+    zero = "0"
+    one = "1"
+    two = "2"
+    three = "3"
+
+
+def _compute_block(body: dict[str, Any], flags: dict[str, Any]) -> None:
+    """Layer the ``--gpus --processes --zero-stage --offload-*`` flags (None: not given) on the
+    recipe's ``compute`` block. ``--gpus`` replaces a recipe's top-level ``gpus`` shorthand."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return
+    block = dict(body.get("compute") or {})
+    for key in ("gpus", "processes"):
+        if key in given:
+            block[key] = given[key]
+    if "gpus" in given:
+        body.pop("gpus", None)
+    deepspeed = {
+        key: value
+        for key, value in given.items()
+        if key in ("zero_stage", "offload_optimizer", "offload_param")
+    }
+    if "zero_stage" in deepspeed:  # "auto", or a stage's number
+        stage = str(deepspeed["zero_stage"])
+        deepspeed["zero_stage"] = stage if stage == "auto" else int(stage)
+    if deepspeed:
+        block["deepspeed"] = {**(block.get("deepspeed") or {}), **deepspeed}
+    body["compute"] = block
+
+
 def build_job_body(
     recipe: dict[str, Any],
     *,
@@ -170,9 +204,12 @@ def build_job_body(
     hyperparameters: dict[str, Any],
     suffix: str | None,
     seed: int | None,
+    compute: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A job body from a recipe (the API's own JSON shape) with flags layered on top."""
+    """A job body from a recipe (the API's own JSON shape) with flags layered on top
+    (``compute``: the compute flags by field name, None where not given)."""
     body = dict(recipe)
+    _compute_block(body, compute or {})
     for key, value in (
         ("model", model),
         ("training_file", training_file),
@@ -213,6 +250,21 @@ def jobs_create(
     batch_size: Annotated[int | None, typer.Option()] = None,
     suffix: Annotated[str | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs, one rank each (0: a CPU job)")] = None,
+    processes: Annotated[
+        int | None, typer.Option(help="ranks (default: one per GPU, or 1 on CPU)")
+    ] = None,
+    zero_stage: Annotated[
+        ZeroStage | None, typer.Option(help="DeepSpeed ZeRO stage (auto: chosen by method)")
+    ] = None,
+    offload_optimizer: Annotated[
+        bool | None,
+        typer.Option("--offload-optimizer/--no-offload-optimizer", help="ZeRO optimizer on CPU"),
+    ] = None,
+    offload_param: Annotated[
+        bool | None,
+        typer.Option("--offload-param/--no-offload-param", help="ZeRO-3 parameters on CPU"),
+    ] = None,
     watch: Annotated[bool, typer.Option(help="follow the job until it ends")] = False,
     url: URL = None,
     api_key: KEY = None,
@@ -241,6 +293,13 @@ def jobs_create(
             },
             suffix=suffix,
             seed=seed,
+            compute={
+                "gpus": gpus,
+                "processes": processes,
+                "zero_stage": zero_stage.value if zero_stage is not None else None,
+                "offload_optimizer": offload_optimizer,
+                "offload_param": offload_param,
+            },
         )
         job = client.create_job(**body)
     except SteerAPIError as exc:

@@ -72,3 +72,50 @@ def test_flags_alone_and_method_specific_rank(tmp_path: Path) -> None:
     json_recipe = tmp_path / "job.json"
     json_recipe.write_text('{"model": "tiny-llama", "seed": 4}')
     assert _body(_recipe(json_recipe), seed=9)["seed"] == 9
+
+
+NO_COMPUTE = {
+    "gpus": None,
+    "processes": None,
+    "zero_stage": None,
+    "offload_optimizer": None,
+    "offload_param": None,
+}
+
+
+def test_compute_flags_fill_the_compute_block() -> None:
+    assert "compute" not in _body({}, compute=NO_COMPUTE)
+    assert "compute" not in _body({})
+    body = _body(
+        {}, compute={**NO_COMPUTE, "gpus": 2, "zero_stage": "2", "offload_optimizer": True}
+    )
+    assert body["compute"] == {
+        "gpus": 2,
+        "deepspeed": {"zero_stage": 2, "offload_optimizer": True},
+    }
+    auto = _body({}, compute={**NO_COMPUTE, "processes": 4, "zero_stage": "auto"})
+    assert auto["compute"] == {"processes": 4, "deepspeed": {"zero_stage": "auto"}}
+
+
+def test_a_recipes_compute_block_with_flags_on_top(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "model: tiny-llama\n"
+        "gpus: 1\n"
+        "compute:\n"
+        "  processes: 2\n"
+        "  deepspeed: {zero_stage: auto, offload_param: true}\n"
+    )
+    recipe = _recipe(path)
+    assert _body(recipe, compute=NO_COMPUTE)["compute"] == recipe["compute"]  # as written
+    assert _body(recipe, compute=NO_COMPUTE)["gpus"] == 1
+    body = _body(
+        recipe,
+        compute={**NO_COMPUTE, "gpus": 4, "zero_stage": "3", "offload_param": False},
+    )
+    assert "gpus" not in body  # --gpus replaces the recipe's shorthand
+    assert body["compute"] == {
+        "gpus": 4,
+        "processes": 2,
+        "deepspeed": {"zero_stage": 3, "offload_param": False},
+    }
