@@ -2,7 +2,7 @@
 
     steer migrate                 create or upgrade the registry schema (Alembic)
     steer api [--host --port]     the HTTP API (uvicorn)
-    steer worker [--queues --gpus --name]
+    steer worker [--queues --gpus --cpu-slots --concurrency --name]
                                   a Celery worker (plus the reconciler)
     steer up [--workers N --port] everything on one machine: migrate, API, N workers
     steer reconcile               requeue jobs whose worker died, once
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -90,11 +91,25 @@ def _detect_gpus() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def worker_queues(gpus: int, queues: list[str] | None) -> list[str]:
-    """A worker with G GPUs serves jobs that need 1..G GPUs (and CPU jobs unless told not)."""
+def worker_queues(gpus: int, queues: list[str] | None, cpu_slots: int = 1) -> list[str]:
+    """A worker with G GPUs serves jobs that need 1..G GPUs, and CPU jobs when it has CPU
+    slots (unless told which queues)."""
     if queues:
         return queues
-    return ["cpu", *(f"gpu{n}" for n in range(1, gpus + 1))]
+    return [*(["cpu"] if cpu_slots > 0 else []), *(f"gpu{n}" for n in range(1, gpus + 1))]
+
+
+def _heartbeat_forever(settings: Settings, name: str, stop: threading.Event) -> None:
+    from registry.db import session_scope
+    from registry.workers import touch_worker
+
+    every = max(1.0, settings.worker_seen_seconds / 5)
+    while not stop.wait(every):
+        try:
+            with session_scope(settings.resolved_database_url) as session:
+                touch_worker(session, name)
+        except Exception as exc:  # the database may be restarting: try again next beat
+            log.warning("worker heartbeat: %s", exc)
 
 
 def _reconcile_forever(settings: Settings, enqueue, stop: threading.Event) -> None:
@@ -108,14 +123,30 @@ def _reconcile_forever(settings: Settings, enqueue, stop: threading.Event) -> No
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from registry.db import session_scope
+    from registry.workers import register_worker
     from worker.celery_app import enqueuer, make_celery, worker_name
 
     gpus = _detect_gpus() if args.gpus == "auto" else int(args.gpus)
-    queues = worker_queues(gpus, args.queues.split(",") if args.queues else None)
+    cpu_slots = settings.worker_cpu_slots if args.cpu_slots is None else args.cpu_slots
+    concurrency = args.concurrency or settings.worker_concurrency or max(1, gpus)
+    queues = worker_queues(gpus, args.queues.split(",") if args.queues else None, cpu_slots)
+    settings = settings.model_copy(update={"worker_gpus": gpus, "worker_cpu_slots": cpu_slots})
     settings.ensure_dirs()
     app = make_celery(settings)
-    log.info("worker %s: %s GPU(s), queues %s", args.name or worker_name(), gpus, queues)
+    name = (args.name or worker_name()).replace("%h", socket.gethostname())
+    log.info(
+        "worker %s: %s GPU(s), %s CPU slot(s), %s job(s) at once, queues %s",
+        name,
+        gpus,
+        cpu_slots,
+        concurrency,
+        queues,
+    )
+    with session_scope(settings.resolved_database_url) as session:
+        register_worker(session, name=name, gpus=gpus, cpu_slots=cpu_slots, queues=queues)
     stop = threading.Event()
+    threading.Thread(target=_heartbeat_forever, args=(settings, name, stop), daemon=True).start()
     if not args.no_reconciler:
         threading.Thread(
             target=_reconcile_forever, args=(settings, enqueuer(app), stop), daemon=True
@@ -125,9 +156,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
             [
                 "worker",
                 "--pool",
-                "solo",
+                "solo" if concurrency == 1 else "threads",
                 "--concurrency",
-                "1",
+                str(concurrency),
                 "--queues",
                 ",".join(queues),
                 "--hostname",
@@ -225,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker")
     worker.add_argument("--queues", default=None, help="comma-separated; default from --gpus")
     worker.add_argument("--gpus", default="0", help="number of GPUs, or 'auto'")
+    worker.add_argument(
+        "--cpu-slots",
+        type=int,
+        default=None,
+        help="CPU ranks run at once (default: STEER_WORKER_CPU_SLOTS, 2); 0: no CPU jobs",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        help="jobs run at once (default: one per GPU, at least one)",
+    )
     worker.add_argument("--name", default=None)
     worker.add_argument("--loglevel", default="info")
     worker.add_argument("--no-reconciler", action="store_true")

@@ -406,7 +406,7 @@ def train(
     manifest = build_manifest(
         spec, attached, tokenizer, device, ds_config, state, train_seconds, backend.name
     )
-    if env.is_main and (spec.deepspeed is None or spec.deepspeed.zero_stage < 3):
+    if env.is_main and (zero_stage or 0) < 3:
         probe = range(min(LAYER_STATS_BATCHES, plan.micro_per_epoch))
         manifest["layer_stats"] = layer_statistics(
             attached,

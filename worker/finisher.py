@@ -35,6 +35,11 @@ log = logging.getLogger("steer.worker")
 RESULTS_SUFFIX = ".csv"
 STDERR_LINES_IN_MESSAGE = 3
 
+ERROR_EXIT_CODES: dict[str, int] = {
+    "user_error": ExitCode.USER_ERROR,
+    "out_of_memory": ExitCode.OUT_OF_MEMORY,
+    "internal_error": ExitCode.INTERNAL_ERROR,
+}
 # Failure codes by exit code, when the engine reported no finer one (``quota_exceeded``, ...).
 FAILURES: dict[int, str] = {
     ExitCode.USER_ERROR: "invalid_training_data",
@@ -61,14 +66,67 @@ def finish_job(
             fail_job(leased, "invalid_artifact", f"artifact verification failed: {exc}")
             return "failed"
         return register_success(settings, leased, checked)
+    code, message = failure(training, reported_error)
+    fail_job(leased, code, message)
+    return "failed"
+
+
+def failure(training: TrainingExit, reported_error: ErrorEvent | None) -> tuple[str, str]:
+    """The failure's code and message. With several ranks, the rank the launcher saw fail first
+    is named, in its own words when it reported an error (the others fail after it, waiting on
+    it), else in the launcher's (a rank killed by a signal reports nothing), with its last
+    lines of stderr. Otherwise the engine's own words, or the exit code and stderr."""
     code = FAILURES.get(training.returncode, "internal_error")
+    errors = dict(training.rank_errors)
+    if reported_error is not None:
+        errors[0] = reported_error
+    if training.world_size > 1:
+        rank, account = first_failed_rank(training.stderr_tail)
+        where = f"rank {rank} of {training.world_size}"
+        if rank is not None and rank in errors:
+            return _error_code(errors[rank], code), f"{where}: {errors[rank].message}"
+        if rank is not None:
+            lines = training.rank_stderr.get(rank, [])
+            tail = " | ".join(lines[-STDERR_LINES_IN_MESSAGE:])
+            return code, f"{where} failed first ({account or 'no account'})" + (
+                f": {tail}" if tail else ""
+            )
+    if errors:  # the earliest error a rank reported
+        rank, first = min(errors.items(), key=lambda item: item[1].time)
+        where = f"rank {rank} of {training.world_size}: " if training.world_size > 1 else ""
+        return _error_code(first, code), where + (
+            first.message or f"exit code {training.returncode}"
+        )
     message = f"training exited with code {training.returncode}: " + " | ".join(
         training.stderr_tail[-STDERR_LINES_IN_MESSAGE:]
     )
-    if reported_error is not None:  # the engine's own words, and its finer code if it has one
-        code, message = reported_error.code or code, reported_error.message or message
-    fail_job(leased, code, message)
-    return "failed"
+    return code, message
+
+
+def _error_code(error: ErrorEvent, fallback: str) -> str:
+    """The engine's finer code, else the one its kind of error maps to."""
+    return error.code or FAILURES.get(ERROR_EXIT_CODES.get(error.error_type, -1), fallback)
+
+
+def first_failed_rank(launcher_lines: list[str]) -> tuple[int | None, str | None]:
+    """torchrun's summary of a failed run names the rank that failed first ("Root Cause"), its
+    exit code and, for a signal, which one: (rank, "exitcode: ...; traceback: ...")."""
+    rank: int | None = None
+    details: list[str] = []
+    in_root_cause = False
+    for line in launcher_lines:
+        text = line.strip()
+        if text.startswith("Root Cause"):
+            in_root_cause, rank, details = True, None, []
+            continue
+        if not in_root_cause or ":" not in text:
+            continue
+        key, _, value = (part.strip() for part in text.partition(":"))
+        if key == "rank" and rank is None:
+            rank = int(value.split()[0]) if value.split()[0].isdigit() else None
+        elif key in ("exitcode", "traceback") and value and not value.startswith("<N/A>"):
+            details.append(f"{key}: {value}")
+    return rank, "; ".join(details) or None
 
 
 def fail_job(leased: LeasedJob, code: str, message: str) -> None:

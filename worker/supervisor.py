@@ -1,8 +1,13 @@
-"""The training subprocess under the job's lease: launch, follow, stop.
+"""The training processes under the job's lease: launch, follow, stop.
 
-- ``python -m steering_core.cli train`` runs in its own session (process group), and the kernel
-  kills it when the worker that started it dies (``PR_SET_PDEATHSIG``): no training outlives
-  its worker. It resumes from the job's last checkpoint when one exists.
+- One rank: ``python -m steering_core.cli train``. Several: ``torch.distributed.run`` starting
+  that command once per rank (see :mod:`worker.launch`). The process the worker starts runs in
+  its own session (process group), and the kernel kills it when the worker that started it
+  dies (``PR_SET_PDEATHSIG``); every rank is started with ``--die-with-parent`` and so dies
+  with the launcher: no rank outlives its worker. It resumes from the job's last checkpoint
+  when one exists.
+- Only rank 0 prints events to stdout; each rank's stderr (and, for ranks other than 0, the
+  error event it prints when it fails) goes to ``<job dir>/ranks/``, read back when it ends.
 - :class:`LeaseKeeper` renews the lease from claim to the last write, in its own thread, and
   flags a cancel request or a lost lease.
 - :class:`TrainingSupervisor` hands each JSON line the process prints to a callback (the
@@ -18,6 +23,7 @@ import ctypes
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,13 +31,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from registry.errors import LeaseLost
 from registry.settings import Settings
-from steering_core.events import TrainingEvent, parse_event
+from steering_core.events import ErrorEvent, TrainingEvent, parse_event
+from worker.launch import RankLaunch
 from worker.leased_job import LeasedJob
 
 log = logging.getLogger("steer.worker")
@@ -80,7 +87,10 @@ class TrainingExit:
 
     returncode: int
     cancelled: bool  # the supervisor stopped it because the job's cancel was requested
-    stderr_tail: list[str]  # its last lines of stderr, for a failure message
+    stderr_tail: list[str]  # its last lines of stderr (the launcher's, with several ranks)
+    world_size: int = 1
+    rank_errors: dict[int, ErrorEvent] = field(default_factory=dict)  # ranks other than 0
+    rank_stderr: dict[int, list[str]] = field(default_factory=dict)  # each rank's last lines
 
 
 def _own_group_dying_with_parent() -> None:
@@ -97,10 +107,21 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 class TrainingSupervisor:
     """Runs the job's training subprocess in ``job_dir`` to its end, under ``keeper``'s lease."""
 
-    def __init__(self, settings: Settings, job_dir: Path, keeper: LeaseKeeper):
+    def __init__(
+        self,
+        settings: Settings,
+        job_dir: Path,
+        keeper: LeaseKeeper,
+        launch: RankLaunch | None = None,
+    ):
         self.settings, self.job_dir, self.keeper = settings, job_dir, keeper
+        self.launch_plan = launch or RankLaunch(processes=1)
         self.job_id = keeper.leased.job_id
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
+
+    @property
+    def ranks_dir(self) -> Path:
+        return self.job_dir / "ranks"
 
     def run(self, spec_path: Path, on_event: Callable[[TrainingEvent], None]) -> TrainingExit:
         """Launch and follow the training; ``on_event`` gets each event it prints. If following
@@ -111,23 +132,34 @@ class TrainingSupervisor:
         except BaseException:
             _kill_group(proc)
             raise
-        return TrainingExit(returncode, cancelled, list(self.stderr_tail))
+        return TrainingExit(
+            returncode,
+            cancelled,
+            list(self.stderr_tail),
+            world_size=self.launch_plan.processes,
+            rank_errors=self._rank_errors(),
+            rank_stderr=self._rank_stderr(),
+        )
 
     def command(self, spec_path: Path) -> list[str]:
         out = self.job_dir / "run"
-        command = [sys.executable, "-m", "steering_core.cli"]
-        if self.settings.model_cache_dir is not None:
-            command += ["--cache-dir", str(self.settings.model_cache_dir)]
-        command += ["train", "--spec", str(spec_path), "--out", str(out)]
+        train = ["train", "--spec", str(spec_path), "--out", str(out)]
         if (out / "checkpoints").is_dir():  # an earlier attempt saved some: resume
-            command.append("--resume")
-        return command
+            train.append("--resume")
+        if self.launch_plan.processes > 1:
+            train += ["--rank-logs", str(self.ranks_dir), "--die-with-parent"]
+        return self.launch_plan.command([*self._cache_dir_args(), *train], python=sys.executable)
+
+    def _cache_dir_args(self) -> list[str]:
+        if self.settings.model_cache_dir is None:
+            return []
+        return ["--cache-dir", str(self.settings.model_cache_dir)]
 
     def launch(self, spec_path: Path) -> subprocess.Popen[str]:
         env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
-        if self.settings.torch_threads:
-            env["OMP_NUM_THREADS"] = str(self.settings.torch_threads)
+        env.update(self.launch_plan.environment(self.settings.torch_threads))
         env["PYTHONUNBUFFERED"] = "1"
+        shutil.rmtree(self.ranks_dir, ignore_errors=True)  # this attempt's ranks only
         return subprocess.Popen(
             self.command(spec_path),
             stdout=subprocess.PIPE,
@@ -136,7 +168,30 @@ class TrainingSupervisor:
             env=env,
             preexec_fn=_own_group_dying_with_parent,
             cwd=str(self.job_dir),
+            pass_fds=self.launch_plan.inherited_fds,  # the job's device locks (allocation)
         )
+
+    def _rank_errors(self) -> dict[int, ErrorEvent]:
+        errors: dict[int, ErrorEvent] = {}
+        for rank in range(1, self.launch_plan.processes):
+            path = self.ranks_dir / f"rank-{rank}.stdout"
+            lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+            for line in lines:
+                event = parse_event(line)
+                if isinstance(event, ErrorEvent):
+                    errors[rank] = event
+        return errors
+
+    def _rank_stderr(self) -> dict[int, list[str]]:
+        tails: dict[int, list[str]] = {}
+        if self.launch_plan.processes == 1:
+            return tails
+        for rank in range(self.launch_plan.processes):
+            path = self.ranks_dir / f"rank-{rank}.stderr"
+            if path.is_file():
+                lines = path.read_text(errors="replace").splitlines()
+                tails[rank] = [line for line in lines if line.strip()][-STDERR_LINES_KEPT:]
+        return tails
 
     def _follow(
         self, proc: subprocess.Popen[str], on_event: Callable[[TrainingEvent], None]

@@ -153,14 +153,21 @@ def test_two_workers_six_jobs_each_runs_once(tmp_path: Path) -> None:
 
 def test_gpu_job_is_never_taken_by_a_cpu_worker(tmp_path: Path) -> None:
     with running_service(tmp_path, "redis_postgres") as service:
-        service.start_worker("cpu-only")
         file = service.upload(write_sums(tmp_path / "train.jsonl", n=16))
+        # Before any worker registers a GPU job is accepted (once a CPU-only worker has, a GPU
+        # job is refused at creation: no worker could ever run it).
         gpu_job = service.create_job(model="tiny-llama", training_file=file["id"], gpus=1)
+        service.start_worker("cpu-only")
         cpu_job = service.create_job(model="tiny-llama", training_file=file["id"])
         assert service.wait_for(cpu_job["id"], {"succeeded"}, timeout=120)["status"] == "succeeded"
         time.sleep(2)
         still = service.job(gpu_job["id"])
         assert still["status"] == "queued" and still["progress"]["attempts"] == 0
+        refused = service.http.post(
+            "/v1/fine_tuning/jobs",
+            json={"model": "tiny-llama", "training_file": file["id"], "gpus": 1},
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "compute.gpus"
 
 
 def test_training_token_quota_fails_the_job_before_training(tmp_path: Path) -> None:

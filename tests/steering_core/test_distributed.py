@@ -121,3 +121,13 @@ def test_torch_is_used_for_one_rank_without_a_deepspeed_block(tmp_path: Path) ->
     assert code == 0, stderr[-2000:]
     start = next(e for e in events if e.event == "start")
     assert (start.backend, start.world_size, start.zero_stage) == ("torch", 1, None)
+
+
+def test_auto_zero_stage_resolves_before_anything_reads_it(tmp_path: Path) -> None:
+    """``zero_stage: "auto"`` reaches the engine unresolved; every use sees the chosen stage."""
+    data = write_sums(tmp_path / "train.jsonl", n=8)
+    spec = spec_dict(data, deepspeed={"zero_stage": "auto"})
+    code, events, _, stderr = train_cli(tmp_path, spec, name="auto")
+    assert code == 0, stderr[-2000:]
+    start = next(e for e in events if e.event == "start")
+    assert (start.backend, start.world_size, start.zero_stage) == ("deepspeed", 1, 0)

@@ -111,7 +111,8 @@ def test_a_job_runs_to_success_and_a_redelivery_is_skipped(
     messages = [e.message for e in events_of(url, job_id)]
     total = job.total_steps
     assert messages[1] == f"Job started on {OWNER} (attempt 1)"
-    assert messages[2].startswith(f"Training 48 examples for {total} steps")
+    assert messages[2] == f"Running on worker {OWNER}: 1 rank, CPU slots 0"
+    assert messages[3].startswith(f"Training 48 examples for {total} steps")
     steps = [m for m in messages if m.startswith("Step ")]
     assert [m.split(":")[0] for m in steps] == [f"Step {s}/{total}" for s in range(1, total + 1)]
     assert "Checkpoint saved at step 4" in messages
