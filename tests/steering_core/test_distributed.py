@@ -131,3 +131,30 @@ def test_auto_zero_stage_resolves_before_anything_reads_it(tmp_path: Path) -> No
     assert code == 0, stderr[-2000:]
     start = next(e for e in events if e.event == "start")
     assert (start.backend, start.world_size, start.zero_stage) == ("deepspeed", 1, 0)
+
+
+def test_resume_on_another_number_of_ranks(tmp_path: Path) -> None:
+    """An adapter method written by 2 ranks under ZeRO-2 resumes on 1 rank (its trained weights
+    and schedule carry over); full fine-tuning refuses, naming both layouts."""
+    data = write_sums(tmp_path / "train.jsonl", n=32)
+    for method, name in (("post_block", "adapter"), ("full", "full")):
+        spec = spec_dict(
+            data,
+            method={"type": method},
+            deepspeed={"zero_stage": 2},
+            checkpoint_every_n_steps=2,
+            hyperparameters={"max_steps": 2},
+        )
+        first = torchrun(tmp_path, spec, name)
+        assert first.returncode == 0, first.stderr[-3000:]
+        longer = {**spec, "hyperparameters": {**spec["hyperparameters"], "max_steps": 4}}
+        code, events, stdout, stderr = train_cli(tmp_path, longer, "--resume", name=name)
+        if method == "post_block":
+            assert code == 0, stderr[-3000:]
+            start = next(e for e in events if e.event == "start")
+            assert (start.resumed_from_step, start.world_size) == (2, 1)
+            assert [e.step for e in events if e.event == "step"] == [3, 4]
+        else:
+            assert code == 2, stderr[-3000:]
+            assert "written by 2 rank(s) under ZeRO 2" in stdout
+            assert "this run has 1 rank(s) under ZeRO 2" in stdout

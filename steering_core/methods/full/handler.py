@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 from steering_core.errors import ArtifactError
@@ -20,9 +21,27 @@ class FullAttached(AttachedMethod):
     method_type = "full"
 
     def save_payload(self, out_dir: Path) -> list[str]:
-        # save_model de-duplicates tied tensors (embeddings / lm_head).
-        save_model(self.model, str(out_dir / FULL_MODEL_FILE), metadata={"format": "pt"})
+        save_file(standalone_state(self.model), str(out_dir / FULL_MODEL_FILE), {"format": "pt"})
         return [FULL_MODEL_FILE]
+
+
+def standalone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors, each a copy of its own, tied ones (embeddings / lm_head) once under
+    the name safetensors' ``load_model`` expects (the first in sorted order).
+
+    safetensors' ``save_model`` groups tensors by storage and refuses a group none of which
+    covers it, which is every parameter under ZeRO 1-2: they are views into one flat buffer.
+    Tied tensors are the same view (same address, shape and strides); others only share the
+    buffer, so they are grouped by view, not by storage."""
+    groups: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[str]] = {}
+    state = model.state_dict()
+    for name, tensor in state.items():
+        address = tensor.data_ptr() if tensor.numel() else -len(groups) - 1  # empty: its own
+        groups.setdefault((address, tuple(tensor.shape), tensor.stride()), []).append(name)
+    return {
+        sorted(names)[0]: state[sorted(names)[0]].detach().clone().contiguous()
+        for names in groups.values()
+    }
 
 
 class FullHandler(MethodHandler):
