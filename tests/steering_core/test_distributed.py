@@ -108,11 +108,20 @@ def test_two_ranks_reach_the_one_rank_adapter(tmp_path: Path) -> None:
     assert worst <= 1e-5, worst
 
 
-def test_a_batch_the_ranks_cannot_split_is_refused(tmp_path: Path) -> None:
+def test_a_batch_the_ranks_cannot_split_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before any collective: rank 0 of 2 alone, in this process, meets the check."""
+    from steering_core.errors import ConfigValidationError
+    from steering_core.spec import TrainingSpec
+    from steering_core.train import train
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     data = write_sums(tmp_path / "train.jsonl", n=8)
-    result = torchrun(tmp_path, spec_dict(data, hyperparameters={"batch_size": 3}), "odd")
-    assert result.returncode != 0
-    assert "batch_size 3 is the global batch, split across 2 ranks" in result.stdout
+    spec = TrainingSpec.model_validate(spec_dict(data, hyperparameters={"batch_size": 3}))
+    with pytest.raises(ConfigValidationError, match="batch_size 3 is the global batch, split"):
+        train(spec, tmp_path / "odd")
 
 
 def test_torch_is_used_for_one_rank_without_a_deepspeed_block(tmp_path: Path) -> None:
