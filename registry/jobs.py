@@ -106,7 +106,11 @@ def _status_message(job: Job, status: JobStatus) -> str:
 
 
 def request_cancel(session: Session, job: Job) -> Job:
-    """Queued jobs are cancelled at once; running ones when their worker sees the flag."""
+    """Queued jobs are cancelled at once; running ones when their worker sees the flag. The row
+    is locked and read again first: a worker finishing the job at this moment (its success is
+    written under the same lock) either sees the flag or has already ended the job, and then the
+    cancel is refused rather than acknowledged for a job that succeeds."""
+    session.refresh(job, with_for_update=True)
     if job.status in TERMINAL:
         raise Conflict(f"job {job.id} is already {job.status} and cannot be cancelled")
     job.cancel_requested = True
@@ -157,9 +161,10 @@ def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -
     return job.lease_token
 
 
-def fenced_job(session: Session, job_id: str, token: int) -> Job:
-    """The job, if this worker still holds lease ``token``; else :class:`LeaseLost`."""
-    job = session.get(Job, job_id, populate_existing=True)
+def fenced_job(session: Session, job_id: str, token: int, *, lock: bool = False) -> Job:
+    """The job, if this worker still holds lease ``token``; else :class:`LeaseLost`. ``lock``
+    holds the row until the transaction ends (a worker's writes: a concurrent cancel waits)."""
+    job = session.get(Job, job_id, populate_existing=True, with_for_update=lock)
     if job is None or job.lease_token != token or job.status != JobStatus.RUNNING.value:
         raise LeaseLost(f"lease {token} on job {job_id} is no longer held")
     return job

@@ -143,8 +143,15 @@ def register_success(settings: Settings, leased: LeasedJob, artifact: CheckedArt
         while stored:
             shutil.rmtree(stored.pop(), ignore_errors=True)
 
+    cancelled = False
+
     def register(session: Session, job: Job) -> None:
+        nonlocal cancelled
         discard_stored()  # left by an attempt whose commit failed
+        if job.cancel_requested:  # acknowledged after the engine's last look: it wins
+            cancelled = True
+            jobs_repo.set_status(session, job, JobStatus.CANCELLED)
+            return
         adapter = adapters_repo.create_adapter(
             session,
             tenant_id=job.tenant_id,
@@ -179,7 +186,7 @@ def register_success(settings: Settings, leased: LeasedJob, artifact: CheckedArt
     except BaseException:
         discard_stored()
         raise
-    return "succeeded"
+    return "cancelled" if cancelled else "succeeded"
 
 
 def metrics_csv(session: Session, job: Job) -> bytes:

@@ -63,7 +63,7 @@ class LeasedJob:
 
         def transaction() -> T:
             with session_scope(self.url) as session:
-                job = jobs_repo.fenced_job(session, self.job_id, self.token)
+                job = jobs_repo.fenced_job(session, self.job_id, self.token, lock=True)
                 return fn(session, job, *args, **kwargs)
 
         return self._retrying(transaction)

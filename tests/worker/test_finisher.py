@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
 from registry.db import session_scope
-from registry.jobs import get_job
+from registry.errors import Conflict
+from registry.jobs import get_job, request_cancel
 from registry.models import Adapter, File
 from registry.progress import record_progress
 from registry.settings import Settings
@@ -270,6 +271,29 @@ def test_success_registers_the_adapter_its_copy_and_the_result_file(
         "The job has successfully completed",
         {"status": "succeeded"},
     )
+
+
+def test_a_cancel_acknowledged_before_the_finish_wins_over_the_success(
+    artifacts: dict[str, Path], worker_settings: Settings, leased: LeasedJob
+) -> None:
+    """The engine finished (its last look at the flag came before the cancel), then the cancel
+    was acknowledged: the job ends cancelled, with no adapter, not succeeded."""
+    with session_scope(leased.url) as session:
+        request_cancel(session, get_job(session, leased.job_id))
+    outcome = finish_job(worker_settings, leased, artifacts["post_block"], SUCCEEDED, None)
+    assert outcome == "cancelled"
+    assert job_row(leased.url, leased.job_id).status == "cancelled"
+    assert _adapters(leased.url) == [] and _result_files(leased.url) == []
+
+
+def test_a_cancel_after_the_success_is_refused(
+    artifacts: dict[str, Path], worker_settings: Settings, leased: LeasedJob
+) -> None:
+    assert finish_job(worker_settings, leased, artifacts["post_block"], SUCCEEDED, None) == (
+        "succeeded"
+    )
+    with session_scope(leased.url) as session, pytest.raises(Conflict):
+        request_cancel(session, get_job(session, leased.job_id))
 
 
 def test_a_damaged_artifact_fails_the_job_and_registers_nothing(
