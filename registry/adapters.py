@@ -10,37 +10,45 @@ from sqlalchemy.orm import Session
 
 from registry.errors import Conflict, NotFound
 from registry.ids import new_id
-from registry.models import Adapter
+from registry.models import Adapter, AdapterName
 
 MAX_VERSION_RETRIES = 5
 
 
-def next_version(session: Session, tenant_id: str, name: str) -> int:
-    current = session.scalar(
-        select(func.max(Adapter.version)).where(
-            Adapter.tenant_id == tenant_id, Adapter.name == name
+def take_version(session: Session, tenant_id: str, name: str) -> int:
+    """The next version of ``name``, counted in ``adapter_names`` (locked until the transaction
+    ends), so a version is given once, ever: deleting ``name@1`` never frees ``1`` again."""
+    counter = session.get(AdapterName, (tenant_id, name), with_for_update=True)
+    if counter is None:
+        current = session.scalar(  # names registered before the counter existed
+            select(func.max(Adapter.version)).where(
+                Adapter.tenant_id == tenant_id, Adapter.name == name
+            )
         )
-    )
-    return (current or 0) + 1
+        counter = AdapterName(tenant_id=tenant_id, name=name, last_version=current or 0)
+        session.add(counter)
+    counter.last_version += 1
+    return counter.last_version
 
 
 def create_adapter(session: Session, *, tenant_id: str, name: str, **fields: Any) -> Adapter:
-    """Register the next version of ``name``. Two jobs finishing together under one name race
-    for the same version: the loser retries with the next one inside a savepoint."""
+    """Register the next version of ``name``. Two jobs finishing together under a new name race
+    to create its counter: the loser retries inside a savepoint (an existing counter is locked,
+    so the second waits for the first's commit)."""
     for _ in range(MAX_VERSION_RETRIES):
-        adapter = Adapter(
-            id=new_id("adapter"),
-            tenant_id=tenant_id,
-            name=name,
-            version=next_version(session, tenant_id, name),
-            **fields,
-        )
         try:
             with session.begin_nested():
+                adapter = Adapter(
+                    id=new_id("adapter"),
+                    tenant_id=tenant_id,
+                    name=name,
+                    version=take_version(session, tenant_id, name),
+                    **fields,
+                )
                 session.add(adapter)
                 session.flush()
             return adapter
-        except IntegrityError:  # the savepoint rolled back; try the next version
+        except IntegrityError:  # the savepoint rolled back; try again
             continue
     raise Conflict(f"could not allocate a version of adapter {name!r}; retry")
 

@@ -153,6 +153,16 @@ class Adapter(Base):
     __table_args__ = (UniqueConstraint("tenant_id", "name", "version", name="uq_adapters_version"),)
 
 
+class AdapterName(Base):
+    """The last version ever given to an adapter name: versions are never reused, so a pinned
+    ``name@version`` never points at other weights, even after that version was deleted."""
+
+    __tablename__ = "adapter_names"
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
+
+
 class Metric(Base):
     __tablename__ = "metrics"
     id: Mapped[int] = mapped_column(

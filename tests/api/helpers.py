@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from api.services import files as files_service
-from registry.adapters import create_adapter, next_version
+from registry.adapters import create_adapter
 from registry.db import session_scope
 from registry.settings import Settings
 
@@ -138,29 +138,26 @@ def register_adapter(
     method: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write an adapter's files under the adapters directory and register it; return its row."""
+    digests = {file_name: hashlib.sha256(c).hexdigest() for file_name, c in files.items()}
     with session_scope(api.settings.resolved_database_url) as session:
-        version = next_version(session, tenant, name)
-        storage = f"{tenant}/{name}/v{version}"
-        root = api.settings.adapters_dir / storage
-        digests = {}
-        for file_name, content in files.items():
-            path = root / file_name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-            digests[file_name] = hashlib.sha256(content).hexdigest()
         row = create_adapter(
             session,
             tenant_id=tenant,
             name=name,
             base_model=base_model,
             method=method or {"type": "post_block"},
-            storage_path=storage,
+            storage_path="pending",
             sha256=hashlib.sha256(repr(sorted(digests.items())).encode()).hexdigest(),
             bytes=sum(len(c) for c in files.values()),
             files=digests,
             trainable_parameters=1234,
             metrics={"eval_loss": 0.5},
         )
+        storage = row.storage_path = f"{tenant}/{name}/v{row.version}"
+        for file_name, content in files.items():
+            path = api.settings.adapters_dir / storage / file_name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
         return {
             "id": row.id,
             "name": row.name,

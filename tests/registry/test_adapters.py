@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from registry.adapters import create_adapter, get_adapter, list_adapters, next_version
+from registry.adapters import create_adapter, get_adapter, list_adapters
 from registry.db import session_factory, session_scope
 from registry.errors import NotFound
 from registry.models import Adapter
@@ -37,9 +37,20 @@ def test_versions_count_up_per_tenant_and_name(db_url: str) -> None:
     assert versions == [1, 2, 3]
     assert _adapter(db_url, tenant_a, "toxicity").version == 1
     assert _adapter(db_url, tenant_b, "sentiment").version == 1
+
+
+def test_a_deleted_version_is_never_given_again(db_url: str) -> None:
+    """Deleting name@2 (the latest) and training again gives name@3: a pinned name@2 never
+    points at other weights."""
+    tenant = new_tenant()
+    first, second = (_adapter(db_url, tenant, "pinned") for _ in range(2))
     with session_scope(db_url) as session:
-        assert next_version(session, tenant_a, "sentiment") == 4
-        assert next_version(session, tenant_a, "unused") == 1
+        session.delete(get_adapter(session, second.id, tenant))
+    assert _adapter(db_url, tenant, "pinned").version == 3
+    with session_scope(db_url) as session:
+        session.delete(get_adapter(session, first.id, tenant))
+        session.delete(get_adapter(session, "pinned@3", tenant))
+    assert _adapter(db_url, tenant, "pinned").version == 4
 
 
 def test_an_adapter_keeps_its_fields_and_job(db_url: str) -> None:

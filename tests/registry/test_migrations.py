@@ -48,7 +48,37 @@ def test_model_tables_are_the_expected_ones() -> None:
         "metrics",
         "idempotency_keys",
         "workers",
+        "adapter_names",
     } == MODEL_TABLES
+
+
+def test_adapter_versions_given_before_the_counter_are_not_given_again(
+    empty_db_url: str,
+) -> None:
+    """0005: the counter starts from each name's highest stored version."""
+    from registry.adapters import create_adapter
+    from registry.db import session_scope
+    from registry.models import Adapter
+
+    command.upgrade(alembic_config(empty_db_url), "0004")
+    fields = {"base_model": "m", "method": {}, "storage_path": "x", "sha256": "0" * 64}
+    with session_scope(empty_db_url) as session:
+        for version in (1, 3):
+            session.add(
+                Adapter(
+                    id=f"adapter-{version}",
+                    tenant_id="t",
+                    name="a",
+                    version=version,
+                    bytes=1,
+                    files={},
+                    **fields,
+                )
+            )
+    upgrade(empty_db_url)
+    with session_scope(empty_db_url) as session:
+        created = create_adapter(session, tenant_id="t", name="a", bytes=1, files={}, **fields)
+        assert created.version == 4
 
 
 def test_upgrade_head_on_an_empty_database(empty_db_url: str) -> None:
@@ -82,7 +112,6 @@ def test_downgrade_to_base_then_upgrade_again(db_url: str) -> None:
 def test_reft_methods_stored_before_positions_keep_meaning_every_token(empty_db_url: str) -> None:
     """0003: a ReFT method stored without ``positions`` (jobs and adapters) trained at every
     token; it gets ``positions: "all"``. Other methods, and ReFT with positions, are untouched."""
-    from registry.adapters import create_adapter
     from registry.db import session_scope
     from registry.models import Adapter, Job
     from tests.db_fixtures import add_file, add_job
@@ -100,18 +129,22 @@ def test_reft_methods_stored_before_positions_keep_meaning_every_token(empty_db_
                 ("post_block", {"type": "post_block"}),
             )
         }
-        adapter = create_adapter(
-            session,
-            tenant_id="t",
-            name="a",
-            job_id=ids["old"],
-            base_model="tiny-llama",
-            method=old_reft,
-            storage_path="x",
-            sha256="0" * 64,
-            bytes=1,
-            files={},
-        ).id
+        adapter = "adapter-old-reft"  # a row as the schema of 0002 holds it
+        session.add(
+            Adapter(
+                id=adapter,
+                tenant_id="t",
+                name="a",
+                version=1,
+                job_id=ids["old"],
+                base_model="tiny-llama",
+                method=old_reft,
+                storage_path="x",
+                sha256="0" * 64,
+                bytes=1,
+                files={},
+            )
+        )
     upgrade(empty_db_url)
     with session_scope(empty_db_url) as session:
         assert session.get(Job, ids["old"]).method == {**old_reft, "positions": "all"}
