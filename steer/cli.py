@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 
 from registry.settings import Settings, get_settings
 from steer.logs import configure_logging
@@ -113,11 +114,12 @@ def _heartbeat_forever(settings: Settings, name: str, stop: threading.Event) -> 
 
 
 def _reconcile_forever(settings: Settings, enqueue, stop: threading.Event) -> None:
+    from worker.broker_messages import waiting_job_ids
     from worker.reconciler import reconcile_once
 
     while not stop.wait(settings.reconcile_every_seconds):
         try:
-            reconcile_once(settings, enqueue)
+            reconcile_once(settings, enqueue, partial(waiting_job_ids, settings))
         except Exception as exc:  # the database may be restarting: try again next round
             log.warning("reconciler: %s", exc)
 
@@ -194,10 +196,15 @@ def cmd_tenant(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_reconcile(settings: Settings, _args: argparse.Namespace) -> None:
+    from worker.broker_messages import waiting_job_ids
     from worker.celery_app import enqueuer, make_celery
     from worker.reconciler import reconcile_once
 
-    print(reconcile_once(settings, enqueuer(make_celery(settings))))
+    print(
+        reconcile_once(
+            settings, enqueuer(make_celery(settings)), partial(waiting_job_ids, settings)
+        )
+    )
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> None:

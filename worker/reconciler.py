@@ -21,8 +21,14 @@ log = logging.getLogger("steer.reconciler")
 
 
 def reconcile_once(
-    settings: Settings, enqueue: Callable[[str, str], object]
+    settings: Settings,
+    enqueue: Callable[[str, str], object],
+    waiting: Callable[[list[tuple[str, str]]], set[str]] | None = None,
 ) -> dict[str, list[str]]:
+    """One round. ``waiting`` answers which of the stale queued jobs ((id, queue) pairs) still
+    have a message in the broker (``worker.broker_messages.waiting_job_ids``): those are not
+    sent again, so a job that nothing consumes (no worker for its queue) keeps one message, not
+    one more per round."""
     requeued: list[str] = []
     failed: list[str] = []  # failed or, when cancel was requested, cancelled
     with session_scope(settings.resolved_database_url) as session:
@@ -42,9 +48,16 @@ def reconcile_once(
         # broker may have lost it (a restart without persistence). Re-sending is harmless.
         # (A job requeued just now may be among them: it is sent once, as requeued.)
         stale_before = datetime.now(UTC) - timedelta(seconds=settings.requeue_stale_after_seconds)
-        stale = jobs_repo.stale_queued_jobs(session, stale_before)
-        resent = [job.id for job in stale if job.id not in requeued]
-        to_send += [job for job in stale if job.id not in requeued]
+        stale = [
+            job
+            for job in jobs_repo.stale_queued_jobs(session, stale_before)
+            if job.id not in requeued
+        ]
+        still_waiting = waiting([(job.id, job.queue) for job in stale]) if waiting else set()
+        jobs_repo.mark_sent([job for job in stale if job.id in still_waiting])  # seen: not lost
+        stale = [job for job in stale if job.id not in still_waiting]
+        resent = [job.id for job in stale]
+        to_send += stale
         jobs_repo.mark_sent(to_send)
         queues = {job.id: job.queue for job in to_send}
     unsent: list[str] = []
