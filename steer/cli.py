@@ -19,8 +19,11 @@ Settings come from ``STEER_*`` environment variables (``registry.settings``). Wi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -207,9 +210,24 @@ def cmd_reconcile(settings: Settings, _args: argparse.Namespace) -> None:
     )
 
 
+def _terminated_with_parent() -> None:
+    """Linux: SIGTERM this process (a worker's warm shutdown) when ``steer up`` dies, even by
+    SIGKILL."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> None:
-    """Migrate, then run N worker processes and the API in this process until interrupted."""
+    """Migrate, then run N worker processes and the API in this process until interrupted
+    (Ctrl-C or SIGTERM: the workers stop too)."""
     cmd_migrate(settings, args)
+    # uvicorn restores this handler after its own shutdown and raises the signal again: the
+    # default action would end the process before the workers are stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     workers = [
         subprocess.Popen(
             [
@@ -222,7 +240,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> None:
                 "--loglevel",
                 "warning",
                 *(["--no-reconciler"] if i else []),
-            ]
+            ],
+            preexec_fn=_terminated_with_parent,
         )
         for i in range(args.workers)
     ]
