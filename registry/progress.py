@@ -9,6 +9,7 @@ job's events and the dashboard plots.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -176,7 +177,12 @@ def record_evaluation(session: Session, job: Job, event: TrainingEvaluation) -> 
 
 
 def record_checkpoint(session: Session, job: Job, event: TrainingCheckpoint) -> None:
+    """The new checkpoint's row; the rows of checkpoints the engine has pruned since (it keeps
+    the last ``keep_checkpoints``) go, so no row names a directory that is gone."""
     add_checkpoint(session, job, step=event.step, path=event.path, metrics={"step": event.step})
+    for row in session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id)):
+        if row.step != event.step and not Path(row.storage_path).exists():
+            session.delete(row)
     add_event(session, job.id, f"Checkpoint saved at step {event.step}")
 
 

@@ -28,6 +28,7 @@ from steering_core.artifact_check import CheckedArtifact, check_artifact
 from steering_core.errors import ArtifactError
 from steering_core.events import ErrorEvent
 from steering_core.exit_codes import ExitCode
+from worker.job_files import tidy_after_success
 from worker.leased_job import LeasedJob
 from worker.supervisor import TrainingExit
 
@@ -65,7 +66,10 @@ def finish_job(
         except ArtifactError as exc:
             fail_job(leased, "invalid_artifact", f"artifact verification failed: {exc}")
             return "failed"
-        return register_success(settings, leased, checked)
+        outcome = register_success(settings, leased, checked)
+        if outcome == "succeeded":
+            tidy_after_success(settings.jobs_dir / leased.job_id)
+        return outcome
     code, message = failure(training, reported_error)
     fail_job(leased, code, message)
     return "failed"

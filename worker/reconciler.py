@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from registry import jobs as jobs_repo
 from registry.db import session_scope
+from registry.housekeeping import purge_expired_idempotency_keys
 from registry.models import Job
 from registry.settings import Settings
 from registry.states import JobStatus
@@ -32,6 +33,7 @@ def reconcile_once(
     requeued: list[str] = []
     failed: list[str] = []  # failed or, when cancel was requested, cancelled
     with session_scope(settings.resolved_database_url) as session:
+        purge_expired_idempotency_keys(session)
         to_send: list[Job] = []  # requeued, then re-sent
         for job in jobs_repo.expired_running_jobs(session):
             if job.cancel_requested:  # its worker died before it could stop the job

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from registry.errors import Conflict
+from registry.housekeeping import idempotency_key_expired
 from registry.models import IdempotencyKey
 
 MAX_KEY_LENGTH = 256
@@ -36,7 +37,13 @@ def check_key(key: str | None) -> str | None:
 
 
 def replay(session: Session, tenant: str, key: str, digest: str) -> JSONResponse | None:
+    """The stored answer for this key, if it was used within the last 24 hours
+    (``registry.housekeeping``); an older key is forgotten and may be used again."""
     row = session.get(IdempotencyKey, (tenant, key))
+    if row is not None and idempotency_key_expired(row.created_at):
+        session.delete(row)
+        session.flush()
+        return None
     if row is None:
         return None
     if row.request_hash != digest:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from registry.db import session_scope
+from registry.models import IdempotencyKey
 from tests.api.helpers import FILES, JOBS, VALID_JSONL, Api, assert_error
+from worker.reconciler import reconcile_once
 
 
 def _upload(api: Api, key: str | None, content: bytes = VALID_JSONL):
@@ -47,3 +54,33 @@ def test_a_retried_job_creation_returns_the_first_job(api: Api) -> None:
 
 def test_keys_are_validated(api: Api) -> None:
     assert_error(_upload(api, "k" * 300), 400, param="Idempotency-Key")
+
+
+def _age_keys(api: Api, hours: float) -> None:
+    with session_scope(api.settings.resolved_database_url) as session:
+        for row in session.scalars(select(IdempotencyKey)):
+            row.created_at = datetime.now(UTC) - timedelta(hours=hours)
+
+
+def test_a_key_expires_after_24_hours(api: Api) -> None:
+    file_id = api.upload_ok()["id"]
+    body = {"model": "tiny-llama", "training_file": file_id}
+    first = api.client.post(JOBS, json=body, headers={"Idempotency-Key": "daily"})
+    _age_keys(api, 23)
+    replayed = api.client.post(JOBS, json=body, headers={"Idempotency-Key": "daily"})
+    assert replayed.json()["id"] == first.json()["id"]
+    _age_keys(api, 25)
+    fresh = api.client.post(JOBS, json={**body, "seed": 3}, headers={"Idempotency-Key": "daily"})
+    assert fresh.status_code == 200 and fresh.json()["id"] != first.json()["id"]
+
+
+def test_the_reconciler_purges_expired_keys(api: Api) -> None:
+    _upload(api, "old")
+    _upload(api, "new")
+    with session_scope(api.settings.resolved_database_url) as session:
+        session.get(IdempotencyKey, ("default", "old")).created_at = datetime.now(UTC) - timedelta(
+            hours=30
+        )
+    reconcile_once(api.settings, lambda job_id, queue: None)
+    with session_scope(api.settings.resolved_database_url) as session:
+        assert [row.key for row in session.scalars(select(IdempotencyKey))] == ["new"]

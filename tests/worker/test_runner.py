@@ -19,7 +19,7 @@ from registry import files as files_repo
 from registry import storage
 from registry.db import session_scope
 from registry.jobs import get_job, request_cancel
-from registry.models import Adapter
+from registry.models import Adapter, Checkpoint
 from registry.settings import Settings
 from tests.db_fixtures import add_job, dispose_engine, migrated, sqlite_url
 from tests.steering_core.train_helpers import write_sums
@@ -122,6 +122,22 @@ def test_a_job_runs_to_success_and_a_redelivery_is_skipped(
 
     assert run_job(settings, job_id, "worker-again") == "skipped"
     assert len(events_of(url, job_id)) == len(messages)
+
+    # The engine keeps the last 2 checkpoints; the rows follow, and after the success each keeps
+    # its adapter artifact alone (no optimizer or RNG state, no copy of the stored adapter).
+    with session_scope(url) as session:
+        rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)).all()
+        listed = sorted(Path(row.storage_path).name for row in rows)
+    job_dir = settings.jobs_dir / job_id
+    assert listed == sorted(p.name for p in (job_dir / "run" / "checkpoints").iterdir())
+    assert listed == [f"step-{s:06d}" for s in range(total - total % 4 - 4, total + 1, 4)][-2:]
+    kept = sorted(str(p.relative_to(job_dir)) for p in job_dir.rglob("*") if p.is_file())
+    expected = ["spec.json"] + [
+        f"run/checkpoints/{name}/adapter/{file}"
+        for name in listed
+        for file in ("adapter_model.safetensors", "steering_config.json")
+    ]
+    assert kept == sorted(expected), kept
 
 
 def test_a_cancel_stops_the_process_group_and_cancels_the_job(
