@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from api.broker import broker_ok
-from api.deps import threaded
+from api.deps import Principal, require_admin, threaded
 from api.errors import install_error_handlers
-from api.limits import ConcurrencyLimit, UploadSizeLimit
+from api.limits import Authenticate, BodySizeLimit, ConcurrencyLimit
 from api.metrics import CONTENT_TYPE, Metrics, RequestMetrics
 from api.routes import adapters, admin, completions, files, jobs, methods
 from api.routes.dashboard import mount_dashboard
+from api.streams import StreamSlots
 from registry.db import POOL_SIZE, get_engine
 from registry.settings import Settings, get_settings
 
@@ -30,11 +31,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
     )
     app.state.settings = settings
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_tenant)
     install_error_handlers(app)
-    # Innermost: requests wait for admission inside the metrics middleware, so the latency
-    # histogram includes the wait.
+    # Innermost first. Bodies are limited as they stream, once the caller is known: an unknown
+    # caller is refused (401) before its body is read, whatever it announces; the key lookup (a
+    # database read) runs within admission; requests wait for admission inside the metrics
+    # middleware, so the latency histogram includes the wait.
+    app.add_middleware(
+        BodySizeLimit,
+        upload_path="/v1/files",
+        max_upload_bytes=settings.max_upload_bytes,
+        max_json_bytes=settings.max_json_body_bytes,
+    )
+    app.add_middleware(Authenticate, settings=settings)
     app.add_middleware(ConcurrencyLimit, limit=POOL_SIZE)
-    app.add_middleware(UploadSizeLimit, path="/v1/files", max_bytes=settings.max_upload_bytes)
     metrics = Metrics(settings, app)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(files.router)
@@ -47,8 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     @threaded
-    def prometheus_metrics() -> Response:
-        """Prometheus text format: jobs by status, queue depth, throughput, latency."""
+    def prometheus_metrics(_admin: Principal = Depends(require_admin)) -> Response:
+        """Prometheus text format: jobs by status, queue depth, throughput, latency (every
+        tenant's figures: with ``STEER_AUTH=on`` an admin key is needed)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/health", tags=["operations"])

@@ -92,12 +92,15 @@ class Principal:
 ADMIN_TENANT = "admin"
 
 
-async def get_principal(
-    authorization: str | None = Header(default=None),
-    settings: Settings = Depends(get_app_settings),
-) -> Principal:
-    """Who is calling. With ``STEER_AUTH=off`` everyone is tenant ``default`` (and ``steer api``
-    then refuses to listen beyond localhost); with ``on`` a Bearer API key is required."""
+# Where ``api.limits.Authenticate`` leaves the caller it resolved from the request's headers
+# (a ``Principal``, or the ``ApiError`` that refuses it) before the app reads any body.
+PRINCIPAL_STATE = "steer_principal"
+
+
+async def resolve_principal(settings: Settings, authorization: str | None) -> Principal:
+    """Who sends this ``Authorization`` header; an ``ApiError`` 401 when nobody known does.
+    With ``STEER_AUTH=off`` everyone is tenant ``default`` (and ``steer api`` then refuses to
+    listen beyond localhost); with ``on`` a Bearer API key is required."""
     if settings.auth == "off":
         return Principal(DEFAULT_TENANT, is_admin=True)
     scheme, _, key = (authorization or "").partition(" ")
@@ -115,6 +118,31 @@ async def get_principal(
     if principal is None:
         raise ApiError(401, "Invalid API key", code="invalid_api_key")
     return principal
+
+
+async def get_principal(
+    request: Request,
+    authorization: str | None = Header(default=None),
+    settings: Settings = Depends(get_app_settings),
+) -> Principal:
+    """Who is calling: resolved by ``api.limits.Authenticate`` before the body was read (no
+    second lookup here), else from the header now."""
+    resolved = request.scope.get("state", {}).get(PRINCIPAL_STATE)
+    if isinstance(resolved, Principal):
+        return resolved
+    if isinstance(resolved, BaseException):
+        raise resolved
+    return await resolve_principal(settings, authorization)
+
+
+async def key_still_valid(settings: Settings, authorization: str | None, tenant_id: str) -> bool:
+    """Whether the header still names a live key of this tenant (a long stream checks again:
+    its key may have been revoked since it opened)."""
+    try:
+        principal = await resolve_principal(settings, authorization)
+    except ApiError:
+        return False
+    return principal.tenant_id == tenant_id
 
 
 def _principal_of_key(settings: Settings, key: str) -> Principal | None:

@@ -53,6 +53,27 @@ class Settings(BaseSettings):
         "only); on: every request needs an API key (Authorization: Bearer ...)",
     )
     admin_key: str | None = Field(default=None, description="bootstrap admin key (auth on)")
+    max_json_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="largest JSON request body; refused with 413 as it streams (uploads are "
+        "bounded by max_upload_bytes instead)",
+    )
+    max_streams_per_tenant: int = Field(
+        default=8,
+        ge=1,
+        description="event streams (GET .../events?stream=true) one tenant may hold open in "
+        "one API process; the next is a 429",
+    )
+    stream_keepalive_seconds: float = Field(
+        default=15.0, gt=0, description="an idle event stream sends a comment this often"
+    )
+    stream_auth_recheck_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="with auth on, an open event stream checks its API key this often and "
+        "ends once the key is revoked",
+    )
     quota_max_concurrent_jobs: int | None = Field(
         default=None, ge=1, description="default per-tenant limit of unfinished jobs"
     )

@@ -137,6 +137,10 @@ class SteerClient:
         for name, data in self._sse("GET", path, params={"stream": "true"}):
             if name == "done":
                 return
+            if name == "error":  # the key was revoked, or the registry went away
+                error = json.loads(data)["error"]
+                status = 401 if error.get("code") == "invalid_api_key" else 503
+                raise SteerAPIError(status, error["message"], error.get("code"), None)
             yield json.loads(data)
 
     def list_checkpoints(self, job_id: str) -> list[dict[str, Any]]:

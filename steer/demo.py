@@ -48,7 +48,7 @@ def _follow(client: httpx.Client, job_id: str) -> None:
                 kind = line[7:]
             if not line.startswith("data: "):
                 continue
-            if kind == "done":
+            if kind in ("done", "error"):
                 break
             event = json.loads(line[6:])
             data = event.get("data") or {}

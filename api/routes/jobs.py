@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
+from fastapi import APIRouter, Depends, Header, Query, Request
 
-from fastapi import APIRouter, Depends, Header, Query
-from fastapi.responses import StreamingResponse
-
+from api import streams
 from api.broker import enqueue_job
 from api.deps import get_app_settings, get_tenant, threaded
 from api.schemas import JobCreate, JobObject, ListObject
@@ -19,7 +15,6 @@ from registry import jobs as repo
 from registry import progress
 from registry.db import session_scope
 from registry.settings import Settings
-from registry.states import TERMINAL
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -82,8 +77,8 @@ def cancel(
 
 
 @router.get("/{job_id}/events")
-@threaded
-def events(
+async def events(
+    request: Request,
     job_id: str,
     after: str | None = None,
     limit: int = Query(default=20, ge=1, le=1000),
@@ -91,43 +86,21 @@ def events(
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ):
-    # No request-scoped session here: a stream must not hold a transaction (on SQLite, the
-    # write lock) while it waits for new events.
+    """A page of events, newest first; with ``stream=true`` server-sent events, oldest first
+    (after ``after``), until the job has finished (``api/streams.py``)."""
+    if stream:
+        return await streams.open_event_stream(request, settings, tenant, job_id, after)
+    return await _event_page(settings, tenant, job_id, after, limit)
+
+
+@threaded
+def _event_page(
+    settings: Settings, tenant: str, job_id: str, after: str | None, limit: int
+) -> ListObject:
     with session_scope(settings.resolved_database_url) as session:
         repo.get_job(session, job_id, tenant)
-        if not stream:
-            rows, more = repo.list_events(session, job_id, after=after, limit=limit)
-            return ListObject(data=[event_object(r) for r in rows], has_more=more)
-    return StreamingResponse(
-        _event_stream(settings, job_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache"},
-    )
-
-
-def _event_stream(settings: Settings, job_id: str, poll: float = 0.5) -> Iterator[str]:
-    """Server-sent events, oldest first, until the job has finished and every event is sent.
-
-    Each poll reads in a short transaction and yields only after it is closed.
-    """
-    seq = 0
-    while True:
-        with session_scope(settings.resolved_database_url) as session:
-            # Status first: the final status commits together with the last events, so once it
-            # reads terminal, the events read next include them. (Read the other way round, a
-            # commit landing between the two reads ended the stream without its last events.)
-            finished = repo.get_job(session, job_id).status in TERMINAL
-            rows = repo.events_since(session, job_id, seq)
-            payloads = [(row.seq, row.id, event_object(row).model_dump_json()) for row in rows]
-        for _, event_id, payload in payloads:
-            yield f"id: {event_id}\ndata: {payload}\n\n"
-        if payloads:
-            seq = payloads[-1][0]
-        if finished and not payloads:
-            yield f"event: done\ndata: {json.dumps({'job_id': job_id})}\n\n"
-            return
-        if not payloads:
-            time.sleep(poll)
+        rows, more = repo.list_events(session, job_id, after=after, limit=limit)
+        return ListObject(data=[event_object(r) for r in rows], has_more=more)
 
 
 @router.get("/{job_id}/metrics")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.api.helpers import JOBS, Api, assert_client_error
+from tests.api.helpers import FILES, JOBS, Api, assert_client_error, assert_error
 
 FILE = "$FILE"
 
@@ -237,3 +238,97 @@ def test_fuzz_block_hyperparameters(shared_api: Api, shared_file: str) -> None:
         if _is_known_500(KNOWN_500_PATH, value)
     }
     assert all(400 <= s < 500 for s in statuses.values()), statuses
+
+
+# -- oversized and unauthenticated bodies: refused before they are read, never a 5xx --------------
+
+MIB = 1 << 20
+OVERSIZED_JSON = b'{"model": "' + b"m" * (5 * MIB) + b'"}'  # past STEER_MAX_JSON_BODY_BYTES (4 MiB)
+JSON_BODY_ROUTES = [
+    JOBS,
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/admin/tenants",
+]
+ADMIN_KEY = "adm-fuzz-0123456789"
+
+
+def _sent(content: bytes, chunked: bool) -> bytes | Iterator[bytes]:
+    if not chunked:
+        return content
+    return iter([content[i : i + MIB] for i in range(0, len(content), MIB)])
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("path", JSON_BODY_ROUTES)
+def test_an_oversized_json_body_is_a_413(shared_api: Api, path: str, chunked: bool) -> None:
+    response = shared_api.client.post(
+        path,
+        content=_sent(OVERSIZED_JSON, chunked),
+        headers={"content-type": "application/json", "connection": "close"},
+    )
+    assert response.status_code == 413, response.text
+    assert_client_error(response)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_upload_is_a_413(make_api: Callable[..., Api], chunked: bool) -> None:
+    api = make_api(max_upload_bytes=1024)
+    boundary = "fuzz-boundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n'
+    ).encode() + b'{"prompt": "a", "completion": "b"}\n' * 10_000
+    response = api.client.post(
+        FILES,
+        content=_sent(body + f"\r\n--{boundary}--\r\n".encode(), chunked),
+        headers={
+            "content-type": f"multipart/form-data; boundary={boundary}",
+            "connection": "close",
+        },
+    )
+    assert response.status_code == 413, response.text
+    assert_client_error(response)
+
+
+UNAUTHENTICATED: dict[str, dict[str, str | bytes]] = {
+    "no-header": {},
+    "wrong-key": {"authorization": "Bearer sk-steer-wrong"},
+    "bearer-without-key": {"authorization": "Bearer"},
+    "basic": {"authorization": "Basic YWRtaW46YWRtaW4="},
+    "non-ascii": {"authorization": "Bearer \u2603".encode() * 50},
+}
+BODIES = {
+    "valid": b'{"model": "tiny-llama", "training_file": "file-x", "name": "t"}',
+    "garbage": b"\x00\xff{not json",
+    "oversized": OVERSIZED_JSON,
+}
+
+
+def _unauthenticated_cases() -> Iterator[tuple[str, str, dict[str, str | bytes], bytes, bool]]:
+    routes = [("POST", path) for path in (*JSON_BODY_ROUTES, FILES, f"{JOBS}/ftjob-x/cancel")]
+    routes += [("PATCH", "/v1/admin/tenants/tenant-x"), ("DELETE", f"{FILES}/file-x")]
+    for method, path in routes:
+        for auth in UNAUTHENTICATED.values():
+            yield method, path, auth, BODIES["valid"], False
+            yield method, path, auth, BODIES["garbage"], True
+        for chunked in (False, True):  # refused (401) before its size is known (413)
+            yield method, path, {}, BODIES["oversized"], chunked
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_unauthenticated_bodies_are_401s(make_api: Callable[..., Api], backend: str) -> None:
+    api = make_api(backend, auth="on", admin_key=ADMIN_KEY)
+    failures: list[str] = []
+    with httpx.Client(base_url=api.base_url, timeout=30) as client:
+        for method, path, auth, body, chunked in _unauthenticated_cases():
+            headers = {"content-type": "application/json", "connection": "close", **auth}
+            try:
+                response = client.request(
+                    method, path, content=_sent(body, chunked), headers=headers
+                )
+                assert_error(response, 401, code="invalid_api_key")
+            except (AssertionError, httpx.TransportError) as exc:
+                case = f"{method} {path} {auth} {body[:20]!r} chunked={chunked}"
+                failures.append(f"{case}: {exc!r}"[:500])
+    assert not failures, "\n".join(failures)
