@@ -1,23 +1,30 @@
 """Request bodies of the generation endpoints: OpenAI's chat/completions shapes, plus
-``steering_strength``. Unknown fields are refused by name, so a typo is never silently ignored."""
+``steering_strength``. Unknown fields are refused by name, so a typo is never silently ignored;
+booleans are not numbers and text must be valid Unicode (:class:`~steering_core.config.InputModel`:
+a lone surrogate would fail the tokenizer). An empty prompt is a 400 naming ``prompt``: the model
+would have nothing to continue."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from steering_core.config import InputModel
 
 MAX_STOPS = 4
 
 
-class TextPart(BaseModel):
+class _Request(InputModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Request):
     type: Literal["text"]
     text: str = Field(max_length=200_000)
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ChatMessage(_Request):
     role: Literal["system", "user", "assistant"]
     content: str | list[TextPart] = Field(max_length=200_000)
     name: str | None = Field(default=None, max_length=64)
@@ -28,8 +35,7 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Sampling(_Request):
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -77,6 +83,8 @@ class CompletionCreate(_Sampling):
         if isinstance(value, list) and len(value) != 1:
             raise ValueError("exactly one prompt per request")
         text = value if isinstance(value, str) else value[0]
+        if not text:
+            raise ValueError("the prompt is empty: give the text for the model to continue")
         if len(text) > 200_000:
             raise ValueError("the prompt is longer than 200000 characters")
         return value

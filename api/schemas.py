@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
 from steering_core.compute import ComputeRequest
+from steering_core.config import InputModel
 from steering_core.methods.definition import MethodDefinition
 from steering_core.methods.registry import method_definitions
 from steering_core.spec import Hyperparameters
 
 
-class Strict(BaseModel):
+class Strict(InputModel):
+    """Base of the request bodies: unknown fields are errors, booleans are not numbers, and
+    strings must be valid Unicode (:class:`steering_core.config.InputModel`)."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(
+            f"must not contain NUL (\\u0000) characters (one at position {value.index(chr(0))})"
+        )
+    return value
+
+
+# Text the registry stores or looks up: PostgreSQL text cannot hold NUL.
+StoredText = Annotated[str, AfterValidator(_no_nul)]
+
+# OpenAI's limits on a job's metadata.
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+# Adapter ids start so (registry.ids); a name starting so would read as an id (name@version).
+ADAPTER_ID_PREFIX = "adapter-"
 
 
 class FileObject(BaseModel):
@@ -81,16 +104,25 @@ MethodBlock = _method_block_union()
 
 
 class JobCreate(Strict):
-    model: str = Field(min_length=1, max_length=256)
-    training_file: str = Field(min_length=1, max_length=64)
-    validation_file: str | None = Field(default=None, max_length=64)
+    model: StoredText = Field(min_length=1, max_length=256)
+    training_file: StoredText = Field(min_length=1, max_length=64)
+    validation_file: StoredText | None = Field(default=None, max_length=64)
     method: MethodBlock = MethodBlock(type="post_block")  # type: ignore[valid-type]
     hyperparameters: Hyperparameters | None = Field(
         default=None, description="Deprecated by OpenAI in favour of method.*.hyperparameters"
     )
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    suffix: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The trained adapter's name (default: <model>-<method>); not 'adapter-...'",
+    )
+    metadata: dict[str, str] | None = Field(
+        default=None,
+        description=f"At most {MAX_METADATA_PAIRS} pairs; keys at most {MAX_METADATA_KEY} "
+        f"characters, values at most {MAX_METADATA_VALUE} (as OpenAI)",
+    )
     integrations: list[Any] | None = None
     gpus: int = Field(
         default=0, ge=0, le=64, description="GPUs the job needs (0: a CPU job); = compute.gpus"
@@ -100,6 +132,41 @@ class JobCreate(Strict):
         description="What the job runs on: GPUs, processes (ranks; method.*.hyperparameters."
         "batch_size is the global batch, split across them) and DeepSpeed settings",
     )
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix_is_not_an_id(cls, suffix: str | None) -> str | None:
+        if suffix is not None and suffix.startswith(ADAPTER_ID_PREFIX):
+            raise ValueError(
+                f"must not start with {ADAPTER_ID_PREFIX!r}: the suffix names the trained adapter, "
+                f"and a reference starting with {ADAPTER_ID_PREFIX!r} is read as an adapter id, "
+                "so its name@version would not find it"
+            )
+        return suffix
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_within_limits(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        if metadata is None:
+            return None
+        # Each message starts with a number or a quote, never a word: a word that is also a key
+        # would be taken for the field to blame (api.errors.error_param).
+        if len(metadata) > MAX_METADATA_PAIRS:
+            raise ValueError(f"{MAX_METADATA_PAIRS} key-value pairs at most, got {len(metadata)}")
+        for key, value in metadata.items():
+            if len(key) > MAX_METADATA_KEY:
+                raise ValueError(
+                    f"{MAX_METADATA_KEY} characters at most in a key; {key[:16]!r}... has "
+                    f"{len(key)}"
+                )
+            if len(value) > MAX_METADATA_VALUE:
+                raise ValueError(
+                    f"{MAX_METADATA_VALUE} characters at most in a value; the value of "
+                    f"{key[:16]!r} has {len(value)}"
+                )
+            if "\x00" in key or "\x00" in value:
+                raise ValueError(f"{key!r}: keys and values must not contain NUL (\\u0000)")
+        return metadata
 
 
 class JobError(BaseModel):

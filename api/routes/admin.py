@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from api.deps import Principal, get_app_settings, require_admin, threaded
+from api.schemas import StoredText, Strict
 from api.serializers import unix
 from registry import tenants as repo
 from registry.db import session_scope
@@ -14,17 +15,16 @@ from registry.settings import Settings
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
-class TenantQuotas(BaseModel):
+class TenantQuotas(Strict):
     """Per-tenant limits; null: the service-wide default (STEER_QUOTA_*) applies."""
 
-    model_config = ConfigDict(extra="forbid")
     max_concurrent_jobs: int | None = Field(default=None, ge=1, le=1_000_000)
     max_file_bytes: int | None = Field(default=None, ge=1, le=2**62)
     max_training_tokens: int | None = Field(default=None, ge=1, le=2**62)
 
 
 class TenantCreate(TenantQuotas):
-    name: str = Field(min_length=1, max_length=200)
+    name: StoredText = Field(min_length=1, max_length=200)
 
 
 def tenant_object(tenant) -> dict:
@@ -37,9 +37,8 @@ def tenant_object(tenant) -> dict:
     }
 
 
-class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(default="", max_length=200)
+class ApiKeyCreate(Strict):
+    name: StoredText = Field(default="", max_length=200)
     admin: bool = False
 
 

@@ -57,6 +57,47 @@ def test_invalid_configs_name_the_field(data: dict, field: str) -> None:
     assert field.split(".")[-1] in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"type": "post_block", "adapter": {"rank": True}}, "rank"),
+        ({"type": "post_block", "adapter": {"init_scale": True}}, "init_scale"),
+        ({"type": "post_block", "site": {"layers": [0, True]}}, "layers"),
+        ({"type": "joint", "lora": {"alpha": False}}, "alpha"),
+        ({"type": "joint", "orthogonality": {"every_n_steps": True}}, "every_n_steps"),
+    ],
+)
+def test_booleans_are_not_numbers(data: dict, field: str) -> None:
+    """Pydantic's lax mode reads true/false as 1/0; configs refuse them where a number goes."""
+    with pytest.raises(ValidationError) as info:
+        parse_method(data)
+    assert f"{field}: expected a number" in str(info.value)
+
+
+def test_booleans_and_numbers_where_they_belong_still_validate(tmp_path: Path) -> None:
+    from steering_core.compute import DeepSpeedSpec
+    from steering_core.spec import Hyperparameters, TrainingSpec
+
+    assert Hyperparameters(group_by_length=True, n_epochs=2, learning_rate=1).learning_rate == 1.0
+    assert DeepSpeedSpec(zero_stage=2, offload_optimizer=True).zero_stage == 2
+    with pytest.raises(ValidationError, match="zero_stage: expected a number, got true"):
+        DeepSpeedSpec(zero_stage=True)
+    spec = TrainingSpec(
+        model="tiny-llama",
+        method=parse_method({"type": "joint", "site": {"layers": [0, 1]}}),
+        hyperparameters=Hyperparameters(n_epochs=2, batch_size="auto", group_by_length=True),
+        keep_best_validation=True,
+    )
+    path = tmp_path / "spec.json"
+    path.write_text(spec.model_dump_json())
+    assert TrainingSpec.model_validate_json(path.read_text()) == spec
+
+
+def test_text_that_is_not_unicode_is_refused() -> None:
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        parse_method({"type": "lora", "lora": {"target_modules": ["q_proj", "\ud800"]}})
+
+
 def test_layers_beyond_the_model_are_refused_at_attach() -> None:
     from steering_core.attach import attach_method
     from steering_core.errors import ConfigValidationError
