@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry.errors import Conflict, NotFound
+from registry.errors import Conflict, InvalidValue, NotFound
 from registry.quotas import QuotaExceeded
 from registry.states import InvalidTransition
 from steering_core.errors import SteeringUserError
@@ -59,6 +59,8 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str, str]] = [
     (Conflict, 409, "invalid_request_error", "conflict"),
     (InvalidTransition, 409, "invalid_request_error", "conflict"),
     (SteeringUserError, 400, "invalid_request_error", "invalid_value"),
+    # A value the database cannot hold (registry.db): the request's mistake, not an outage.
+    (InvalidValue, 400, "invalid_request_error", "invalid_value"),
     (OperationalError, 503, "server_error", "database_unavailable"),
     (DBAPIError, 503, "server_error", "database_unavailable"),
 ]

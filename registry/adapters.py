@@ -13,6 +13,7 @@ from registry.ids import new_id
 from registry.models import Adapter, AdapterName
 
 MAX_VERSION_RETRIES = 5
+MAX_VERSION = 2**31 - 1  # adapters.version is a 32-bit INTEGER on PostgreSQL
 
 
 def take_version(session: Session, tenant_id: str, name: str) -> int:
@@ -54,7 +55,12 @@ def create_adapter(session: Session, *, tenant_id: str, name: str, **fields: Any
 
 
 def get_adapter(session: Session, reference: str, tenant_id: str | None = None) -> Adapter:
-    """By id (``adapter-…``) or by ``name@version`` (``name`` alone: the latest version)."""
+    """By id (``adapter-…``) or by ``name@version`` (``name`` alone: the latest version).
+
+    A reference no adapter can have (a NUL, which PostgreSQL text cannot hold; a version beyond
+    the 32-bit column) is not found without asking the database."""
+    if "\x00" in reference:
+        raise NotFound("adapter", reference)
     if reference.startswith("adapter-"):
         adapter = session.get(Adapter, reference)
     else:
@@ -63,7 +69,8 @@ def get_adapter(session: Session, reference: str, tenant_id: str | None = None) 
         if tenant_id is not None:
             query = query.where(Adapter.tenant_id == tenant_id)
         if version:
-            if not (version.isascii() and version.isdigit()):
+            digits = version.isascii() and version.isdigit() and len(version) <= 10
+            if not digits or int(version) > MAX_VERSION:
                 raise NotFound("adapter", reference)
             query = query.where(Adapter.version == int(version))
         adapter = session.scalar(query.order_by(Adapter.version.desc()).limit(1))

@@ -19,3 +19,9 @@ class Conflict(RegistryError):
 
 class LeaseLost(RegistryError):
     """This worker no longer holds the job's lease (another worker took it over)."""
+
+
+class InvalidValue(RegistryError):
+    """The database cannot hold a value of the request (a NUL in text, a number beyond a
+    column's range, text that is not valid Unicode): the caller's mistake, never an outage.
+    ``registry.db`` raises it in place of the driver's error."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple
 
 from steering_core.errors import SteeringUserError
 from steering_core.hashing import sha256_file
+from steering_core.text import lone_surrogate, shown
 
 DataFormat = Literal["chat", "prompt_completion", "alpaca"]
 DATA_FORMATS: tuple[DataFormat, ...] = ("chat", "prompt_completion", "alpaca")
@@ -176,6 +178,10 @@ def _string_field(
     if not isinstance(value, str):
         errors.append((path, f"expected a string, got {_json_type(value)}"))
         return ""
+    problem = lone_surrogate(value)  # a tokenizer fails on it, far from its line
+    if problem is not None:
+        errors.append((path, problem))
+        return ""
     return value
 
 
@@ -307,13 +313,17 @@ def _scan(source: Source, max_line_bytes: int) -> tuple[ValidationReport, list[E
             except RecursionError:
                 problem(number, None, "invalid JSON: nested too deeply")
                 continue
+            except ValueError:  # Python's limit on the digits of an int read from text
+                limit = sys.get_int_max_str_digits()
+                problem(number, None, f"invalid JSON: an integer has more than {limit} digits")
+                continue
             if not isinstance(obj, dict):
                 problem(number, None, f"expected a JSON object, got {_json_type(obj)}")
                 continue
             line_format = detect_format(obj)
             if report.format is None:
                 if line_format is None:
-                    keys = ", ".join(sorted(obj)) or "none"
+                    keys = ", ".join(shown(key) for key in sorted(obj)) or "none"
                     problem(
                         number,
                         None,

@@ -18,6 +18,7 @@ from registry.models import File
 from registry.quotas import QuotaExceeded
 from registry.settings import Settings
 from steering_core.data_formats import ValidationReport, validate_jsonl
+from steering_core.text import lone_surrogate
 
 PURPOSES = ("fine-tune",)
 CHUNK = 1 << 20
@@ -85,6 +86,19 @@ def check_purpose(purpose: str) -> None:
         )
 
 
+def upload_filename(filename: str | None) -> str:
+    """The name an upload is stored under (its base name, at most 512 characters); refused,
+    before any byte is copied, when it holds a NUL (PostgreSQL text cannot) or a lone
+    surrogate."""
+    name = Path(filename or "upload.jsonl").name[:512]
+    problem = lone_surrogate(name)
+    if "\x00" in name:
+        problem = "must not contain NUL (\\u0000) characters"
+    if problem is not None:
+        raise ApiError(400, f"the file name {name!r}: {problem}", param="file")
+    return name
+
+
 def store_upload(
     settings: Settings,
     source: BinaryIO,
@@ -98,6 +112,7 @@ def store_upload(
     it, then discards the temp file. Blocking, and it holds no database session: validating a
     large file inside a transaction held SQLite's write lock (every other request waited) and a
     PostgreSQL connection for as long."""
+    name = upload_filename(filename)
     settings.ensure_dirs()
     temp, size, sha = _spool(source, settings.files_dir, limit, quota)
     try:
@@ -107,7 +122,7 @@ def store_upload(
         raise
     return StoredUpload(
         temp=temp,
-        filename=Path(filename or "upload.jsonl").name[:512],
+        filename=name,
         purpose=purpose,
         size=size,
         sha256=sha,
@@ -116,11 +131,11 @@ def store_upload(
 
 
 def record_upload(session: Session, settings: Settings, tenant: str, stored: StoredUpload) -> File:
-    """Move the bytes into place and add the row, under the content lock (``registry.storage``:
-    a delete of the same bytes cannot remove them between the two)."""
-    storage.place_content(session, settings.files_dir, stored.temp, stored.storage_path)
+    """Add the row, then move the bytes into place under the content lock (``registry.storage``:
+    a delete of the same bytes cannot remove them between the two). The row first: a row the
+    database refuses leaves no bytes behind that no row points at."""
     report = stored.report
-    return files_repo.create_file(
+    row = files_repo.create_file(
         session,
         tenant_id=tenant,
         filename=stored.filename,
@@ -133,6 +148,8 @@ def record_upload(session: Session, settings: Settings, tenant: str, stored: Sto
         format=report.format,
         n_examples=report.n_examples,
     )
+    storage.place_content(session, settings.files_dir, stored.temp, stored.storage_path)
+    return row
 
 
 def file_path(settings: Settings, row: File) -> Path:

@@ -125,6 +125,12 @@ def prepare(
         prompt, where = inference.encode_chat(loaded.tokenizer, messages), "messages"
     else:
         prompt, where = inference.encode_text(loaded.tokenizer, body.text()), "prompt"
+    if not prompt:  # text a tokenizer reduces to nothing (an empty one is refused earlier)
+        raise ApiError(
+            400,
+            f"the {where} gives no tokens for {target.base}: nothing for the model to continue",
+            param=where,
+        )
     context = int(getattr(loaded.model.config, "max_position_embeddings", 0) or 0)
     if context and len(prompt) + max_tokens > context:
         raise ApiError(

@@ -94,6 +94,33 @@ class Api:
         return body
 
 
+def multipart_upload(
+    api: Api, *, filename: bytes, purpose: bytes = b"fine-tune", content: bytes = VALID_JSONL
+) -> httpx.Response:
+    """An upload whose form carries ``filename`` and ``purpose`` as raw bytes (httpx would escape
+    a NUL in a filename, and cannot send a lone surrogate at all), on a connection of its own."""
+    boundary = b"steer-boundary-7d1f"
+    body = b"".join(
+        [
+            b"--" + boundary + b"\r\n",
+            b'Content-Disposition: form-data; name="purpose"\r\n\r\n' + purpose + b"\r\n",
+            b"--" + boundary + b"\r\n",
+            b'Content-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n',
+            b"Content-Type: application/octet-stream\r\n\r\n",
+            content,
+            b"\r\n--" + boundary + b"--\r\n",
+        ]
+    )
+    return api.client.post(
+        FILES,
+        content=body,
+        headers={
+            "content-type": f"multipart/form-data; boundary={boundary.decode()}",
+            "connection": "close",
+        },
+    )
+
+
 def assert_error(
     response: httpx.Response,
     status: int,

@@ -1,6 +1,7 @@
 """Cheap fuzzing of POST /v1/fine_tuning/jobs: hand-made malformed bodies, and every field of a
-full valid body replaced by values of the wrong kind. Each answer must be a 200 or a 4xx with the
-error envelope; never a 500, never a 422."""
+full valid body replaced by values of the wrong kind; then NUL characters and lone surrogates in
+every string field of every request and in every path id, on SQLite and PostgreSQL. Each answer
+must be a 200 or a 4xx with the error envelope; never a 5xx, never a 422."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.helpers import FILES, JOBS, Api, assert_client_error, assert_error
+from tests.api.conftest import running_api
+from tests.api.helpers import (
+    FILES,
+    JOBS,
+    Api,
+    assert_client_error,
+    assert_error,
+    multipart_upload,
+)
 
 FILE = "$FILE"
 
@@ -90,12 +99,7 @@ MALFORMED: list[tuple[str, bytes]] = [
     ("bom", b"\xef\xbb\xbf" + _raw('"seed": "x"')),
     ("big-string-model", b'{"model": "' + b"m" * 1_000_000 + b'", "training_file": "$FILE"}'),
 ]
-LAX_BOOLEANS = pytest.mark.xfail(
-    strict=True,
-    reason="the request models are lax: JSON true/false is coerced to 1/0 for integer and float "
-    "fields (adapter.rank true -> rank 1; see test_jobs_create.py::test_bug_booleans_as_numbers)",
-)
-KNOWN: dict[str, pytest.MarkDecorator] = {"rank-bool": LAX_BOOLEANS}
+KNOWN: dict[str, pytest.MarkDecorator] = {}  # case -> a mark (xfail) for a known bug
 
 
 @pytest.mark.parametrize(
@@ -238,6 +242,206 @@ def test_fuzz_block_hyperparameters(shared_api: Api, shared_file: str) -> None:
         if _is_known_500(KNOWN_500_PATH, value)
     }
     assert all(400 <= s < 500 for s in statuses.values()), statuses
+
+
+# -- NUL and lone surrogates in every string field and path id, on both databases ---------------
+# PostgreSQL text cannot hold a NUL (the driver refused it and the API answered 503, "database
+# unavailable"); a lone surrogate cannot be encoded at all (tokenizer, driver and JSON response
+# failed with a 500).
+
+BAD_TEXT: list[tuple[str, str]] = [("nul", "a\u0000b"), ("lone-surrogate", "a\ud800b")]
+BAD_PATH_TEXT: list[tuple[str, str]] = [("nul", "a%00b"), ("surrogate-bytes", "a%ED%A0%80b")]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def db_api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    with running_api(tmp_path_factory.mktemp(f"fuzz-{request.param}"), request.param) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def db_file(db_api: Api) -> str:
+    return str(db_api.upload_ok()["id"])
+
+
+def _no_server_error(response: httpx.Response, what: str) -> str | None:
+    """None when the answer is a 200 or a 4xx envelope; else what went wrong."""
+    if response.status_code == 200:
+        return None
+    try:
+        assert_client_error(response)
+    except AssertionError as exc:
+        return f"{what}: {exc}"
+    return None
+
+
+def _string_paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Paths to every string in ``value`` (dict keys as ``("key", k)``, list items by index)."""
+    if isinstance(value, str):
+        yield prefix
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            yield (*prefix, ("key", key))
+            yield from _string_paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _string_paths(child, (*prefix, index))
+
+
+def _with_text(body: Any, path: tuple[Any, ...], text: str) -> Any:
+    mutated = copy.deepcopy(body)
+    *parents, last = path
+    target = mutated
+    for key in parents:
+        target = target[key]
+    if isinstance(last, tuple):  # a dict key
+        target[text] = target.pop(last[1])
+    else:
+        target[last] = text
+    return mutated
+
+
+def _post_json(api: Api, path: str, body: Any) -> httpx.Response:
+    return api.post_raw(path, json.dumps(body).encode())
+
+
+def _strings_of(body: Any) -> list[tuple[Any, ...]]:
+    return list(_string_paths(body))
+
+
+JOB_TEXT_PATHS = _strings_of(VALID_BODY)
+
+
+@pytest.mark.parametrize(
+    "path", JOB_TEXT_PATHS, ids=[".".join(map(str, p)) for p in JOB_TEXT_PATHS]
+)
+def test_bad_text_in_every_job_string(db_api: Api, db_file: str, path: tuple[Any, ...]) -> None:
+    failures = []
+    for name, text in BAD_TEXT:
+        body = json.loads(_with_file(_with_text(VALID_BODY, path, text), db_file))
+        failures.append(_no_server_error(_post_json(db_api, JOBS, body), name))
+    assert not any(failures), failures
+
+
+GENERATION_BODIES: list[tuple[str, dict[str, Any]]] = [
+    (
+        "/v1/completions",
+        {"model": "tiny-llama", "prompt": "hi", "max_tokens": 1, "stop": ["x"], "user": "u"},
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "model": "tiny-llama",
+            "max_tokens": 1,
+            "stop": "x",
+            "user": "u",
+            "messages": [
+                {"role": "system", "content": "be brief", "name": "n"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            ],
+        },
+    ),
+]
+GENERATION_CASES = [
+    (route, body, path) for route, body in GENERATION_BODIES for path in _strings_of(body)
+]
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "path"),
+    GENERATION_CASES,
+    ids=[f"{r.removeprefix('/v1/')}:{'.'.join(map(str, p))}" for r, _, p in GENERATION_CASES],
+)
+def test_bad_text_in_every_generation_string(
+    db_api: Api, route: str, body: dict[str, Any], path: tuple[Any, ...]
+) -> None:
+    failures = [
+        _no_server_error(_post_json(db_api, route, _with_text(body, path, text)), name)
+        for name, text in BAD_TEXT
+    ]
+    assert not any(failures), failures
+
+
+def test_bad_text_in_admin_bodies(db_api: Api) -> None:
+    tenant = _post_json(db_api, "/v1/admin/tenants", {"name": "fuzz"}).json()["id"]
+    failures = []
+    for name, text in BAD_TEXT:
+        failures += [
+            _no_server_error(_post_json(db_api, "/v1/admin/tenants", {"name": text}), name),
+            _no_server_error(
+                _post_json(db_api, f"/v1/admin/tenants/{tenant}/api_keys", {"name": text}), name
+            ),
+        ]
+    assert not any(failures), failures
+
+
+RAW_BAD_TEXT: list[tuple[str, bytes]] = [("nul", b"a\x00b"), ("surrogate-bytes", b"a\xed\xa0\x80b")]
+
+
+def test_bad_text_in_every_upload_field(db_api: Api) -> None:
+    failures = []
+    for name, raw in RAW_BAD_TEXT:
+        for what, response in [
+            ("purpose", multipart_upload(db_api, filename=b"f.jsonl", purpose=raw)),
+            ("filename", multipart_upload(db_api, filename=raw)),
+        ]:
+            failures.append(_no_server_error(response, f"{name} {what}"))
+    for name, text in BAD_TEXT:
+        line = json.dumps({"prompt": text, "completion": text}).encode() + b"\n"
+        chat = {
+            "messages": [{"role": text, "content": text}, {"role": "assistant", "content": text}]
+        }
+        for what, response in [
+            ("content", db_api.upload(line)),
+            ("chat", db_api.upload(json.dumps(chat).encode())),
+            ("key", db_api.upload(json.dumps({text: "x"}).encode())),
+        ]:
+            failures.append(_no_server_error(response, f"{name} {what}"))
+    assert not any(failures), failures
+
+
+PATH_ROUTES: list[tuple[str, str]] = [
+    ("GET", "/v1/fine_tuning/jobs/{id}"),
+    ("POST", "/v1/fine_tuning/jobs/{id}/cancel"),
+    ("GET", "/v1/fine_tuning/jobs/{id}/events"),
+    ("GET", "/v1/fine_tuning/jobs/{id}/checkpoints"),
+    ("GET", "/v1/fine_tuning/jobs/{id}/metrics"),
+    ("GET", "/v1/files/{id}"),
+    ("GET", "/v1/files/{id}/content"),
+    ("DELETE", "/v1/files/{id}"),
+    ("GET", "/v1/adapters/{id}"),
+    ("GET", "/v1/adapters/{id}/content"),
+    ("GET", "/v1/adapters/{id}/layers"),
+    ("GET", "/v1/adapters/{id}/export?format=layer_tensors"),
+    ("DELETE", "/v1/adapters/{id}"),
+    ("GET", "/v1/admin/tenants/{id}"),
+    ("PATCH", "/v1/admin/tenants/{id}"),
+    ("POST", "/v1/admin/tenants/{id}/api_keys"),
+    ("DELETE", "/v1/admin/api_keys/{id}"),
+    ("GET", "/v1/fine_tuning/jobs?after={id}"),
+    ("GET", "/v1/files?after={id}"),
+    ("GET", "/v1/files?purpose={id}"),
+    ("GET", "/v1/adapters?after={id}"),
+    ("GET", "/v1/adapters/x@1/content?file={id}"),
+    ("GET", "/v1/adapters/x/export?format={id}"),
+]
+PREFIXES = ["ftjob-", "file-", "adapter-", "name@", "tenant-", "key-", ""]
+
+
+@pytest.mark.parametrize(("method", "route"), PATH_ROUTES, ids=[f"{m} {r}" for m, r in PATH_ROUTES])
+def test_bad_text_in_every_path_id(db_api: Api, method: str, route: str) -> None:
+    failures = []
+    body = {} if method in ("PATCH", "POST") else None
+    for name, text in BAD_PATH_TEXT:
+        for prefix in PREFIXES:
+            url = route.replace("{id}", prefix + text)
+            response = db_api.client.request(
+                method, url, json=body, headers={"connection": "close"}
+            )
+            failures.append(_no_server_error(response, f"{name} {url}"))
+    assert not any(failures), [f for f in failures if f]
 
 
 # -- oversized and unauthenticated bodies: refused before they are read, never a 5xx --------------

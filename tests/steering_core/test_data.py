@@ -167,6 +167,23 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
         jsonl(PC, {"prompt": "x" * 300, "completion": "y"}, PC),
         "line 2: line is 333 bytes, over the limit of 200",
     ),
+    # a lone surrogate (JSON "\ud800") passed validation, then failed the tokenizer: TypeError
+    "lone surrogate in prompt": (
+        jsonl({"prompt": "\ud800", "completion": "x"}),
+        "line 1: prompt: \\ud800 at position 0 is a lone surrogate",
+    ),
+    "lone surrogate in content": (
+        jsonl(CHAT, chat(("user", "a"), ("assistant", "ok \udc00"))),
+        "line 2: messages[1].content: \\udc00 at position 3 is a lone surrogate",
+    ),
+    "lone surrogate in alpaca input": (
+        jsonl({"instruction": "x", "input": "\udfff", "output": "y"}),
+        "line 1: input: \\udfff at position 0 is a lone surrogate",
+    ),
+    "unprintable keys": (
+        jsonl({"a\u0000": 1, "b\ud800": 2}),
+        "found keys: 'a\\x00', 'b\\ud800'",
+    ),
 }
 
 
@@ -186,6 +203,15 @@ def test_validate_never_raises_and_reports(name: str) -> None:
     assert not report.ok and report.n_problems >= 1
     assert any(BAD_FILES[name][1] in str(p) for p in report.problems)
     json.dumps(report.to_dict())
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_every_message_can_be_stored_and_sent(name: str) -> None:
+    """Problems quote the line's text; quoted NULs and lone surrogates are escaped, so the
+    report encodes as UTF-8 (for a JSON answer) and holds no NUL (for PostgreSQL text)."""
+    text = str(validate_jsonl(BAD_FILES[name][0], max_line_bytes=200).error())
+    assert "\x00" not in text
+    text.encode("utf-8")
 
 
 def test_validate_reports_valid_lines_and_format() -> None:
@@ -210,6 +236,16 @@ def test_message_lists_the_first_ten_problems() -> None:
 def test_deeply_nested_json_is_a_line_problem() -> None:
     report = validate_jsonl(jsonl(PC) + b"[" * 100_000 + b"\n")
     assert [str(p) for p in report.problems] == ["line 2: invalid JSON: nested too deeply"]
+
+
+def test_an_integer_over_the_digit_limit_is_a_line_problem() -> None:
+    """json.loads raises a plain ValueError (Python's 4300-digit limit on int(str)), which
+    escaped validation as an internal error."""
+    content = jsonl(PC, '{"prompt": "a", "completion": "b", "n": ' + "9" * 5000 + "}")
+    expected = "line 2: invalid JSON: an integer has more than 4300 digits"
+    assert [str(p) for p in validate_jsonl(content).problems] == [expected]
+    with pytest.raises(DataValidationError, match=expected):
+        parse_jsonl(content)
 
 
 def test_max_line_bytes_is_configurable() -> None:
