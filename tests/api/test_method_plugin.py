@@ -153,7 +153,8 @@ def test_a_method_installed_as_a_package_is_served_offered_and_trained(
         assert methods[PLUGIN]["data_formats"] == ["prompt_completion"]
         assert methods[PLUGIN]["defaults"]["learning_rate"] == 1e-2
 
-        help_text = _cli(service.env, "jobs", "create", "--help").stdout
+        # wide enough that the --method choices are not wrapped mid-name
+        help_text = _cli({**service.env, "COLUMNS": "250"}, "jobs", "create", "--help").stdout
         assert PLUGIN in help_text
 
         rows = [{"prompt": f"{i} plus one is", "completion": f" {i + 1}"} for i in range(16)]
