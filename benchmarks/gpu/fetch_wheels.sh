@@ -6,7 +6,7 @@
 # msgpack, einops, tqdm (device/KINDS.md). DeepSpeed ships no wheel on PyPI: it is built here
 # from its sdist (pure Python; its ops compile at first use, there).
 #
-#   make setup && bash benchmarks/gpu/fetch_wheels.sh      # writes .whl/ (ignored, ~19 MB)
+#   make setup && bash benchmarks/gpu/fetch_wheels.sh      # writes .whl/ (ignored, ~27 MB)
 #
 # Then one device call runs the benchmark: see benchmarks/gpu/README.md.
 set -euo pipefail
@@ -21,8 +21,13 @@ PLATFORMS=()
 for p in manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 any; do
   PLATFORMS+=(--platform "$p")
 done
+# The engine's needs, then the service's (the worker_job section runs steer migrate/api/worker:
+# FastAPI, SQLAlchemy + Alembic, Celery and what they need beyond the image).
 for name in pydantic pydantic_core pydantic-settings python-dotenv annotated-types \
-            typing-inspection hjson peft transformers gguf; do
+            typing-inspection hjson peft transformers gguf \
+            fastapi starlette opentelemetry-api uvicorn python-multipart sqlalchemy alembic mako \
+            celery kombu billiard vine amqp click-didyoumean click-plugins click-repl \
+            prompt-toolkit wcwidth tzlocal; do
   "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp "${PLATFORMS[@]}" -d "$OUT" "$name==$(version "$name")"
 done

@@ -1,9 +1,14 @@
-"""GPU benchmark: post-block training MFU, ZeRO-2/3 checkpoint round trips, steered decode latency.
+"""GPU benchmark: post-block training MFU, ZeRO-2/3 checkpoint round trips, steered decode latency,
+and one DeepSpeed job through the real service.
 
     python benchmarks/gpu/run.py [--out FILE] [--quick] [--smoke] [--peak-tflops 989]
+        [--sections training,decode,zero_round_trip,worker_job] [--budgets worker_job=150,...]
 
-Three sections, all written to one JSON file (``--out``, default ``results.json`` beside this
-script), rewritten after every section so a run cut short keeps what it measured:
+Four sections, all written to one JSON file (``--out``, default ``results.json`` beside this
+script), rewritten after every section so a run cut short keeps what it measured. Each section
+has a time budget in seconds (``SECTION_BUDGETS_S``, 470 s in all, inside ``on_device.sh``'s
+540 s); a section whose budget runs out stops where it is (between steps, repeats, ZeRO stages,
+or by cancelling its job), keeps what it measured and records ``budget_spent``:
 
 1. ``training``: bf16 training throughput of post-block steering (nonlinear r=8 at block_output
    on every layer, adapters in fp32, base frozen in bf16, autocast bf16 as in
@@ -26,9 +31,14 @@ script), rewritten after every section so a run cut short keeps what it measured
    layer against ~24·H² for the block, i.e. 4r/(24H) (0.065% at H=2048, r=8). At batch 1 a
    1B model decodes far below its FLOP and bandwidth limits (kernel-launch bound), so the
    measured overhead tracks the adapter's extra kernel launches instead.
+4. ``worker_job``: the service on its embedded default in a fresh data directory (``steer
+   migrate``, ``steer api``, ``steer worker --gpus 1``), a ``post_block`` job with ``"compute":
+   {"gpus": 1, "deepspeed": {"zero_stage": "auto"}}`` uploaded and polled over HTTP to its end:
+   status, the job's ``compute`` block, tokens/s from its metrics (``worker_job.py``).
 
 ``--smoke`` runs every section on CPU with a tiny Llama (hidden 64, 2 layers, vocab 256;
-section 2 with a local copy of ``tiny-llama``'s config) in about a minute, to prove the script.
+section 2 with a local copy of ``tiny-llama``'s config; section 4 with ``steer worker --gpus 0``,
+a CPU job on ``tiny-llama``) in about two minutes, to prove the script.
 Without ``--smoke`` and without CUDA the script exits with code 2. Nothing is downloaded.
 """
 
@@ -129,7 +139,7 @@ class Settings:
     zero_rows_per_step: int
     zero_steps: int
     zero_stop_after: int
-    budget_s: float
+    budgets_s: dict[str, float]
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
@@ -148,7 +158,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
             zero_rows_per_step=8,
             zero_steps=6,
             zero_stop_after=3,
-            budget_s=args.budget_s,
+            budgets_s=section_budgets(args),
         )
     else:
         settings = Settings(
@@ -156,19 +166,40 @@ def settings_for(args: argparse.Namespace) -> Settings:
             llama=LLAMA_1B,
             batch=8,
             seq=1024,
-            warmup_steps=2 if args.quick else 3,
-            timed_steps=4 if args.quick else 10,
+            warmup_steps=2,
+            timed_steps=4 if args.quick else 6,
             prompt_len=256,
             new_tokens=128,
-            repeats=2 if args.quick else 5,
+            repeats=2 if args.quick else 3,
             zero_model=ZERO_LLAMA,
             zero_rows_per_step=16,
             zero_steps=6,
             zero_stop_after=3,
-            budget_s=args.budget_s,
+            budgets_s=section_budgets(args),
         )
     overrides = {k: v for k, v in (("batch", args.batch), ("seq", args.seq)) if v is not None}
     return Settings(**{**asdict(settings), **overrides})
+
+
+# Seconds each section may take: 470 in all, leaving on_device.sh's `timeout 540` room for the
+# interpreter's start, the environment record and the JSON writes. Budgets past a section's
+# last check (one training step, one decode repeat) are the only overrun.
+SECTION_BUDGETS_S: dict[str, float] = {
+    "training": 90.0,
+    "decode": 50.0,
+    "zero_round_trip": 180.0,
+    "worker_job": 150.0,
+}
+
+
+def section_budgets(args: argparse.Namespace) -> dict[str, float]:
+    budgets = dict(SECTION_BUDGETS_S)
+    for item in filter(None, (args.budgets or "").split(",")):
+        name, _, seconds = item.partition("=")
+        if name not in budgets:
+            raise SystemExit(f"--budgets: no section {name!r} (sections: {', '.join(budgets)})")
+        budgets[name] = float(seconds)
+    return budgets
 
 
 def sig(value: float, digits: int = 4) -> float:
@@ -240,9 +271,10 @@ def non_embedding_parameters(model: Any) -> int:
 
 # -- section 1: training throughput and MFU ---------------------------------------------------
 def time_training(
-    settings: Settings, device: Any, method: dict[str, Any], peak_tflops: float
+    settings: Settings, device: Any, method: dict[str, Any], peak_tflops: float, deadline: float
 ) -> dict[str, Any]:
-    """Tokens/s of one method on the fixed random batch: ``warmup_steps`` then ``timed_steps``.
+    """Tokens/s of one method on the fixed random batch: ``warmup_steps`` then ``timed_steps``
+    (fewer when ``deadline`` passes: ``timed_steps_done`` says how many ran).
 
     Mirrors ``steering_core.train``'s plain path: trainable parameters in fp32, the bf16 base
     under bf16 autocast, AdamW over ``parameter_groups``, grad clipping at 1.0.
@@ -286,8 +318,12 @@ def time_training(
         step()
     synchronize(device)
     started = time.perf_counter()
-    for _ in range(settings.timed_steps):
+    done = 0
+    while done < settings.timed_steps and (done == 0 or time.perf_counter() < deadline):
         loss = step()
+        if device.type == "cuda" and time.perf_counter() >= deadline:
+            synchronize(device)  # the clock only knows the step is done once the GPU is
+        done += 1
     synchronize(device)
     elapsed = time.perf_counter() - started
     counts = count_parameters(attached)
@@ -295,7 +331,7 @@ def time_training(
     n_params = non_embedding_parameters(attached.base_model)
     lm_head = hidden * settings.llama["vocab_size"]
     attention = 12 * layers * hidden * settings.seq
-    tokens_per_second = settings.batch * settings.seq * settings.timed_steps / elapsed
+    tokens_per_second = settings.batch * settings.seq * done / elapsed
     flops = {
         "model_flops_6n": 6 * n_params + attention,
         "needed_flops_4n": 4 * n_params + attention + 6 * counts.trainable,
@@ -305,7 +341,8 @@ def time_training(
     result = {
         "method": method,
         "tokens_per_second": round(tokens_per_second, 1),
-        "step_seconds": round(elapsed / settings.timed_steps, 4),
+        "step_seconds": round(elapsed / done, 4),
+        "timed_steps_done": done,
         "final_loss": round(float(loss), 4),
         "peak_memory_gib": peak_memory_gib(device),
         "trainable_parameters": counts.trainable,
@@ -320,13 +357,19 @@ def time_training(
     return result  # the model and optimizer are freed on return (free_memory runs next)
 
 
-def section_training(settings: Settings, device: Any, peak_tflops: float) -> dict[str, Any]:
+def section_training(
+    settings: Settings, device: Any, peak_tflops: float, deadline: float
+) -> dict[str, Any]:
     """Post-block r=8 and LoRA r=8 training throughput on the same batch, with MFU."""
-    post_block = time_training(settings, device, {"type": "post_block"}, peak_tflops)
+    post_block = time_training(settings, device, {"type": "post_block"}, peak_tflops, deadline)
     log(f"  post_block: {post_block['tokens_per_second']} tokens/s, mfu {post_block['mfu']}")
-    lora = time_training(settings, device, {"type": "lora"}, peak_tflops)
+    if time.perf_counter() >= deadline:
+        return {"post_block": post_block, "lora": {"skipped": "budget spent"}, "budget_spent": True}
+    lora = time_training(settings, device, {"type": "lora"}, peak_tflops, deadline)
     log(f"  lora: {lora['tokens_per_second']} tokens/s")
     return {
+        "budget_spent": lora["timed_steps_done"] < settings.timed_steps
+        or post_block["timed_steps_done"] < settings.timed_steps,
         "model": {"family": "llama", **settings.llama},
         "batch": settings.batch,
         "seq": settings.seq,
@@ -346,7 +389,7 @@ def section_training(settings: Settings, device: Any, peak_tflops: float) -> dic
 
 
 # -- section 3: decode latency -----------------------------------------------------------------
-def section_decode(settings: Settings, device: Any) -> dict[str, Any]:
+def section_decode(settings: Settings, device: Any, deadline: float) -> dict[str, Any]:
     """Prefill and per-token greedy decode latency, base against a non-zero post-block adapter.
 
     Bound: the adapter's FLOPs are 4·H·r per token per layer against ~24·H² for the block,
@@ -403,7 +446,11 @@ def section_decode(settings: Settings, device: Any) -> dict[str, Any]:
         k: {"prefill": [], "decode": []} for k in ("base", "steered")
     }
     outputs: dict[str, Any] = {}
+    repeats_done = 0
     for repeat in range(settings.repeats + 1):  # repeat 0 warms up (kernels, allocator)
+        if repeat > 1 and time.perf_counter() >= deadline:
+            break
+        repeats_done = repeat
         for label in ("base", "steered"):
             switch = attached.steering_scale(1.0) if label == "steered" else None
             with switch or attached.steering_disabled():
@@ -418,6 +465,8 @@ def section_decode(settings: Settings, device: Any) -> dict[str, Any]:
         "prompt_len": settings.prompt_len,
         "new_tokens": settings.new_tokens,
         "repeats": settings.repeats,
+        "repeats_done": repeats_done,
+        "budget_spent": repeats_done < settings.repeats,
         "method": "manual greedy loop with the KV cache (prefill forward with logits_to_keep=1, "
         "then one forward per new token), median over repeats after one warm-up repeat, base "
         "and steered interleaved; decode_ms_per_token = decode time / (new_tokens - 1)",
@@ -606,6 +655,7 @@ def section_zero(
         remaining = deadline - time.perf_counter()
         if remaining < 20:
             result[key] = {"skipped": "time budget spent before this stage"}
+            result["budget_spent"] = True
             continue
         log(f"  ZeRO-{stage} round trip (subprocess, timeout {remaining:.0f} s) ...")
         stage_dir = workdir / key
@@ -624,7 +674,11 @@ def section_zero(
             )
         except subprocess.TimeoutExpired as exc:
             tail = (exc.stderr or b"")[-1500:]
-            result[key] = {"error": f"timed out after {remaining:.0f} s", "stderr_tail": str(tail)}
+            result[key] = {
+                "stopped": f"budget spent after {remaining:.0f} s",
+                "stderr_tail": str(tail),
+            }
+            result["budget_spent"] = True
             continue
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
@@ -636,6 +690,20 @@ def section_zero(
             result[key] = json.loads(lines[-1].removeprefix("RESULT "))
             log(f"    max_abs_diff {result[key]['max_abs_diff']}")
     return result
+
+
+# -- section 4: one job through the service -----------------------------------------------------
+def section_worker_job(args: argparse.Namespace, deadline: float, workdir: Path) -> dict[str, Any]:
+    """The service's own path (API, Celery worker, launcher, engine) on one GPU; worker_job.py."""
+    sys.path.insert(0, str(HERE))
+    from worker_job import section_worker_job as run_job
+
+    return run_job(
+        smoke=args.smoke,
+        budget_s=deadline - time.perf_counter(),
+        workdir=workdir,
+        write_model=write_local_model,
+    )
 
 
 def child_zero(args: argparse.Namespace) -> int:
@@ -690,28 +758,25 @@ def write_json(path: Path, results: dict[str, Any]) -> None:
 
 
 def run_section(
-    results: dict[str, Any],
-    key: str,
-    runner: Callable[[], dict[str, Any]],
-    started: float,
-    budget: float,
+    results: dict[str, Any], key: str, runner: Callable[[float], dict[str, Any]], budget: float
 ) -> None:
-    """Run one section into ``results[key]``: an exception becomes ``{"error": ...}`` (the other
-    sections still run), and a section that would start past the budget is skipped."""
-    elapsed = time.perf_counter() - started
-    if elapsed > budget:
-        results[key] = {"skipped": f"time budget of {budget:.0f} s spent ({elapsed:.0f} s)"}
-        return
+    """Run one section into ``results[key]`` with ``budget`` seconds (the runner gets its
+    deadline and stops there, recording ``budget_spent``); an exception becomes
+    ``{"error": ...}`` and the other sections still run."""
     section_started = time.perf_counter()
     try:
-        results[key] = runner()
+        results[key] = runner(section_started + budget)
     except Exception as exc:  # one failing section must not stop the others
         results[key] = {
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc()[-3000:],
         }
         log(f"  {key} failed: {type(exc).__name__}: {exc}")
+    results[key].setdefault("budget_spent", False)
+    results[key]["budget_s"] = budget
     results[key]["section_seconds"] = round(time.perf_counter() - section_started, 2)
+    if results[key]["budget_spent"]:
+        log(f"  {key}: budget of {budget:.0f} s spent; stopped there")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -728,10 +793,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None, help="training batch (default 8)")
     parser.add_argument("--seq", type=int, default=None, help="training length (default 1024)")
     parser.add_argument(
-        "--budget-s", type=float, default=420.0, help="skip sections started after this"
+        "--budgets",
+        default=None,
+        help="section=seconds,... overriding SECTION_BUDGETS_S (e.g. worker_job=200)",
     )
     parser.add_argument(
-        "--sections", default="training,decode,zero_round_trip", help="comma-separated subset"
+        "--sections",
+        default="training,decode,zero_round_trip,worker_job",
+        help="comma-separated subset",
     )
     parser.add_argument(
         "--zero-stages", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3]
@@ -760,7 +829,6 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu") if args.smoke else torch.device("cuda", 0)
     settings = settings_for(args)
     started = time.perf_counter()
-    hard_deadline = started + settings.budget_s + 45  # a ZeRO stage may run a little past budget
     results: dict[str, Any] = {
         "benchmark": "benchmarks/gpu/run.py",
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
@@ -770,17 +838,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_json(args.out, results)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
-    runners: dict[str, Callable[[], dict[str, Any]]] = {
-        "training": lambda: section_training(settings, device, args.peak_tflops),
-        "decode": lambda: section_decode(settings, device),
-        "zero_round_trip": lambda: section_zero(settings, args, hard_deadline, workdir),
+    runners: dict[str, Callable[[float], dict[str, Any]]] = {
+        "training": lambda end: section_training(settings, device, args.peak_tflops, end),
+        "decode": lambda end: section_decode(settings, device, end),
+        "zero_round_trip": lambda end: section_zero(settings, args, end, workdir),
+        "worker_job": lambda end: section_worker_job(args, end, workdir / "worker-job"),
     }
     # DeepSpeed runs last: its first start on a machine may JIT-compile an op for a minute.
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp:
         workdir = Path(tmp)
         for key in [k for k in runners if k in wanted]:
             log(f"section {key} ...")
-            run_section(results, key, runners[key], started, settings.budget_s)
+            run_section(results, key, runners[key], settings.budgets_s[key])
             write_json(args.out, results)
     results["total_seconds"] = round(time.perf_counter() - started, 2)
     write_json(args.out, results)
