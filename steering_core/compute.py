@@ -8,11 +8,14 @@ same :class:`DeepSpeedSpec` in its spec and resolves ``zero_stage: "auto"`` with
 - a method that trains only an adapter (``post_block``, ``lora``, ``reft``, ``joint``): ZeRO 0.
   Its trainable state is a fraction of a percent of the model; sharding it saves no memory that
   matters and adds collectives to every step;
-- a method that trains the base weights (``full``): ZeRO 2. Gradients and the optimizer's two
-  moments (three quarters of the training state in fp32) are split across ranks, while the
-  parameters stay whole, so the forward pass needs no gathers. ZeRO 3 also shards the
-  parameters, at the price of gathering each layer's weights on every forward and backward;
-  it is chosen explicitly when the model itself does not fit one device.
+- a method that trains the base weights (``full``) on several GPUs: ZeRO 2. Gradients and the
+  optimizer's two moments (three quarters of the training state in fp32) are split across
+  ranks, while the parameters stay whole, so the forward pass needs no gathers. ZeRO 3 also
+  shards the parameters, at the price of gathering each layer's weights on every forward and
+  backward; it is chosen explicitly when the model itself does not fit one device.
+- the same on CPU ranks: ZeRO 0. The ranks share one machine's memory, so sharding does not
+  let a bigger model fit; measured on SmolLM2-135M with 2 ranks, ZeRO 2 lowered each rank's
+  training peak by about 3% and cost about 20% of the throughput.
 - a stage the method cannot train under is never chosen (``joint`` with its orthogonal
   projection runs under ZeRO 0 only; see its definition).
 
@@ -105,6 +108,7 @@ def resolve_zero_stage(
     *,
     world_size: int,
     trains_base_weights: bool,
+    on_gpus: bool = True,
     allowed: tuple[int, ...] = ALL_STAGES,
 ) -> int:
     """The ZeRO stage a run uses (the ``auto`` rule is in the module docstring; offloading
@@ -115,5 +119,6 @@ def resolve_zero_stage(
         return int(spec.zero_stage)
     if spec.offload_param:
         return 3
-    preferred = 2 if (trains_base_weights and world_size > 1) or spec.offload_optimizer else 0
+    shards_state = trains_base_weights and world_size > 1 and on_gpus
+    preferred = 2 if shards_state or spec.offload_optimizer else 0
     return preferred if preferred in allowed else 0

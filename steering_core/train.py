@@ -160,6 +160,7 @@ def train(
             ds_spec,
             world_size=env.world_size,
             trains_base_weights=definition.trains_base_weights,
+            on_gpus=device.type == "cuda",
             allowed=definition.allowed_zero_stages(spec.method),
         )
         definition.check_zero_stage(spec.method, zero_stage)
