@@ -108,10 +108,21 @@ def deepspeed_config(
     offload_param: bool,
     hp: ResolvedHyperparameters,
     per_rank_batch: int,
+    hidden_size: int | None = None,
 ) -> dict[str, Any]:
     """The engine's config: fp32 throughout (bf16 comes from autocast, see the module
-    docstring), ``per_rank_batch`` rows per rank per micro-batch."""
+    docstring), ``per_rank_batch`` rows per rank per micro-batch. Under ZeRO 3 the buckets are
+    sized to the model as transformers' DeepSpeed integration sizes its ``auto`` values (H² for
+    the reduce bucket, 0.9·H² for prefetching, parameters under 10·H kept whole): DeepSpeed's
+    defaults (5e8 elements) are larger than a small model, and their buffers made ZeRO 3 hold
+    more per rank than ZeRO 0 (``benchmarks/distributed/``)."""
     zero: dict[str, Any] = {"stage": zero_stage}
+    if zero_stage == 3 and hidden_size:
+        zero.update(
+            reduce_bucket_size=hidden_size * hidden_size,
+            stage3_prefetch_bucket_size=int(0.9 * hidden_size * hidden_size),
+            stage3_param_persistence_threshold=10 * hidden_size,
+        )
     if offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
     if offload_param:

@@ -217,6 +217,7 @@ def train(
             offload_param=ds_spec.offload_param,
             hp=hp,
             per_rank_batch=plan.per_rank,
+            hidden_size=getattr(attached.model.config, "hidden_size", None),
         )
         backend: Any = DeepSpeedBackend(
             attached.model,

@@ -43,3 +43,17 @@ def test_an_explicit_stage_is_kept_and_auto_never_picks_a_refused_one() -> None:
     assert resolve_zero_stage(AUTO, world_size=8, trains_base_weights=True, allowed=allowed) == 0
     explicit = DeepSpeedSpec(zero_stage=3)
     assert resolve_zero_stage(explicit, world_size=1, trains_base_weights=False) == 3
+
+
+def test_zero3_buckets_are_sized_to_the_model() -> None:
+    from steering_core.backends import deepspeed_config
+    from steering_core.spec import Hyperparameters, resolve_hyperparameters
+
+    hp = resolve_hyperparameters("full", Hyperparameters())
+    common = {"offload_optimizer": False, "offload_param": False, "hp": hp, "per_rank_batch": 2}
+    zero3 = deepspeed_config(zero_stage=3, hidden_size=576, **common)["zero_optimization"]
+    assert zero3["reduce_bucket_size"] == 576 * 576
+    assert zero3["stage3_prefetch_bucket_size"] == int(0.9 * 576 * 576)
+    assert zero3["stage3_param_persistence_threshold"] == 5760
+    zero2 = deepspeed_config(zero_stage=2, hidden_size=576, **common)["zero_optimization"]
+    assert zero2 == {"stage": 2}
