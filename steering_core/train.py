@@ -16,6 +16,7 @@ all ranks at the step boundary (one rank leaving a collective early would hang t
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -40,7 +41,14 @@ from steering_core.compute import DeepSpeedSpec, resolve_zero_stage
 from steering_core.data import pad_token_id_for
 from steering_core.data_formats import parse_jsonl
 from steering_core.errors import ConfigValidationError, QuotaExceededError, SteeringUserError
-from steering_core.events import CheckpointEvent, EndEvent, EvalEvent, StartEvent, StepEvent
+from steering_core.events import (
+    CheckpointEvent,
+    EndEvent,
+    EvalEvent,
+    StartEvent,
+    StepEvent,
+    parse_event,
+)
 from steering_core.io import save_artifact
 from steering_core.layer_stats import layer_statistics
 from steering_core.manifest import build_manifest
@@ -245,6 +253,9 @@ def train(
         "evals_since_best": 0,
         "world_size": env.world_size,
         "zero_stage": zero_stage,
+        # The step and eval events since the previous checkpoint, saved with the next one: a run
+        # killed after a checkpoint may have printed them faster than its reader recorded them.
+        "events_since_checkpoint": [],
     }
     best_snapshot: dict[str, torch.Tensor] | None = None
     if resume and (ckpt := latest_checkpoint(out_dir)) is not None:
@@ -276,6 +287,19 @@ def train(
             dropped_rows=train_rows.stats.n_dropped_all_masked,
         )
     )
+    if start_step:
+        # Report again what led to this checkpoint (a repeated step replaces its rows), then the
+        # checkpoint itself: the run that wrote it may have died before they were recorded.
+        for saved_event in state["events_since_checkpoint"]:
+            if (event := parse_event(json.dumps(saved_event))) is not None:
+                reporter.emit(event)
+        reporter.emit(
+            CheckpointEvent(step=start_step, path=str(checkpoint_dir(out_dir, start_step)))
+        )
+
+    def emit_and_keep(event: StepEvent | EvalEvent) -> None:
+        state["events_since_checkpoint"].append(event.model_dump(mode="json"))
+        reporter.emit(event)
 
     def checkpoint(step: int) -> None:
         final = checkpoint_dir(out_dir, step)
@@ -300,6 +324,7 @@ def train(
             partial.rename(final)
             prune_checkpoints(out_dir, spec.keep_checkpoints)
             reporter.emit(CheckpointEvent(step=step, path=str(final)))
+        state["events_since_checkpoint"] = []  # saved with this checkpoint
         _barrier()
 
     backend.train()
@@ -338,19 +363,18 @@ def train(
             state["step"], state["trained_tokens"] = step, state["trained_tokens"] + tokens
             state["losses"].append(loss)
             elapsed = time.perf_counter() - started
-            reporter.emit(
-                StepEvent(
-                    step=step,
-                    total_steps=total,
-                    epoch=plan.epoch_of((step - 1) * plan.grad_accum),
-                    loss=loss,
-                    learning_rate=lr,
-                    grad_norm=grad_norm,
-                    tokens_per_second=tokens / max(1e-9, time.perf_counter() - step_started),
-                    trained_tokens=state["trained_tokens"],
-                    eta_seconds=elapsed / (step - start_step) * (total - step),
-                )
+            step_event = StepEvent(
+                step=step,
+                total_steps=total,
+                epoch=plan.epoch_of((step - 1) * plan.grad_accum),
+                loss=loss,
+                learning_rate=lr,
+                grad_norm=grad_norm,
+                tokens_per_second=tokens / max(1e-9, time.perf_counter() - step_started),
+                trained_tokens=state["trained_tokens"],
+                eta_seconds=elapsed / (step - start_step) * (total - step),
             )
+            emit_and_keep(step_event)
             if (
                 val_rows is not None
                 and spec.eval_every_n_steps
@@ -360,7 +384,7 @@ def train(
                     backend, handler, val_rows, pad_id, spec.eval_batch_size, device
                 )
                 state["validation"].append([step, value])
-                reporter.emit(EvalEvent(step=step, validation_loss=value))
+                emit_and_keep(EvalEvent(step=step, validation_loss=value))
                 if state["best_validation"] is None or value < state["best_validation"]:
                     state["best_validation"], state["evals_since_best"] = value, 0
                     state["best_step"] = step

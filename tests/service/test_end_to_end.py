@@ -82,7 +82,12 @@ def test_upload_train_download_load(tmp_path: Path, backend: str) -> None:
         )
         assert single.content == (downloaded / "steering_config.json").read_bytes()
 
-        worker_artifact = service.data_dir / "jobs" / job["id"] / "run" / "adapter"
+        # The job's own copy is gone once the adapter store holds it (only the listed
+        # checkpoints' adapters stay in the job's directory): compare with the stored copy.
+        job_dir = service.data_dir / "jobs" / job["id"]
+        assert not (job_dir / "run" / "adapter").exists()
+        assert (job_dir / "run" / "checkpoints" / "step-000004" / "adapter").is_dir()
+        worker_artifact = service.data_dir / "adapters" / done["fine_tuned_model"]
         subprocess.run(
             [
                 sys.executable,
