@@ -143,15 +143,20 @@ def test_kill_9_of_the_worker_leaves_no_rank_and_a_fresh_worker_resumes(tmp_path
         assert worst <= 1e-5, worst
 
 
+def _long_two_rank_job_running(service: Service, tmp_path: Path) -> dict[str, Any]:
+    """A 2-rank job far from its end, two steps in, on a worker started for it."""
+    service.start_worker("w1")
+    file = service.upload(write_sums(tmp_path / "train.jsonl", n=64))
+    job = service.create_job(**_job_body(file["id"], max_steps=100000), compute=TWO_RANKS)
+    service.wait_until(
+        "two steps", lambda: int(service.job(job["id"])["progress"]["step"] or 0) >= 2
+    )
+    return job
+
+
 def test_cancel_stops_every_rank_within_ten_seconds(tmp_path: Path) -> None:
     with running_service(tmp_path, "embedded") as service:
-        service.start_worker("w1")
-        file = service.upload(write_sums(tmp_path / "train.jsonl", n=64))
-        body = {**_job_body(file["id"], max_steps=100000), "compute": TWO_RANKS}
-        job = service.create_job(**body)
-        service.wait_until(
-            "two steps", lambda: int(service.job(job["id"])["progress"]["step"] or 0) >= 2
-        )
+        job = _long_two_rank_job_running(service, tmp_path)
         assert len(_rank_pids(service, job["id"])) == 2
         started = time.monotonic()
         assert service.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").status_code == 200
@@ -164,13 +169,7 @@ def test_cancel_stops_every_rank_within_ten_seconds(tmp_path: Path) -> None:
 
 def test_a_rank_that_dies_fails_the_job_with_its_account(tmp_path: Path) -> None:
     with running_service(tmp_path, "embedded") as service:
-        service.start_worker("w1")
-        file = service.upload(write_sums(tmp_path / "train.jsonl", n=64))
-        body = {**_job_body(file["id"], max_steps=100000), "compute": TWO_RANKS}
-        job = service.create_job(**body)
-        service.wait_until(
-            "two steps", lambda: int(service.job(job["id"])["progress"]["step"] or 0) >= 2
-        )
+        job = _long_two_rank_job_running(service, tmp_path)
         ranks = _rank_pids(service, job["id"])
         killed = time.monotonic()
         os.kill(ranks[1], signal.SIGKILL)

@@ -19,7 +19,8 @@ from tests.steering_core.train_helpers import write_sums
 pytestmark = pytest.mark.slow
 
 
-def test_steer_up_runs_a_two_process_cpu_job(tmp_path: Path) -> None:
+def _start_steer_up(tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    """``steer up`` with no settings but its data directory; (process, URL) once it serves."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEER_")}
     env["STEER_DATA_DIR"] = str(tmp_path / "data")
@@ -32,16 +33,22 @@ def test_steer_up_runs_a_two_process_cpu_job(tmp_path: Path) -> None:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("steer up did not serve")
+        time.sleep(0.3)
+
+
+def test_steer_up_runs_a_two_process_cpu_job(tmp_path: Path) -> None:
+    proc, url = _start_steer_up(tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "steer up did not serve"
-            time.sleep(0.3)
         data = write_sums(tmp_path / "train.jsonl", n=16)
         with data.open("rb") as handle:
             file = httpx.post(
@@ -78,33 +85,11 @@ def test_steer_up_runs_a_two_process_cpu_job(tmp_path: Path) -> None:
 
 
 def test_sigterm_of_steer_up_stops_its_workers(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEER_")}
-    env["STEER_DATA_DIR"] = str(tmp_path / "data")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "steer.cli", "up", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    workers: list[str] = []
+    proc, _ = _start_steer_up(tmp_path)  # serving: uvicorn has its signal handlers
+    found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    workers = found.stdout.split()
     try:
-        deadline = time.monotonic() + 90
-        while not workers:
-            assert time.monotonic() < deadline, "steer up started no worker"
-            time.sleep(0.3)
-            found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-            workers = found.stdout.split()
-        while True:  # serving: the workers are up and uvicorn has its signal handlers
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "steer up did not serve"
-            time.sleep(0.3)
+        assert workers, "steer up started no worker"
         proc.send_signal(signal.SIGTERM)  # the process alone, as a service manager does
         proc.wait(timeout=60)
         deadline = time.monotonic() + 30
