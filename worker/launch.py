@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from worker.allocation import Allocation
 
@@ -43,7 +43,7 @@ class RankLaunch:
     processes: int
     allocation: Allocation | None = None
     ranks_sharing_cores: int | None = None
-    port: int = field(default_factory=free_port)
+    port: int | None = None  # several ranks: their rendezvous port (default: a free one)
 
     @property
     def inherited_fds(self) -> tuple[int, ...]:
@@ -64,7 +64,7 @@ class RankLaunch:
             "--master-addr",
             "127.0.0.1",
             "--master-port",
-            str(self.port),
+            str(self.port or free_port()),
             "--max-restarts",
             "0",
             "--monitor-interval",

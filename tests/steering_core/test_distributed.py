@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +14,10 @@ from safetensors.torch import load_file
 
 from steering_core.events import parse_event
 from steering_core.io import read_artifact_config
+from tests.service.harness import free_port
 from tests.steering_core.train_helpers import ROOT, cli_env, spec_dict, train_cli, write_sums
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def torchrun(tmp: Path, spec: dict, name: str, ranks: int = 2, *extra: str):
@@ -37,7 +31,7 @@ def torchrun(tmp: Path, spec: dict, name: str, ranks: int = 2, *extra: str):
             "--nproc_per_node",
             str(ranks),
             "--master_port",
-            str(_free_port()),
+            str(free_port()),
             "-m",
             "steering_core.cli",
             "train",
