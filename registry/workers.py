@@ -101,8 +101,9 @@ def capacity(session: Session, since: datetime | None) -> WorkerCapacity | None:
     return WorkerCapacity(gpus=int(gpus or 0), cpu_slots=int(cpu_slots or 0), workers=int(count))
 
 
-def _needs(compute: Mapping[str, Any]) -> tuple[int, int]:
-    """(GPUs, processes) of a stored compute block."""
+def compute_needs(compute: Mapping[str, Any]) -> tuple[int, int]:
+    """(GPUs, processes) of a stored compute block: what admission checks and a worker
+    allocates."""
     gpus = int(compute.get("gpus") or 0)
     processes = int(compute.get("processes") or max(1, gpus))
     return gpus, processes
@@ -119,7 +120,7 @@ def _plural(n: int, word: str) -> str:
 def admission(session: Session, compute: Mapping[str, Any], *, recent_seconds: float) -> Admission:
     """Whether a job with this compute block is refused, accepted with a warning, or accepted
     (the rules are in the module docstring)."""
-    gpus, processes = _needs(compute)
+    gpus, processes = compute_needs(compute)
     need = _plural(gpus, "GPU") if gpus else _plural(processes, "CPU slot")
     ever = capacity(session, None)
     if ever is None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from registry.workers import compute_needs
+
 Kind = Literal["gpu", "cpu"]
 
 
@@ -39,9 +41,7 @@ class JobNeed:
     @classmethod
     def of(cls, compute: dict | None, gpus: int) -> JobNeed:
         """From a job's stored ``compute`` block (rows written before it existed: ``gpus``)."""
-        compute = compute or {}
-        gpus = int(compute.get("gpus", gpus) or 0)
-        return cls(gpus=gpus, processes=int(compute.get("processes") or max(1, gpus)))
+        return cls(*compute_needs(compute or {"gpus": gpus}))
 
 
 @dataclass
