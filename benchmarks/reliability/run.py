@@ -3,6 +3,8 @@ writing what it injected and measured, and tabulate the figures.
 
     python benchmarks/reliability/run.py [--rounds N]
 
+Then it runs the security cases (``security.py``) and writes their section.
+
 Needs the same services as the test suite (PostgreSQL and Redis on localhost) and root for the
 disk-full case (it mounts a tiny tmpfs). One round takes about ten minutes on 2 cores. The
 figures come from the tests themselves (``tests/reliability_record.py``): a fault test that
@@ -23,6 +25,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+import security
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ["tests/service/test_faults.py", "tests/api/test_schema_fuzz.py"]
@@ -142,8 +146,10 @@ def main() -> int:
         records = [json.loads(line) for line in text.splitlines()]
     REPORT.write_text(render(records, rounds))
     RESULTS.write_text(json.dumps({"rounds": rounds, "records": records}, indent=1) + "\n")
+    print("security cases ...", flush=True)
+    security_held = security.run_section()
     print(f"wrote {REPORT.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")
-    return 0 if all(r["exit_code"] == 0 for r in rounds) else 1
+    return 0 if all(r["exit_code"] == 0 for r in rounds) and security_held else 1
 
 
 if __name__ == "__main__":
