@@ -120,7 +120,7 @@ def _generate_kwargs(loaded: LoadedModel, prompt: list[int], params: GenerationP
     return kwargs
 
 
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     cuts = [text.index(s) for s in stop if s and s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
 
@@ -148,11 +148,11 @@ def _run(
 def generate(loaded: LoadedModel, prompt: list[int], params: GenerationParams) -> Generation:
     new, ended = _run(loaded, prompt, params, _generate_kwargs(loaded, prompt, params))
     text = loaded.tokenizer.decode(new, skip_special_tokens=True)
-    text, stopped = _cut_at_stop(text, params.stop)
+    text, stopped = cut_at_stop(text, params.stop)
     return Generation(text, len(prompt), len(new), "stop" if (ended or stopped) else "length")
 
 
-def _emittable(text: str, stop: tuple[str, ...]) -> int:
+def emittable(text: str, stop: tuple[str, ...]) -> int:
     """How much of ``text`` can be sent: all but a tail that could start a stop string."""
     hold = 0
     for s in stop:
@@ -160,7 +160,11 @@ def _emittable(text: str, stop: tuple[str, ...]) -> int:
             if text.endswith(s[:k]):
                 hold = max(hold, k)
                 break
-    return len(text) - hold
+    ready = len(text) - hold
+    # a token that ends inside a multi-byte character decodes to U+FFFD until the rest arrives
+    while ready > 0 and text[ready - 1] == "\ufffd":
+        ready -= 1
+    return ready
 
 
 @dataclass
@@ -211,14 +215,14 @@ def stream(
     try:
         for piece in streamer:
             text += piece
-            cut, stopped = _cut_at_stop(text, params.stop)
+            cut, stopped = cut_at_stop(text, params.stop)
             if stopped:
                 if cut[sent:]:
                     yield cut[sent:]
                 sent = len(cut)
                 stopped_early = True
                 break
-            ready = _emittable(text, params.stop)
+            ready = emittable(text, params.stop)
             if ready > sent:
                 yield text[sent:ready]
                 sent = ready

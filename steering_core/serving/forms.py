@@ -1,0 +1,208 @@
+"""What an adapter adds to a forward pass, in the one form the batching engine applies per row.
+
+Every batched adapter is a set of *parts*, each a shift added to one module's output:
+
+- :class:`VectorPart`: ``+ v`` (post-block ``vector`` adapters);
+- :class:`LowRankPart`: ``+ up · phi(down · x + bias)``, where ``x`` is the module's output
+  (steering sites: ``linear`` and ``nonlinear`` post-block adapters, the steering half of
+  ``joint``, LoReFT) or its input (LoRA on a projection: ``down = A``, ``up = B · alpha / r``).
+
+LoReFT's ``R^T (W h + b - R h)`` is ``up = R^T``, ``down = W - R``, ``bias = b`` with phi the
+identity; its ``positions`` limit it to the first and last prompt tokens, never generated ones.
+A part is keyed by where it applies (:class:`HookKey`), so the engine hooks each module once and
+adds every row's parts there. Reading a part needs only the artifact's files, never a model copy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from steering_core.adapters import LoReFTIntervention
+from steering_core.artifact_schema import ArtifactConfig
+from steering_core.errors import ArtifactError
+from steering_core.io import read_artifact_config
+from steering_core.methods.payload import STEERING_FILE, read_steering_file
+
+LORA_DIR = "lora"
+LORA_PREFIX = "base_model.model."
+# methods whose artifact is steering tensors and/or a LoRA: served as parts on a shared base
+BATCHED_METHODS = ("post_block", "joint", "reft", "lora")
+
+
+@dataclass(frozen=True)
+class HookKey:
+    """Where a part applies: a steering site of a layer (its output is the part's input), or a
+    module by its path in the model (its input is the part's input, its output gets the shift)."""
+
+    site: str | None = None
+    layer: int | None = None
+    module: str | None = None
+
+    @property
+    def reads_input(self) -> bool:
+        return self.module is not None
+
+
+@dataclass(frozen=True)
+class VectorPart:
+    vector: torch.Tensor  # [H]
+
+    @property
+    def nbytes(self) -> int:
+        return self.vector.nbytes
+
+
+@dataclass(frozen=True)
+class LowRankPart:
+    down: torch.Tensor  # [r, in]
+    up: torch.Tensor  # [out, r]
+    bias: torch.Tensor | None = None  # [r]
+    activation: str | None = None  # None: identity
+    positions: tuple[int, int] | None = None  # (first, last) prompt tokens; None: every token
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        extra = self.bias.nbytes if self.bias is not None else 0
+        return self.down.nbytes + self.up.nbytes + extra
+
+
+Part = VectorPart | LowRankPart
+
+
+@dataclass
+class ServingAdapter:
+    """An adapter ready for batched serving: its parts by where they apply."""
+
+    sha256: str
+    method: str
+    base_model: str
+    parts: dict[HookKey, list[Part]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(part.nbytes for parts in self.parts.values() for part in parts)
+
+    def add(self, key: HookKey, part: Part) -> None:
+        self.parts.setdefault(key, []).append(part)
+
+
+def is_batched(config: ArtifactConfig) -> bool:
+    return config.method.type in BATCHED_METHODS
+
+
+def read_serving_adapter(
+    artifact_dir: Path, sha256: str, *, dtype: torch.dtype = torch.float32
+) -> ServingAdapter:
+    """The parts of a ``post_block``, ``joint``, ``reft`` or ``lora`` artifact (ArtifactError for
+    another method, or for files that do not match the config)."""
+    config = read_artifact_config(artifact_dir)
+    method = config.method.type
+    if not is_batched(config):
+        raise ArtifactError(
+            f"a {method!r} adapter is not served from a shared base model "
+            f"(batched methods: {', '.join(BATCHED_METHODS)})"
+        )
+    adapter = ServingAdapter(sha256, method, config.base_model.id)
+    if (Path(artifact_dir) / STEERING_FILE).is_file():
+        _add_steering(adapter, config, Path(artifact_dir), dtype)
+    if (Path(artifact_dir) / LORA_DIR).is_dir():
+        _add_lora(adapter, Path(artifact_dir) / LORA_DIR, dtype)
+    if not adapter.parts:
+        raise ArtifactError(f"the {method!r} artifact in {artifact_dir} holds no adapter tensors")
+    return adapter
+
+
+def _add_steering(
+    adapter: ServingAdapter, config: ArtifactConfig, directory: Path, dtype: torch.dtype
+) -> None:
+    if config.site is None:
+        raise ArtifactError(f"{STEERING_FILE} is present but the config names no site")
+    by_layer: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in read_steering_file(directory).items():
+        parts = key.split(".", 2)
+        if len(parts) != 3 or parts[0] != "layers" or not parts[1].isdigit():
+            raise ArtifactError(f"unexpected tensor {key!r} in {STEERING_FILE}")
+        by_layer.setdefault(int(parts[1]), {})[parts[2]] = tensor
+    if sorted(by_layer) != sorted(config.layers):
+        raise ArtifactError(
+            f"{STEERING_FILE} holds layers {sorted(by_layer)} but the config names {config.layers}"
+        )
+    positions = getattr(config.method, "first_last", None)
+    activation = config.activation if config.adapter_kind == "nonlinear" else None
+    for layer, tensors in sorted(by_layer.items()):
+        key = HookKey(site=config.site, layer=layer)
+        if "vector" in tensors:
+            adapter.add(key, VectorPart(tensors["vector"].to(dtype)))
+        elif "down.weight" in tensors and "up.weight" in tensors:
+            adapter.add(
+                key,
+                LowRankPart(
+                    tensors["down.weight"].to(dtype),
+                    tensors["up.weight"].to(dtype),
+                    activation=activation,
+                ),
+            )
+        elif "rotation_raw" in tensors:
+            adapter.add(key, _loreft_part(tensors, positions, dtype))
+        else:
+            raise ArtifactError(f"layer {layer} of {STEERING_FILE} holds {sorted(tensors)}")
+
+
+def _loreft_part(
+    tensors: dict[str, torch.Tensor], positions: tuple[int, int] | None, dtype: torch.dtype
+) -> LowRankPart:
+    raw = tensors["rotation_raw"]
+    rank, hidden = raw.shape
+    module = LoReFTIntervention(hidden, rank, dtype=raw.dtype, device=torch.device("cpu"))
+    module.import_state(tensors)
+    with torch.no_grad():
+        rotation = module.rotation()  # R as training computes it
+        down = module.source.weight - rotation
+    return LowRankPart(
+        down.to(dtype),
+        rotation.T.contiguous().to(dtype),
+        bias=module.source.bias.detach().to(dtype),
+        positions=positions,
+    )
+
+
+def _add_lora(adapter: ServingAdapter, lora_dir: Path, dtype: torch.dtype) -> None:
+    try:
+        settings = json.loads((lora_dir / "adapter_config.json").read_text())
+        tensors = load_file(str(lora_dir / "adapter_model.safetensors"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"the LoRA adapter in {lora_dir} does not read: {exc}") from exc
+    if settings.get("use_dora"):
+        raise ArtifactError("a DoRA adapter is not a low-rank shift: it is not batched")
+    rank, alpha = int(settings["r"]), float(settings["lora_alpha"])
+    rank_pattern, alpha_pattern = settings.get("rank_pattern") or {}, settings.get("alpha_pattern")
+    if rank_pattern or alpha_pattern:
+        raise ArtifactError("per-module LoRA ranks or alphas are not batched")
+    scaling = alpha / math.sqrt(rank) if settings.get("use_rslora") else alpha / rank
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        for half in ("lora_A", "lora_B"):
+            suffix = f".{half}.weight"
+            if name.endswith(suffix):
+                path = name.removeprefix(LORA_PREFIX).removesuffix(suffix)
+                modules.setdefault(path, {})[half] = tensor
+                break
+        else:
+            raise ArtifactError(f"unexpected tensor {name!r} in the LoRA adapter")
+    for path, pair in sorted(modules.items()):
+        if set(pair) != {"lora_A", "lora_B"}:
+            raise ArtifactError(f"the LoRA adapter has half a pair at {path!r}")
+        adapter.add(
+            HookKey(module=path),
+            LowRankPart(pair["lora_A"].to(dtype), (pair["lora_B"] * scaling).to(dtype)),
+        )
