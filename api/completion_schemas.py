@@ -1,8 +1,8 @@
 """Request bodies of the generation endpoints: OpenAI's chat/completions shapes, plus
-``steering_strength``. Unknown fields are refused by name, so a typo is never silently ignored;
-booleans are not numbers and text must be valid Unicode (:class:`~steering_core.config.InputModel`:
-a lone surrogate would fail the tokenizer). An empty prompt is a 400 naming ``prompt``: the model
-would have nothing to continue."""
+``steering_strength`` and ``steering`` (several adapters at their strengths). Unknown fields are
+refused by name, so a typo is never silently ignored; booleans are not numbers and text must be
+valid Unicode (:class:`~steering_core.config.InputModel`: a lone surrogate would fail the
+tokenizer). An empty prompt is a 400 naming ``prompt``: the model would have nothing to continue."""
 
 from __future__ import annotations
 
@@ -35,6 +35,14 @@ class ChatMessage(_Request):
         return "".join(part.text for part in self.content)
 
 
+MAX_STEERING = 8
+
+
+class SteeringEntry(_Request):
+    adapter: str = Field(min_length=1, max_length=256, description="adapter id or name@version")
+    strength: float = Field(default=1.0, ge=-10.0, le=10.0)
+
+
 class _Sampling(_Request):
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -51,6 +59,12 @@ class _Sampling(_Request):
         le=10.0,
         description="scale of the adapter's steering shift for this request (1: as trained, "
         "0: off); ignored for a base model",
+    )
+    steering: list[SteeringEntry] | None = Field(
+        default=None,
+        max_length=MAX_STEERING,
+        description="adapters whose shifts are added for this request, each at its strength; "
+        "they must share the base model of ``model``",
     )
 
     @field_validator("stop")

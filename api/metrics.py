@@ -69,16 +69,45 @@ class RegistryCollector(Collector):
         speed.add_metric([], float(throughput or 0.0))
         tokens.add_metric([], float(trained or 0))
         yield from (jobs, depth, speed, tokens)
-        cache = getattr(self.app.state, "model_cache", None)
-        if cache is not None:
+        served = getattr(self.app.state, "served_models", None)
+        if served is not None:
+            stats = served.stats()
             lookups = CounterMetricFamily(
                 "steer_generation_cache_lookups",
-                "Model cache lookups of the generation endpoints",
+                "Model lookups of the generation endpoints (base models and full copies)",
                 labels=["result"],
             )
-            lookups.add_metric(["hit"], cache.hits)
-            lookups.add_metric(["miss"], cache.misses)
-            yield lookups
+            lookups.add_metric(["hit"], stats.model_hits)
+            lookups.add_metric(["miss"], stats.model_misses)
+            adapters = CounterMetricFamily(
+                "steer_generation_adapter_lookups",
+                "Adapter pool lookups of the generation endpoints",
+                labels=["result"],
+            )
+            adapters.add_metric(["hit"], stats.pool.hits)
+            adapters.add_metric(["miss"], stats.pool.misses)
+            resident = GaugeMetricFamily(
+                "steer_generation_adapter_pool_bytes", "Bytes of adapters resident for generation"
+            )
+            resident.add_metric([], stats.pool.bytes)
+            rows = GaugeMetricFamily(
+                "steer_generation_requests_in_flight", "Generation requests decoding or waiting"
+            )
+            rows.add_metric([], stats.rows_in_flight)
+            passes = CounterMetricFamily(
+                "steer_generation_forward_passes",
+                "Forward passes of the generation engines by phase",
+                labels=["phase"],
+            )
+            carried = CounterMetricFamily(
+                "steer_generation_rows",
+                "Request rows those forward passes carried (rows / passes: the mean batch)",
+                labels=["phase"],
+            )
+            for phase, count in stats.passes.items():
+                passes.add_metric([phase], count)
+                carried.add_metric([phase], stats.rows_run[phase])
+            yield from (lookups, adapters, resident, rows, passes, carried)
 
 
 class Metrics:

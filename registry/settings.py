@@ -84,7 +84,20 @@ class Settings(BaseSettings):
         default=None, ge=1, description="default per-tenant limit of tokens one job trains on"
     )
     generation_cache_size: int = Field(
-        default=2, ge=1, le=64, description="loaded (base model, adapter) pairs kept for generation"
+        default=2,
+        ge=1,
+        le=64,
+        description="full fine-tuned models kept loaded for generation (each is its own copy; "
+        "every other adapter shares its base model's one copy)",
+    )
+    generation_adapter_pool_mb: float = Field(
+        default=256.0,
+        gt=0,
+        le=1_000_000,
+        description="memory for adapters resident for generation, least recently used out first",
+    )
+    generation_max_batch: int = Field(
+        default=64, ge=1, le=4096, description="requests one base model decodes at once"
     )
     generation_max_tokens: int = Field(
         default=512, ge=1, le=32768, description="upper bound of max_tokens per request"

@@ -1,20 +1,23 @@
 """Steered generation behind /v1/chat/completions and /v1/completions.
 
 ``model`` is a base model of the configured catalogue or one of the caller's adapters (id or
-``name@version``). Adapters are checked against their stored sha256 before they are loaded.
-Loaded models live in one :class:`steering_core.inference.ModelCache` per app (torch is
-imported only here and only when a request needs it: the API runs without torch and then
-answers 503 ``generation_unavailable``).
+``name@version``); ``steering`` adds more adapters of the same base model, each at its strength.
+Every batched adapter (post_block, joint, reft, lora) runs on its base model's one loaded copy,
+in the batching engine, per row (:mod:`steering_core.serving`); a ``full`` adapter is a whole
+model and is served as its own copy. Stored files are checked against their sha256 when an
+adapter is first loaded. torch is imported only here and only when a request needs it: the API
+runs without torch and then answers 503 ``generation_unavailable``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,51 +26,137 @@ from sqlalchemy.orm import Session
 
 from api.completion_schemas import ChatCompletionCreate, CompletionCreate
 from api.errors import ApiError
-from api.services.adapters import adapter_dir, verified_files
 from registry import adapters as adapters_repo
 from registry.errors import NotFound
 from registry.settings import Settings
+from steering_core.hashing import sha256_file
 
-_CACHE_LOCK = threading.Lock()
+_SERVED_LOCK = threading.Lock()
+FULL_METHOD = "full"
+
+
+@dataclass(frozen=True)
+class StoredAdapter:
+    """What generation needs of an adapter row (read while the session is open)."""
+
+    id: str
+    reference: str
+    param: str
+    base_model: str
+    method: str
+    sha256: str
+    directory: Path
+    files: dict[str, str]
+
+    def verify(self) -> None:
+        for name, expected in self.files.items():
+            path = self.directory / name
+            if not path.is_file() or sha256_file(path) != expected:
+                raise ApiError(
+                    500,
+                    f"stored artifact of {self.id} is missing or corrupted ({name}); "
+                    "it will not be served",
+                    type="server_error",
+                    code="artifact_corrupted",
+                )
 
 
 @dataclass(frozen=True)
 class Target:
-    """What ``model`` names: a base model, and the adapter directory when it is an adapter."""
+    """What a request generates with: the base model, a full model copy when ``model`` is a
+    ``full`` adapter, and the batched adapters with their strengths."""
 
     name: str
     base: str
-    adapter_dir: Path | None
+    full: StoredAdapter | None = None
+    steering: tuple[tuple[StoredAdapter, float], ...] = ()
 
 
-def resolve_target(session: Session, settings: Settings, tenant: str, model: str) -> Target:
-    if model in settings.models:
-        return Target(model, model, None)
+def _not_found(reference: str, param: str) -> ApiError:
+    return ApiError(
+        404,
+        f"The model {reference!r} does not exist: use a base model from GET /v1/models "
+        "or one of your adapters (id or name@version)",
+        param=param,
+        code="model_not_found",
+    )
+
+
+def _stored(
+    session: Session, settings: Settings, tenant: str, reference: str, param: str
+) -> StoredAdapter:
     try:
-        row = adapters_repo.get_adapter(session, model, tenant)
+        row = adapters_repo.get_adapter(session, reference, tenant)
     except NotFound:
-        raise ApiError(
-            404,
-            f"The model {model!r} does not exist: use a base model from GET /v1/models "
-            "or one of your adapters (id or name@version)",
-            param="model",
-            code="model_not_found",
-        ) from None
+        raise _not_found(reference, param) from None
     if row.base_model not in settings.models:
         raise ApiError(
             400,
-            f"adapter {model!r} was trained on {row.base_model!r}, which this server no longer "
-            f"serves (serving {settings.models})",
-            param="model",
+            f"adapter {reference!r} was trained on {row.base_model!r}, which this server no "
+            f"longer serves (serving {settings.models})",
+            param=param,
             code="model_not_found",
         )
-    verified_files(settings, row)
-    return Target(model, row.base_model, adapter_dir(settings, row))
+    return StoredAdapter(
+        id=row.id,
+        reference=reference,
+        param=param,
+        base_model=row.base_model,
+        method=str((row.method or {}).get("type", "")),
+        sha256=row.sha256,
+        directory=settings.adapters_dir / row.storage_path,
+        files=dict(row.files),
+    )
 
 
-def _inference() -> Any:
+def resolve_target(
+    session: Session,
+    settings: Settings,
+    tenant: str,
+    body: ChatCompletionCreate | CompletionCreate,
+) -> Target:
+    model = body.model
+    steering: list[tuple[StoredAdapter, float]] = []
+    full = None
+    if model in settings.models:
+        base = model
+    else:
+        named = _stored(session, settings, tenant, model, "model")
+        base = named.base_model
+        if named.method == FULL_METHOD:
+            full = named
+        else:
+            steering.append((named, body.steering_strength))
+    for index, entry in enumerate(body.steering or ()):
+        param = f"steering.{index}.adapter"
+        extra = _stored(session, settings, tenant, entry.adapter, param)
+        if extra.method == FULL_METHOD:
+            raise ApiError(
+                400,
+                f"adapter {entry.adapter!r} is a full fine-tuned model, not a steering adapter: "
+                "use it as `model`",
+                param=param,
+            )
+        if full is not None:
+            raise ApiError(
+                400,
+                f"`steering` adds adapters to a base model; {model!r} is a full fine-tuned model",
+                param=param,
+            )
+        if extra.base_model != base:
+            raise ApiError(
+                400,
+                f"adapter {entry.adapter!r} was trained on {extra.base_model!r}, not on "
+                f"{base!r}: the adapters of one request must share its base model",
+                param=param,
+            )
+        steering.append((extra, entry.strength))
+    return Target(model, base, full, tuple(steering))
+
+
+def _serving() -> Any:
     try:
-        from steering_core import inference
+        from steering_core import inference, serving
     except ImportError as exc:
         raise ApiError(
             503,
@@ -76,31 +165,46 @@ def _inference() -> Any:
             type="server_error",
             code="generation_unavailable",
         ) from exc
-    return inference
+    return inference, serving
 
 
-def model_cache(app: FastAPI, settings: Settings) -> Any:
-    inference = _inference()
-    with _CACHE_LOCK:
-        cache = getattr(app.state, "model_cache", None)
-        if cache is None:
+def served_models(app: FastAPI, settings: Settings) -> Any:
+    _, serving = _serving()
+    with _SERVED_LOCK:
+        served = getattr(app.state, "served_models", None)
+        if served is None:
             if settings.torch_threads:
                 import torch
 
                 torch.set_num_threads(settings.torch_threads)
-            cache = inference.ModelCache(
-                size=settings.generation_cache_size, cache_dir=settings.model_cache_dir
+            served = serving.ServedModels(
+                cache_dir=settings.model_cache_dir,
+                adapter_pool_bytes=int(settings.generation_adapter_pool_mb * 2**20),
+                max_batch=settings.generation_max_batch,
+                full_copies=settings.generation_cache_size,
             )
-            app.state.model_cache = cache
-    return cache
+            app.state.served_models = served
+    return served
 
 
 @dataclass
 class Prepared:
-    loaded: Any
+    engine: Any
     prompt: list[int]
     params: Any
-    cache_hit: bool
+    steering: list[tuple[Any, float]] = field(default_factory=list)
+    cache_hit: bool = True
+
+
+def _load_adapter(served: Any, target: Target, stored: StoredAdapter) -> tuple[Any, bool]:
+    from steering_core.errors import ArtifactError
+
+    try:
+        return served.adapter(target.base, stored.sha256, stored.directory, stored.verify)
+    except ArtifactError as exc:
+        raise ApiError(
+            400, f"adapter {stored.reference!r} cannot be served: {exc}", param=stored.param
+        ) from exc
 
 
 def prepare(
@@ -109,33 +213,48 @@ def prepare(
     target: Target,
     body: ChatCompletionCreate | CompletionCreate,
 ) -> Prepared:
-    inference = _inference()
+    """Load what the request needs (once per server) and encode its prompt; blocking."""
+    inference, _ = _serving()
     limit = settings.generation_max_tokens
-    field = (
+    field_name = (
         "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
     )
-    max_tokens = getattr(body, field) or 64
+    max_tokens = getattr(body, field_name) or 64
     if max_tokens > limit:
         raise ApiError(
-            400, f"{field}={max_tokens} is over this server's limit of {limit}", param=field
+            400,
+            f"{field_name}={max_tokens} is over this server's limit of {limit}",
+            param=field_name,
         )
-    loaded, hit = model_cache(app, settings).get(target.base, target.adapter_dir)
+    served = served_models(app, settings)
+    if target.full is not None:
+        engine, hit = served.full(
+            target.base, target.full.sha256, target.full.directory, target.full.verify
+        )
+    else:
+        engine, hit = served.base(target.base)
+    steering = []
+    for stored, strength in target.steering:
+        adapter, resident = _load_adapter(served, target, stored)
+        hit = hit and resident
+        steering.append((adapter, strength))
+    tokenizer = engine.tokenizer
     if isinstance(body, ChatCompletionCreate):
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        prompt, where = inference.encode_chat(loaded.tokenizer, messages), "messages"
+        prompt, where = inference.encode_chat(tokenizer, messages), "messages"
     else:
-        prompt, where = inference.encode_text(loaded.tokenizer, body.text()), "prompt"
+        prompt, where = inference.encode_text(tokenizer, body.text()), "prompt"
     if not prompt:  # text a tokenizer reduces to nothing (an empty one is refused earlier)
         raise ApiError(
             400,
             f"the {where} gives no tokens for {target.base}: nothing for the model to continue",
             param=where,
         )
-    context = int(getattr(loaded.model.config, "max_position_embeddings", 0) or 0)
+    context = int(getattr(engine.model.config, "max_position_embeddings", 0) or 0)
     if context and len(prompt) + max_tokens > context:
         raise ApiError(
             400,
-            f"{len(prompt)} prompt tokens + {field}={max_tokens} exceed {target.base}'s "
+            f"{len(prompt)} prompt tokens + {field_name}={max_tokens} exceed {target.base}'s "
             f"context of {context} tokens",
             param=where,
             code="context_length_exceeded",
@@ -146,9 +265,8 @@ def prepare(
         top_p=body.top_p,
         seed=body.seed,
         stop=body.stops(),
-        steering_strength=body.steering_strength if target.adapter_dir is not None else 1.0,
     )
-    return Prepared(loaded, prompt, params, hit)
+    return Prepared(engine, prompt, params, steering, hit)
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
@@ -159,8 +277,19 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     }
 
 
-def complete(prepared: Prepared, target: Target, chat: bool) -> dict[str, Any]:
-    result = _inference().generate(prepared.loaded, prepared.prompt, prepared.params)
+def _failed(exc: BaseException) -> ApiError:
+    return ApiError(500, f"generation failed: {exc}", type="server_error", code="generation_failed")
+
+
+async def complete(prepared: Prepared, target: Target, chat: bool) -> dict[str, Any]:
+    handle = prepared.engine.submit(prepared.prompt, prepared.params, prepared.steering)
+    try:
+        result = await asyncio.wrap_future(handle.future)
+    except asyncio.CancelledError:
+        handle.cancel()  # the client went away: its row leaves the batch
+        raise
+    except Exception as exc:
+        raise _failed(exc) from exc
     created = int(time.time())
     if chat:
         choice: dict[str, Any] = {
@@ -192,10 +321,22 @@ def _sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-def stream_chunks(prepared: Prepared, target: Target, chat: bool) -> Iterator[str]:
-    """Server-sent events in OpenAI's chunk shape, ending with ``data: [DONE]``."""
-    inference = _inference()
-    outcome = inference.StreamOutcome()
+_END = object()
+
+
+def stream_chunks(prepared: Prepared, target: Target, chat: bool) -> AsyncIterator[str]:
+    """Server-sent events in OpenAI's chunk shape, ending with ``data: [DONE]``. The request
+    joins the engine's batch now; pieces arrive from the engine's thread without holding one
+    here, and a client that goes away takes its row out of the batch."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[Any] = asyncio.Queue()
+    handle = prepared.engine.submit(
+        prepared.prompt,
+        prepared.params,
+        prepared.steering,
+        on_text=lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece),
+    )
+    handle.future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, _END))
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
     created = int(time.time())
     kind = "chat.completion.chunk" if chat else "text_completion"
@@ -216,22 +357,20 @@ def stream_chunks(prepared: Prepared, target: Target, chat: bool) -> Iterator[st
             "choices": [choice],
         }
 
-    if chat:
-        yield _sse(chunk("", None, first=True))
-    try:
-        for piece in inference.stream(prepared.loaded, prepared.prompt, prepared.params, outcome):
-            yield _sse(chunk(piece, None))
-    except Exception as exc:  # the status line is sent already: report in the stream
-        yield _sse(
-            {
-                "error": {
-                    "message": str(exc),
-                    "type": "server_error",
-                    "param": None,
-                    "code": "generation_failed",
-                }
-            }
-        )
-        return
-    yield _sse(chunk(None, outcome.finish_reason))
-    yield _sse("[DONE]")
+    async def events() -> AsyncIterator[str]:
+        try:
+            if chat:
+                yield _sse(chunk("", None, first=True))
+            while (piece := await pieces.get()) is not _END:
+                yield _sse(chunk(piece, None))
+            exc = handle.future.exception()
+            if exc is not None:  # the status line is sent already: report in the stream
+                error = {"message": str(exc), "type": "server_error", "param": None}
+                yield _sse({"error": {**error, "code": "generation_failed"}})
+                return
+            yield _sse(chunk(None, handle.future.result().finish_reason))
+            yield _sse("[DONE]")
+        finally:
+            handle.cancel()  # a no-op once finished; else the row leaves the batch
+
+    return events()

@@ -124,6 +124,10 @@ class BatchEngine:
         self._pad = pad if pad is not None else (eos if isinstance(eos, int) else 0)
         self.steering = RowSteering(model)
         self.forward_calls = 0
+        # forwards and the rows they carried, by phase (prefill, decode): rows / forwards is
+        # the batch the engine really ran
+        self.passes = {"prefill": 0, "decode": 0}
+        self.rows_run = {"prefill": 0, "decode": 0}
         self.peak_rows = 0
         self._waiting: deque[_Row] = deque()
         self._rows: list[_Row] = []
@@ -198,8 +202,12 @@ class BatchEngine:
                 self._fail(newcomers + self._rows, exc)
                 self._rows, self._cache, self._mask, self._plan = [], None, None, None
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any):
+    def _forward(
+        self, phase: str, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ):
         self.forward_calls += 1
+        self.passes[phase] += 1
+        self.rows_run[phase] += int(ids.shape[0])
         output = self.model(
             input_ids=ids.to(self._device),
             attention_mask=mask.to(self._device, torch.long),
@@ -224,7 +232,7 @@ class BatchEngine:
         self.steering.plan, self.steering.prompt_mask = plan, mask.to(self._device)
         cache = kv.new_cache(self._config)
         try:
-            logits = self._forward(ids, mask, positions, cache)
+            logits = self._forward("prefill", ids, mask, positions, cache)
         finally:
             self.steering.plan, self.steering.prompt_mask = None, None
         self._take(rows, logits)
@@ -254,7 +262,7 @@ class BatchEngine:
             self.steering.prepare(self._plan)
         self.steering.plan = self._plan
         try:
-            logits = self._forward(ids, mask, positions, self._cache)
+            logits = self._forward("decode", ids, mask, positions, self._cache)
         finally:
             self.steering.plan = None
         self._mask = mask

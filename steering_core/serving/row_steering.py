@@ -73,7 +73,9 @@ class RowPlan:
             for adapter, strength in steering:
                 for key, parts in adapter.parts.items():
                     slots = by_key.setdefault(key, [[] for _ in rows])
-                    slots[index].extend((part, strength) for part in parts)
+                    # the strength scales steering; a LoRA half is the weights, always whole
+                    scale = 1.0 if key.reads_input else strength
+                    slots[index].extend((part, scale) for part in parts)
         for key, slots in by_key.items():
             vectors = [[(p, s) for p, s in slot if isinstance(p, VectorPart)] for slot in slots]
             if any(vectors):

@@ -1,0 +1,125 @@
+"""Everything a server generates with: one batching engine per base model, the adapter pool,
+and full fine-tuned models as their own copies.
+
+- A base model (``tiny-llama``, ``smollm2-135m-instruct``, ...) is loaded once, with one
+  :class:`~steering_core.serving.engine.BatchEngine`. Every ``post_block``, ``joint``, ``reft``
+  and ``lora`` adapter of it is served by that engine, per row.
+- A ``full`` job's artifact is a whole model: it gets its own copy and engine, at most
+  ``full_copies`` of them kept (least recently used out first, once idle).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from steering_core.io import check_base_model, load_artifact, read_artifact_config
+from steering_core.models import load_model, load_tokenizer
+from steering_core.serving.engine import BatchEngine
+from steering_core.serving.forms import ServingAdapter, read_serving_adapter
+from steering_core.serving.pool import AdapterPool, PoolStats
+
+
+@dataclass(frozen=True)
+class ServingStats:
+    engines: int
+    rows_in_flight: int
+    pool: PoolStats
+    model_hits: int
+    model_misses: int
+    passes: dict[str, int]  # forwards by phase (prefill, decode), all engines
+    rows_run: dict[str, int]  # rows those forwards carried
+
+
+class ServedModels:
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None = None,
+        adapter_pool_bytes: int = 256 * 2**20,
+        max_batch: int = 64,
+        full_copies: int = 2,
+    ):
+        self.cache_dir, self.max_batch, self.full_copies = cache_dir, max_batch, full_copies
+        self.pool = AdapterPool(adapter_pool_bytes)
+        self._bases: dict[str, BatchEngine] = {}
+        self._full: OrderedDict[str, BatchEngine] = OrderedDict()
+        self._lock = threading.Lock()
+        self.model_hits = self.model_misses = 0
+
+    def base(self, name: str) -> tuple[BatchEngine, bool]:
+        """The engine of a base model, loading it on first use; (engine, was it loaded)."""
+        with self._lock:
+            engine = self._bases.get(name)
+            if engine is not None:
+                self.model_hits += 1
+                return engine, True
+            self.model_misses += 1
+            model = load_model(name, cache_dir=self.cache_dir)
+            tokenizer = load_tokenizer(name, cache_dir=self.cache_dir)
+            engine = BatchEngine(model, tokenizer, max_batch=self.max_batch, name=name)
+            self._bases[name] = engine
+            return engine, False
+
+    def adapter(
+        self, base: str, sha256: str, artifact_dir: Path, verify: Callable[[], None]
+    ) -> tuple[ServingAdapter, bool]:
+        """A batched adapter of ``base`` by content; ``verify`` checks its stored files before
+        the first load (a resident adapter was checked when it was loaded)."""
+        engine, _ = self.base(base)
+
+        def load() -> ServingAdapter:
+            verify()
+            check_base_model(read_artifact_config(artifact_dir), engine.model, check_hash=False)
+            dtype = engine.model.get_input_embeddings().weight.dtype
+            return read_serving_adapter(artifact_dir, sha256, dtype=dtype)
+
+        return self.pool.get(sha256, load)
+
+    def full(
+        self, base: str, sha256: str, artifact_dir: Path, verify: Callable[[], None]
+    ) -> tuple[BatchEngine, bool]:
+        """The engine of a full fine-tuned model (its own copy), loading it on first use."""
+        with self._lock:
+            engine = self._full.get(sha256)
+            if engine is not None:
+                self._full.move_to_end(sha256)
+                self.model_hits += 1
+                return engine, True
+            self.model_misses += 1
+            verify()
+            model = load_artifact(load_model(base, cache_dir=self.cache_dir), artifact_dir).model
+            tokenizer = load_tokenizer(base, cache_dir=self.cache_dir)
+            engine = BatchEngine(model, tokenizer, max_batch=self.max_batch, name=sha256[:12])
+            self._full[sha256] = engine
+            idle = [key for key, e in self._full.items() if key != sha256 and not e.in_flight]
+            while len(self._full) > self.full_copies and idle:
+                self._full.pop(idle.pop(0)).close()
+            return engine, False
+
+    def stats(self) -> ServingStats:
+        with self._lock:
+            engines = [*self._bases.values(), *self._full.values()]
+            hits, misses = self.model_hits, self.model_misses
+        phases = ("prefill", "decode")
+        return ServingStats(
+            len(engines),
+            sum(e.in_flight for e in engines),
+            self.pool.stats(),
+            hits,
+            misses,
+            {phase: sum(e.passes[phase] for e in engines) for phase in phases},
+            {phase: sum(e.rows_run[phase] for e in engines) for phase in phases},
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            engines: list[Any] = [*self._bases.values(), *self._full.values()]
+            self._bases.clear()
+            self._full.clear()
+        for engine in engines:
+            engine.close()
