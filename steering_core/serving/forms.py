@@ -60,20 +60,33 @@ class VectorPart:
 
 @dataclass(frozen=True)
 class LowRankPart:
-    down: torch.Tensor  # [r, in]
-    up: torch.Tensor  # [out, r]
+    """Kept as the engine multiplies: ``x @ down_t`` then ``@ up_t`` (contiguous, one copy)."""
+
+    down_t: torch.Tensor  # [in, r]
+    up_t: torch.Tensor  # [r, out]
     bias: torch.Tensor | None = None  # [r]
     activation: str | None = None  # None: identity
     positions: tuple[int, int] | None = None  # (first, last) prompt tokens; None: every token
 
+    @classmethod
+    def of(
+        cls, down: torch.Tensor, up: torch.Tensor, dtype: torch.dtype, **kwargs: object
+    ) -> LowRankPart:
+        """From ``down [r, in]`` and ``up [out, r]`` as modules store them."""
+        return cls(
+            down.T.contiguous().to(dtype),
+            up.T.contiguous().to(dtype),
+            **kwargs,  # type: ignore[arg-type]
+        )
+
     @property
     def rank(self) -> int:
-        return int(self.down.shape[0])
+        return int(self.down_t.shape[1])
 
     @property
     def nbytes(self) -> int:
         extra = self.bias.nbytes if self.bias is not None else 0
-        return self.down.nbytes + self.up.nbytes + extra
+        return self.down_t.nbytes + self.up_t.nbytes + extra
 
 
 Part = VectorPart | LowRankPart
@@ -144,14 +157,10 @@ def _add_steering(
         if "vector" in tensors:
             adapter.add(key, VectorPart(tensors["vector"].to(dtype)))
         elif "down.weight" in tensors and "up.weight" in tensors:
-            adapter.add(
-                key,
-                LowRankPart(
-                    tensors["down.weight"].to(dtype),
-                    tensors["up.weight"].to(dtype),
-                    activation=activation,
-                ),
+            part = LowRankPart.of(
+                tensors["down.weight"], tensors["up.weight"], dtype, activation=activation
             )
+            adapter.add(key, part)
         elif "rotation_raw" in tensors:
             adapter.add(key, _loreft_part(tensors, positions, dtype))
         else:
@@ -168,11 +177,8 @@ def _loreft_part(
     with torch.no_grad():
         rotation = module.rotation()  # R as training computes it
         down = module.source.weight - rotation
-    return LowRankPart(
-        down.to(dtype),
-        rotation.T.contiguous().to(dtype),
-        bias=module.source.bias.detach().to(dtype),
-        positions=positions,
+    return LowRankPart.of(
+        down, rotation.T, dtype, bias=module.source.bias.detach().to(dtype), positions=positions
     )
 
 
@@ -204,5 +210,5 @@ def _add_lora(adapter: ServingAdapter, lora_dir: Path, dtype: torch.dtype) -> No
             raise ArtifactError(f"the LoRA adapter has half a pair at {path!r}")
         adapter.add(
             HookKey(module=path),
-            LowRankPart(pair["lora_A"].to(dtype), (pair["lora_B"] * scaling).to(dtype)),
+            LowRankPart.of(pair["lora_A"], pair["lora_B"] * scaling, dtype),
         )

@@ -108,9 +108,21 @@ def _stack(
     device: Any,
 ) -> LowRankGroup:
     sample = next(part for slot in members for part, _ in slot)
-    width_in, width_out = sample.down.shape[1], sample.up.shape[0]
+    width_in, width_out = sample.down_t.shape[0], sample.up_t.shape[1]
     rank = max(sum(part.rank for part, _ in slot) for slot in members)
     rows = len(members)
+    act = ACTIVATIONS[activation]() if activation else None
+    if all(len(slot) == 1 and slot[0][0].rank == rank for slot in members):
+        # the common batch: one part of the same rank per row, stacked in one copy each
+        parts = [slot[0][0] for slot in members]
+        strengths = torch.tensor([slot[0][1] for slot in members], dtype=dtype, device=device)
+        down = torch.stack([p.down_t for p in parts]).to(device, dtype)
+        up = torch.stack([p.up_t for p in parts]).to(device, dtype) * strengths.view(-1, 1, 1)
+        bias = None
+        if sample.bias is not None and all(p.bias is not None for p in parts):
+            bias = torch.stack([p.bias for p in parts]).to(device, dtype).unsqueeze(1)
+        if bias is not None or all(p.bias is None for p in parts):
+            return LowRankGroup(down, up, bias, act, positions)
     down = torch.zeros(rows, width_in, rank, dtype=dtype, device=device)
     up = torch.zeros(rows, rank, width_out, dtype=dtype, device=device)
     has_bias = any(part.bias is not None for slot in members for part, _ in slot)
@@ -119,12 +131,11 @@ def _stack(
         start = 0
         for part, strength in slot:
             end = start + part.rank
-            down[index, :, start:end] = part.down.to(device, dtype).T
-            up[index, start:end, :] = part.up.to(device, dtype).T * strength
+            down[index, :, start:end] = part.down_t.to(device, dtype)
+            up[index, start:end, :] = part.up_t.to(device, dtype) * strength
             if bias is not None and part.bias is not None:
                 bias[index, 0, start:end] = part.bias.to(device, dtype)
             start = end
-    act = ACTIVATIONS[activation]() if activation else None
     return LowRankGroup(down, up, bias, act, positions)
 
 
