@@ -16,21 +16,25 @@ def adapter_dir(settings: Settings, row: Adapter) -> Path:
     return settings.adapters_dir / row.storage_path
 
 
-def verified_files(settings: Settings, row: Adapter) -> dict[str, Path]:
-    root = adapter_dir(settings, row)
+def check_stored_files(adapter_id: str, root: Path, files: dict[str, str]) -> dict[str, Path]:
+    """Each stored file of an adapter, checked against its recorded sha256."""
     paths = {}
-    for name, expected in row.files.items():
+    for name, expected in files.items():
         path = root / name
         if not path.is_file() or sha256_file(path) != expected:
             raise ApiError(
                 500,
-                f"stored artifact of {row.id} is missing or corrupted ({name}); "
+                f"stored artifact of {adapter_id} is missing or corrupted ({name}); "
                 "it will not be served",
                 type="server_error",
                 code="artifact_corrupted",
             )
         paths[name] = path
     return paths
+
+
+def verified_files(settings: Settings, row: Adapter) -> dict[str, Path]:
+    return check_stored_files(row.id, adapter_dir(settings, row), row.files)
 
 
 def archive(settings: Settings, row: Adapter) -> bytes:

@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 
 from api.completion_schemas import ChatCompletionCreate, CompletionCreate
 from api.errors import ApiError
+from api.services.adapters import check_stored_files
 from registry import adapters as adapters_repo
 from registry.errors import NotFound
 from registry.settings import Settings
-from steering_core.hashing import sha256_file
 
 _SERVED_LOCK = threading.Lock()
 FULL_METHOD = "full"
@@ -49,16 +49,7 @@ class StoredAdapter:
     files: dict[str, str]
 
     def verify(self) -> None:
-        for name, expected in self.files.items():
-            path = self.directory / name
-            if not path.is_file() or sha256_file(path) != expected:
-                raise ApiError(
-                    500,
-                    f"stored artifact of {self.id} is missing or corrupted ({name}); "
-                    "it will not be served",
-                    type="server_error",
-                    code="artifact_corrupted",
-                )
+        check_stored_files(self.id, self.directory, self.files)
 
 
 @dataclass(frozen=True)

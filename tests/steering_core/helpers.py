@@ -58,3 +58,13 @@ def randomize_adapters(attached: Any, seed: int = 0, scale: float = 0.1) -> None
         for param in attached.steering.parameters():
             noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
             param.copy_((noise * scale).to(param.dtype))
+
+
+def randomize_lora(attached: Any, seed: int, scale: float = 0.2) -> None:
+    """LoRA's B is zero at init: give every LoRA tensor random values so it changes the model."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in attached.model.named_parameters():
+            if "lora_" in name:
+                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+                param.copy_((noise * scale).to(param.dtype))

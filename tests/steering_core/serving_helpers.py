@@ -15,7 +15,7 @@ from steering_core.attach import attach_method
 from steering_core.io import load_artifact, save_artifact
 from steering_core.models import load_model
 from steering_core.sites import site_module
-from tests.steering_core.helpers import randomize_adapters
+from tests.steering_core.helpers import randomize_adapters, randomize_lora
 
 MODEL = "tiny-llama"
 
@@ -37,15 +37,6 @@ METHODS: dict[str, dict[str, Any]] = {
     "joint": {"type": "joint"},
     "full": {"type": "full"},
 }
-
-
-def randomize_lora(attached: Any, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in attached.model.named_parameters():
-            if "lora_" in name:
-                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-                param.copy_((noise * 0.2).to(param.dtype))
 
 
 def make_artifacts(root: Path, names: Sequence[str] = tuple(METHODS)) -> dict[str, Path]:

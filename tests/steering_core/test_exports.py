@@ -27,20 +27,10 @@ from steering_core.exports import (
 )
 from steering_core.io import load_artifact, save_artifact
 from steering_core.models import load_model
-from tests.steering_core.helpers import first, randomize_adapters, token_batch
+from tests.steering_core.helpers import first, randomize_adapters, randomize_lora, token_batch
 
 MODEL = "tiny-llama"
 HIDDEN = 32
-
-
-def _randomize_lora(attached: Any, seed: int) -> None:
-    """LoRA's B is zero at init: give every LoRA tensor random values so it changes the model."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in attached.model.named_parameters():
-            if "lora_" in name:
-                noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-                param.copy_((noise * 0.2).to(param.dtype))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +44,7 @@ def make_artifact(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
             if attached.steering is not None:
                 randomize_adapters(attached, seed=seed, scale=0.5)
             if lora:
-                _randomize_lora(attached, seed + 1)
+                randomize_lora(attached, seed + 1)
             if method["type"] == "full":
                 with torch.no_grad():
                     for param in attached.model.parameters():
