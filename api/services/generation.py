@@ -30,9 +30,10 @@ from api.services.adapters import check_stored_files
 from registry import adapters as adapters_repo
 from registry.errors import NotFound
 from registry.settings import Settings
+from steering_core.errors import ConfigValidationError
+from steering_core.methods.registry import method_definition
 
 _SERVED_LOCK = threading.Lock()
-FULL_METHOD = "full"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,15 @@ class StoredAdapter:
     sha256: str
     directory: Path
     files: dict[str, str]
+
+    @property
+    def whole_model(self) -> bool:
+        """A method that trains the base weights stores a whole model: its own copy serves it
+        (an unknown method is tried as an adapter, and refused by name if it is not one)."""
+        try:
+            return method_definition(self.method).trains_base_weights
+        except ConfigValidationError:
+            return False
 
     def verify(self) -> None:
         check_stored_files(self.id, self.directory, self.files)
@@ -114,14 +124,14 @@ def resolve_target(
     else:
         named = _stored(session, settings, tenant, model, "model")
         base = named.base_model
-        if named.method == FULL_METHOD:
+        if named.whole_model:
             full = named
         else:
             steering.append((named, body.steering_strength))
     for index, entry in enumerate(body.steering or ()):
         param = f"steering.{index}.adapter"
         extra = _stored(session, settings, tenant, entry.adapter, param)
-        if extra.method == FULL_METHOD:
+        if extra.whole_model:
             raise ApiError(
                 400,
                 f"adapter {entry.adapter!r} is a full fine-tuned model, not a steering adapter: "
@@ -187,11 +197,11 @@ class Prepared:
     cache_hit: bool = True
 
 
-def _load_adapter(served: Any, target: Target, stored: StoredAdapter) -> tuple[Any, bool]:
+def _load_adapter(served: Any, engine: Any, stored: StoredAdapter) -> tuple[Any, bool]:
     from steering_core.errors import ArtifactError
 
     try:
-        return served.adapter(target.base, stored.sha256, stored.directory, stored.verify)
+        return served.adapter(engine, stored.sha256, stored.directory, stored.verify)
     except ArtifactError as exc:
         raise ApiError(
             400, f"adapter {stored.reference!r} cannot be served: {exc}", param=stored.param
@@ -226,7 +236,7 @@ def prepare(
         engine, hit = served.base(target.base)
     steering = []
     for stored, strength in target.steering:
-        adapter, resident = _load_adapter(served, target, stored)
+        adapter, resident = _load_adapter(served, engine, stored)
         hit = hit and resident
         steering.append((adapter, strength))
     tokenizer = engine.tokenizer

@@ -123,7 +123,6 @@ class BatchEngine:
         pad = getattr(tokenizer, "pad_token_id", None)
         self._pad = pad if pad is not None else (eos if isinstance(eos, int) else 0)
         self.steering = RowSteering(model)
-        self.forward_calls = 0
         # forwards and the rows they carried, by phase (prefill, decode): rows / forwards is
         # the batch the engine really ran
         self.passes = {"prefill": 0, "decode": 0}
@@ -205,7 +204,6 @@ class BatchEngine:
     def _forward(
         self, phase: str, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
     ):
-        self.forward_calls += 1
         self.passes[phase] += 1
         self.rows_run[phase] += int(ids.shape[0])
         output = self.model(

@@ -22,17 +22,17 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from steering_core.adapters import LoReFTIntervention
 from steering_core.artifact_schema import ArtifactConfig
 from steering_core.errors import ArtifactError
-from steering_core.io import read_artifact_config
+from steering_core.io import check_base_model, read_artifact_config
 from steering_core.methods.payload import STEERING_FILE, read_steering_file
+from steering_core.methods.registry import method_definition
 
 LORA_DIR = "lora"
 LORA_PREFIX = "base_model.model."
-# methods whose artifact is steering tensors and/or a LoRA: served as parts on a shared base
-BATCHED_METHODS = ("post_block", "joint", "reft", "lora")
 
 
 @dataclass(frozen=True)
@@ -109,22 +109,25 @@ class ServingAdapter:
         self.parts.setdefault(key, []).append(part)
 
 
-def is_batched(config: ArtifactConfig) -> bool:
-    return config.method.type in BATCHED_METHODS
-
-
 def read_serving_adapter(
-    artifact_dir: Path, sha256: str, *, dtype: torch.dtype = torch.float32
+    artifact_dir: Path,
+    sha256: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    base_model: nn.Module | None = None,
 ) -> ServingAdapter:
-    """The parts of a ``post_block``, ``joint``, ``reft`` or ``lora`` artifact (ArtifactError for
-    another method, or for files that do not match the config)."""
+    """The parts of an artifact of steering tensors and/or a LoRA (``post_block``, ``joint``,
+    ``reft``, ``lora``). ArtifactError for a method that trains the base weights (its artifact
+    is a whole model), for files that do not match the config, and, when ``base_model`` is
+    given, for a base model of another shape than the one the adapter was trained on."""
     config = read_artifact_config(artifact_dir)
     method = config.method.type
-    if not is_batched(config):
+    if method_definition(method).trains_base_weights:
         raise ArtifactError(
-            f"a {method!r} adapter is not served from a shared base model "
-            f"(batched methods: {', '.join(BATCHED_METHODS)})"
+            f"a {method!r} adapter is a whole model: it is not served from a shared base model"
         )
+    if base_model is not None:
+        check_base_model(config, base_model, check_hash=False)
     adapter = ServingAdapter(sha256, method, config.base_model.id)
     if (Path(artifact_dir) / STEERING_FILE).is_file():
         _add_steering(adapter, config, Path(artifact_dir), dtype)

@@ -145,8 +145,26 @@ class RowSteering:
     def __init__(self, model: nn.Module):
         self.base = unwrap_model(model)
         self.plan: RowPlan | None = None
-        self.prompt_mask: torch.Tensor | None = None  # prefill: bool [B, T] of prompt tokens
+        self._prompt_mask: torch.Tensor | None = None  # prefill: bool [B, T] of prompt tokens
+        self._position_masks: dict[tuple[int, int], torch.Tensor] = {}
         self._handles: dict[HookKey, RemovableHandle] = {}
+
+    @property
+    def prompt_mask(self) -> torch.Tensor | None:
+        return self._prompt_mask
+
+    @prompt_mask.setter
+    def prompt_mask(self, mask: torch.Tensor | None) -> None:
+        """The prompt tokens of the forward about to run (None: a decode step)."""
+        self._prompt_mask = mask
+        self._position_masks = {}
+
+    def _positions(self, rule: tuple[int, int]) -> torch.Tensor:
+        """The tokens a position rule steers in this forward, computed once for every module."""
+        assert self._prompt_mask is not None
+        if rule not in self._position_masks:
+            self._position_masks[rule] = select_positions(self._prompt_mask, *rule)
+        return self._position_masks[rule]
 
     def prepare(self, plan: RowPlan) -> None:
         """Hook every module ``plan`` touches that is not hooked yet."""
@@ -177,9 +195,9 @@ class RowSteering:
         for group in plan.groups.get(key, ()):
             mask = None
             if group.positions is not None:
-                if self.prompt_mask is None:  # a decode step: generated text is never steered
+                if self._prompt_mask is None:  # a decode step: generated text is never steered
                     continue
-                mask = select_positions(self.prompt_mask, *group.positions)
+                mask = self._positions(group.positions)
             shift = group.shift(x, mask)
             total = shift if total is None else total + shift
         return total

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steering_core.io import check_base_model, load_artifact, read_artifact_config
+from steering_core.io import load_artifact
 from steering_core.models import load_model, load_tokenizer
 from steering_core.serving.engine import BatchEngine
 from steering_core.serving.forms import ServingAdapter, read_serving_adapter
@@ -53,34 +53,63 @@ class ServedModels:
         self._bases: dict[str, BatchEngine] = {}
         self._full: OrderedDict[str, BatchEngine] = OrderedDict()
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # keys being loaded, one lock each
         self.model_hits = self.model_misses = 0
 
     def base(self, name: str) -> tuple[BatchEngine, bool]:
         """The engine of a base model, loading it on first use; (engine, was it loaded)."""
-        with self._lock:
-            engine = self._bases.get(name)
-            if engine is not None:
-                self.model_hits += 1
-                return engine, True
-            self.model_misses += 1
+
+        def load() -> BatchEngine:
             model = load_model(name, cache_dir=self.cache_dir)
             tokenizer = load_tokenizer(name, cache_dir=self.cache_dir)
-            engine = BatchEngine(model, tokenizer, max_batch=self.max_batch, name=name)
-            self._bases[name] = engine
+            return BatchEngine(model, tokenizer, max_batch=self.max_batch, name=name)
+
+        return self._engine(self._bases, name, load)
+
+    def _engine(
+        self, table: dict[str, BatchEngine], key: str, load: Callable[[], BatchEngine]
+    ) -> tuple[BatchEngine, bool]:
+        """``table[key]``, loaded once by ``load`` on a miss, outside the shared lock: a model
+        that takes seconds to load holds up only the requests that need it."""
+        with self._lock:
+            found = self._lookup(table, key)
+            if found is not None:
+                return found, True
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                found = self._lookup(table, key)
+                if found is not None:
+                    return found, True
+            engine = load()
+            with self._lock:
+                self.model_misses += 1
+                table[key] = engine
+                self._loading.pop(key, None)
+                if table is self._full:
+                    idle = [k for k, e in self._full.items() if k != key and not e.in_flight]
+                    while len(self._full) > self.full_copies and idle:
+                        self._full.pop(idle.pop(0)).close()
             return engine, False
 
+    def _lookup(self, table: dict[str, BatchEngine], key: str) -> BatchEngine | None:
+        found = table.get(key)
+        if found is not None:
+            self.model_hits += 1
+            if isinstance(table, OrderedDict):
+                table.move_to_end(key)
+        return found
+
     def adapter(
-        self, base: str, sha256: str, artifact_dir: Path, verify: Callable[[], None]
+        self, engine: BatchEngine, sha256: str, artifact_dir: Path, verify: Callable[[], None]
     ) -> tuple[ServingAdapter, bool]:
-        """A batched adapter of ``base`` by content; ``verify`` checks its stored files before
-        the first load (a resident adapter was checked when it was loaded)."""
-        engine, _ = self.base(base)
+        """A batched adapter for ``engine``'s model, by content; ``verify`` checks its stored
+        files before the first load (a resident adapter was checked when it was loaded)."""
 
         def load() -> ServingAdapter:
             verify()
-            check_base_model(read_artifact_config(artifact_dir), engine.model, check_hash=False)
             dtype = engine.model.get_input_embeddings().weight.dtype
-            return read_serving_adapter(artifact_dir, sha256, dtype=dtype)
+            return read_serving_adapter(artifact_dir, sha256, dtype=dtype, base_model=engine.model)
 
         return self.pool.get(sha256, load)
 
@@ -88,22 +117,14 @@ class ServedModels:
         self, base: str, sha256: str, artifact_dir: Path, verify: Callable[[], None]
     ) -> tuple[BatchEngine, bool]:
         """The engine of a full fine-tuned model (its own copy), loading it on first use."""
-        with self._lock:
-            engine = self._full.get(sha256)
-            if engine is not None:
-                self._full.move_to_end(sha256)
-                self.model_hits += 1
-                return engine, True
-            self.model_misses += 1
+
+        def load() -> BatchEngine:
             verify()
             model = load_artifact(load_model(base, cache_dir=self.cache_dir), artifact_dir).model
             tokenizer = load_tokenizer(base, cache_dir=self.cache_dir)
-            engine = BatchEngine(model, tokenizer, max_batch=self.max_batch, name=sha256[:12])
-            self._full[sha256] = engine
-            idle = [key for key, e in self._full.items() if key != sha256 and not e.in_flight]
-            while len(self._full) > self.full_copies and idle:
-                self._full.pop(idle.pop(0)).close()
-            return engine, False
+            return BatchEngine(model, tokenizer, max_batch=self.max_batch, name=sha256[:12])
+
+        return self._engine(self._full, sha256, load)
 
     def stats(self) -> ServingStats:
         with self._lock:
