@@ -27,7 +27,6 @@ import platform
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,14 +44,11 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from local_api import free_port, wait_until_healthy  # noqa: E402
+
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/{}"
 TARGETS = {"create_p99_ms": 100.0, "reads_per_second": 1000.0, "queue_latency_s": 1.0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -200,16 +196,7 @@ class Stack:
     def start(self) -> None:
         self.steer("migrate", wait=True)
         self.steer("api", "--port", str(self.port), "--processes", str(self.processes))
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the API did not start")
-            time.sleep(0.2)
+        wait_until_healthy(self.url, timeout=60)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -684,7 +671,6 @@ def cpu_table(create: dict[str, Any], reads: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
     from timing_lock import timing  # the quality study pauses while this measures
 
     with timing():

@@ -46,20 +46,15 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from local_api import free_port, wait_until_healthy  # noqa: E402
+
 MODEL = "smollm2-135m-instruct"
 ADAPTERS = 64
 BASELINE = "442727c"
 LEVELS = (1, 4, 16, 64)
 BASELINE_LEVELS = (1, 4, 16)
 TARGET_LEVEL = 16
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_artifacts(folder: Path, count: int) -> list[Path]:
@@ -127,16 +122,9 @@ class Api:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the {name} API did not start: see {data_dir / 'api.log'}")
-            time.sleep(0.3)
+        wait_until_healthy(
+            self.url, timeout=180, process=self.process, what=f"{name} API ({data_dir / 'api.log'})"
+        )
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -263,7 +251,6 @@ def main() -> int:
     )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    sys.path.insert(0, str(HERE.parent))
     from pinning import pinned_checkout
 
     baseline_code = pinned_checkout(ROOT, args.baseline, ROOT / ".cache" / "serving" / "code")
@@ -446,7 +433,6 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
     from timing_lock import timing  # the quality study pauses while this measures
 
     with timing():
