@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,13 +27,10 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from local_api import free_port, wait_until_healthy  # noqa: E402
+
 MODEL = "smollm2-135m-instruct"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_adapter(data_dir: Path) -> str:
@@ -100,16 +96,7 @@ def main() -> int:
         )
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the API did not start")
-                time.sleep(0.2)
+            wait_until_healthy(f"http://127.0.0.1:{port}", timeout=120, process=api)
             body = {
                 "messages": [{"role": "user", "content": "Name three primary colours."}],
                 "max_tokens": args.max_tokens,
@@ -183,7 +170,6 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
     from timing_lock import timing  # the quality study pauses while this measures
 
     with timing():
