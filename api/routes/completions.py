@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.completion_schemas import ChatCompletionCreate, CompletionCreate
 from api.deps import get_app_settings, get_tenant
@@ -17,6 +17,7 @@ from registry.settings import Settings
 
 router = APIRouter(tags=["generation"])
 CACHE_HEADER = "X-Steer-Model-Cache"
+CLIENT_CLOSED_REQUEST = 499  # the status proxies log for a caller that hung up first
 
 
 def _prepare(
@@ -46,7 +47,11 @@ async def _answer(
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache"},
         )
-    return JSONResponse(await service.complete(prepared, target, chat), headers=headers)
+    try:
+        answer = await service.complete(prepared, target, chat, request.receive)
+    except service.ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # no one is there to read it
+    return JSONResponse(answer, headers=headers)
 
 
 @router.post("/v1/chat/completions")

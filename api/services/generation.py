@@ -16,7 +16,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,13 +282,39 @@ def _failed(exc: BaseException) -> ApiError:
     return ApiError(500, f"generation failed: {exc}", type="server_error", code="generation_failed")
 
 
-async def complete(prepared: Prepared, target: Target, chat: bool) -> dict[str, Any]:
+class ClientGone(Exception):
+    """The caller closed its connection before its answer was ready."""
+
+
+async def _until_disconnected(receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    """Return once the client closes its connection (its body is read already, so the next
+    ASGI message is ``http.disconnect``, whenever that comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def complete(
+    prepared: Prepared,
+    target: Target,
+    chat: bool,
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """The whole answer; a client that leaves first takes its row out of the batch (raises
+    :class:`ClientGone`)."""
     handle = prepared.engine.submit(prepared.prompt, prepared.params, prepared.steering)
+    answer = asyncio.ensure_future(asyncio.wrap_future(handle.future))
+    left = asyncio.ensure_future(_until_disconnected(receive))
     try:
-        result = await asyncio.wrap_future(handle.future)
-    except asyncio.CancelledError:
-        handle.cancel()  # the client went away: its row leaves the batch
-        raise
+        await asyncio.wait({answer, left}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+        if not answer.done():
+            handle.cancel()  # the client went away (or this task was cancelled): free the row
+            answer.cancel()
+    if not answer.done() or answer.cancelled():
+        raise ClientGone
+    try:
+        result = answer.result()
     except Exception as exc:
         raise _failed(exc) from exc
     created = int(time.time())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -219,3 +220,33 @@ def test_a_stream_whose_client_leaves_frees_its_row(served: Any) -> None:
     decoded = _metric(api, "steer_generation_rows", "decode")
     time.sleep(0.5)
     assert _metric(api, "steer_generation_rows", "decode") == decoded  # nothing decodes now
+
+
+def _in_flight(api: Api) -> float | None:
+    text = api.client.get("/metrics").text
+    match = re.search(r"^steer_generation_requests_in_flight (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def test_a_plain_request_whose_client_leaves_frees_its_row(served: Any) -> None:
+    api, _ = served
+    max_tokens = 250
+    body = json.dumps({"model": "vector@1", "prompt": "1+", "max_tokens": max_tokens}).encode()
+    host, port = api.base_url.removeprefix("http://").split(":")
+    decoded = _metric(api, "steer_generation_rows", "decode")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(
+            b"POST " + COMPLETE.encode() + b" HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        deadline = time.monotonic() + 30
+        while _in_flight(api) != 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert _in_flight(api) == 1
+    # the connection is closed: the row leaves the batch long before its 250 tokens
+    deadline = time.monotonic() + 10
+    while _in_flight(api) != 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _in_flight(api) == 0
+    assert _metric(api, "steer_generation_rows", "decode") - decoded < max_tokens / 2
