@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     generation_max_batch: int = Field(
         default=64, ge=1, le=4096, description="requests one base model decodes at once"
     )
+    generation_device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="where generation runs: auto (the first GPU torch sees, else the CPU), "
+        "cpu, cuda or cuda:N",
+    )
+    generation_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="precision of served models: auto is bfloat16 on a GPU, float32 on the CPU",
+    )
     generation_max_tokens: int = Field(
         default=512, ge=1, le=32768, description="upper bound of max_tokens per request"
     )

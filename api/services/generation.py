@@ -183,6 +183,8 @@ def served_models(app: FastAPI, settings: Settings) -> Any:
                 adapter_pool_bytes=int(settings.generation_adapter_pool_mb * 2**20),
                 max_batch=settings.generation_max_batch,
                 full_copies=settings.generation_cache_size,
+                device=settings.generation_device,
+                dtype=settings.generation_dtype,
             )
             app.state.served_models = served
     return served

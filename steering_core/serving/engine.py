@@ -274,7 +274,7 @@ class BatchEngine:
         tokens = next_tokens(logits, [r.sampler for r in rows])
         for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
             if row.handle.logits is not None:
-                row.handle.logits.append(logits[i].float().clone())
+                row.handle.logits.append(logits[i].float().cpu().clone())
             row.accept(token, self._eos, self.tokenizer)
 
     def _keep(self, going: list[_Row]) -> None:

@@ -15,6 +15,7 @@ adds every row's parts there. Reading a part needs only the artifact's files, ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class VectorPart:
     def nbytes(self) -> int:
         return self.vector.nbytes
 
+    def to(self, device: torch.device | str) -> VectorPart:
+        return VectorPart(self.vector.to(device))
+
 
 @dataclass(frozen=True)
 class LowRankPart:
@@ -83,6 +87,14 @@ class LowRankPart:
     def rank(self) -> int:
         return int(self.down_t.shape[1])
 
+    def to(self, device: torch.device | str) -> LowRankPart:
+        return dataclasses.replace(
+            self,
+            down_t=self.down_t.to(device),
+            up_t=self.up_t.to(device),
+            bias=None if self.bias is None else self.bias.to(device),
+        )
+
     @property
     def nbytes(self) -> int:
         extra = self.bias.nbytes if self.bias is not None else 0
@@ -108,12 +120,18 @@ class ServingAdapter:
     def add(self, key: HookKey, part: Part) -> None:
         self.parts.setdefault(key, []).append(part)
 
+    def to(self, device: torch.device | str) -> ServingAdapter:
+        """The same adapter with every tensor on ``device`` (once, when it enters the pool)."""
+        parts = {key: [part.to(device) for part in parts] for key, parts in self.parts.items()}
+        return dataclasses.replace(self, parts=parts)
+
 
 def read_serving_adapter(
     artifact_dir: Path,
     sha256: str,
     *,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
     base_model: nn.Module | None = None,
 ) -> ServingAdapter:
     """The parts of an artifact of steering tensors and/or a LoRA (``post_block``, ``joint``,
@@ -135,7 +153,7 @@ def read_serving_adapter(
         _add_lora(adapter, Path(artifact_dir) / LORA_DIR, dtype)
     if not adapter.parts:
         raise ArtifactError(f"the {method!r} artifact in {artifact_dir} holds no adapter tensors")
-    return adapter
+    return adapter if torch.device(device).type == "cpu" else adapter.to(device)
 
 
 def _add_steering(

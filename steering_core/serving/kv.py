@@ -58,8 +58,9 @@ def keep_rows(
 ) -> tuple[DynamicCache, torch.Tensor]:
     """Only ``rows`` (indices, in that order), with padding no kept row needs trimmed away."""
     for layer in cache.layers:
-        layer.keys = layer.keys.index_select(0, rows)
-        layer.values = layer.values.index_select(0, rows)
+        on_device = rows.to(layer.keys.device)
+        layer.keys = layer.keys.index_select(0, on_device)
+        layer.values = layer.values.index_select(0, on_device)
     mask = mask.index_select(0, rows)
     used = mask.any(dim=0)
     first = int(used.nonzero()[0]) if bool(used.any()) else mask.shape[1]

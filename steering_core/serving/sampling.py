@@ -48,6 +48,8 @@ def next_tokens(logits: torch.Tensor, samplers: Sequence[RowSampler]) -> list[in
     """One token per row of ``logits`` ``[B, V]``; greedy rows in one arg-max."""
     logits = logits.float()
     greedy = torch.argmax(logits, dim=-1).tolist()
+    if any(sampler.generator is not None for sampler in samplers):
+        logits = logits.cpu()  # each row's generator lives on the CPU, wherever the model runs
     return [
         greedy[i] if sampler.generator is None else sampler.draw(logits[i])
         for i, sampler in enumerate(samplers)

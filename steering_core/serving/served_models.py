@@ -18,11 +18,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from steering_core.errors import SteeringUserError
 from steering_core.io import load_artifact
 from steering_core.models import load_model, load_tokenizer
 from steering_core.serving.engine import BatchEngine
 from steering_core.serving.forms import ServingAdapter, read_serving_adapter
 from steering_core.serving.pool import AdapterPool, PoolStats
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    """Where models are served and in what precision. ``auto``: the first GPU when torch sees
+    one (in bfloat16), else the CPU (in float32)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    where = torch.device(device)
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise SteeringUserError(f"generation device {device!r}: torch sees no GPU here")
+    if dtype == "auto":
+        dtype = "bfloat16" if where.type == "cuda" else "float32"
+    if dtype not in DTYPES:
+        raise SteeringUserError(f"generation dtype {dtype!r}: expected auto or {', '.join(DTYPES)}")
+    return where, DTYPES[dtype]
 
 
 @dataclass(frozen=True)
@@ -44,8 +64,11 @@ class ServedModels:
         adapter_pool_bytes: int = 256 * 2**20,
         max_batch: int = 64,
         full_copies: int = 2,
+        device: str = "auto",
+        dtype: str = "auto",
     ):
         self.cache_dir, self.max_batch, self.full_copies = cache_dir, max_batch, full_copies
+        self.device, self.dtype = resolve_device(device, dtype)
         # The engine thread does Python work between torch ops; a shorter switch interval
         # (CPython's default is 5 ms) lets the request handlers' thread in sooner.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
@@ -60,7 +83,7 @@ class ServedModels:
         """The engine of a base model, loading it on first use; (engine, was it loaded)."""
 
         def load() -> BatchEngine:
-            model = load_model(name, cache_dir=self.cache_dir)
+            model = load_model(name, cache_dir=self.cache_dir, dtype=self.dtype, device=self.device)
             tokenizer = load_tokenizer(name, cache_dir=self.cache_dir)
             return BatchEngine(model, tokenizer, max_batch=self.max_batch, name=name)
 
@@ -108,8 +131,14 @@ class ServedModels:
 
         def load() -> ServingAdapter:
             verify()
-            dtype = engine.model.get_input_embeddings().weight.dtype
-            return read_serving_adapter(artifact_dir, sha256, dtype=dtype, base_model=engine.model)
+            weight = engine.model.get_input_embeddings().weight
+            return read_serving_adapter(
+                artifact_dir,
+                sha256,
+                dtype=weight.dtype,
+                device=weight.device,
+                base_model=engine.model,
+            )
 
         return self.pool.get(sha256, load)
 
@@ -120,7 +149,8 @@ class ServedModels:
 
         def load() -> BatchEngine:
             verify()
-            model = load_artifact(load_model(base, cache_dir=self.cache_dir), artifact_dir).model
+            model = load_model(base, cache_dir=self.cache_dir, dtype=self.dtype)
+            model = load_artifact(model, artifact_dir).model.to(self.device)
             tokenizer = load_tokenizer(base, cache_dir=self.cache_dir)
             return BatchEngine(model, tokenizer, max_batch=self.max_batch, name=sha256[:12])
 

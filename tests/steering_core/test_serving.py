@@ -19,6 +19,7 @@ from steering_core.models import load_model, load_tokenizer
 from steering_core.serving import BatchEngine, GenerationCancelled
 from steering_core.serving.forms import ServingAdapter, read_serving_adapter
 from steering_core.serving.pool import AdapterPool
+from steering_core.serving.served_models import ServedModels, resolve_device
 from tests.steering_core.serving_helpers import (
     MODEL,
     assert_matches,
@@ -270,3 +271,38 @@ def test_a_model_without_a_chat_template_is_a_user_error() -> None:
     tokenizer.chat_template = None
     with pytest.raises(SteeringUserError, match="chat template"):
         encode_chat(tokenizer, [{"role": "user", "content": "hi"}])
+
+
+def test_the_device_and_precision_settings_resolve_or_name_the_problem() -> None:
+    assert resolve_device("auto", "auto") == (
+        (torch.device("cuda"), torch.bfloat16)
+        if torch.cuda.is_available()
+        else (torch.device("cpu"), torch.float32)
+    )
+    assert resolve_device("cpu", "bfloat16") == (torch.device("cpu"), torch.bfloat16)
+    with pytest.raises(SteeringUserError, match="float64"):
+        resolve_device("cpu", "float64")
+    if not torch.cuda.is_available():
+        with pytest.raises(SteeringUserError, match="cuda:1"):
+            resolve_device("cuda:1", "auto")
+
+
+def test_a_model_served_in_bfloat16_keeps_its_adapters_in_bfloat16(
+    artifacts: dict[str, Path],
+) -> None:
+    served = ServedModels(device="cpu", dtype="bfloat16")
+    try:
+        engine, _ = served.base(MODEL)
+        assert engine.model.get_input_embeddings().weight.dtype == torch.bfloat16
+        adapter, _ = served.adapter(engine, "nonlinear", artifacts["nonlinear"], lambda: None)
+        dtypes = {
+            tensor.dtype
+            for parts in adapter.parts.values()
+            for part in parts
+            for tensor in (part.down_t, part.up_t)
+        }
+        assert dtypes == {torch.bfloat16}
+        result = engine.generate(_prompt(40, 5), GREEDY, [(adapter, 1.0)])
+        assert result.completion_tokens >= 1
+    finally:
+        served.close()
