@@ -2,7 +2,7 @@
 # Runs on the GPU machine (the `device` tool), from the repository root, with .whl carried:
 #   run(command="bash benchmarks/gpu/on_device.sh", carry=[".whl"], timeout_s=600)
 # Installs the carried wheels beside the image's torch, records the machine, runs the
-# benchmark (its sections' budgets add up to 470 s, see README.md), and leaves gpu.json, the
+# benchmark (its sections' budgets add up to 510 s, see README.md), and leaves gpu.json, the
 # log and nvidia-smi's report under $OUT (the tool brings them back). Copy $OUT's gpu.json to
 # benchmarks/gpu/results.json and commit it.
 set -uo pipefail

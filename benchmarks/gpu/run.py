@@ -1,12 +1,12 @@
 """GPU benchmark: post-block training MFU, ZeRO-2/3 checkpoint round trips, steered decode latency,
-and one DeepSpeed job through the real service.
+many adapters served on one base model, and one DeepSpeed job through the real service.
 
     python benchmarks/gpu/run.py [--out FILE] [--quick] [--smoke] [--peak-tflops 989]
-        [--sections training,decode,zero_round_trip,worker_job] [--budgets worker_job=150,...]
+        [--sections training,decode,serving,zero_round_trip,worker_job] [--budgets serving=90,...]
 
-Four sections, all written to one JSON file (``--out``, default ``results.json`` beside this
+Five sections, all written to one JSON file (``--out``, default ``results.json`` beside this
 script), rewritten after every section so a run cut short keeps what it measured. Each section
-has a time budget in seconds (``SECTION_BUDGETS_S``, 470 s in all, inside ``on_device.sh``'s
+has a time budget in seconds (``SECTION_BUDGETS_S``, 510 s in all, inside ``on_device.sh``'s
 540 s); a section whose budget runs out stops where it is (between steps, repeats, ZeRO stages,
 or by cancelling its job), keeps what it measured and records ``budget_spent``:
 
@@ -31,13 +31,19 @@ or by cancelling its job), keeps what it measured and records ``budget_spent``:
    layer against ~24·H² for the block, i.e. 4r/(24H) (0.065% at H=2048, r=8). At batch 1 a
    1B model decodes far below its FLOP and bandwidth limits (kernel-launch bound), so the
    measured overhead tracks the adapter's extra kernel launches instead.
-4. ``worker_job``: the service on its embedded default in a fresh data directory (``steer
+4. ``serving``: the batching engine behind the real API (``steer api`` with
+   ``STEER_GENERATION_DEVICE=cuda``) on the 1B-shaped Llama with 64 post-block adapters: tokens/s
+   and p50/p99 latency at 16, 64, 4 and 1 concurrent clients, every client its own adapter,
+   against the same load on the base model alone; status-read p99 under the 16-adapter load
+   against idle (``serving.py``, sharing ``benchmarks/serving/traffic.py`` with the CPU run).
+5. ``worker_job``: the service on its embedded default in a fresh data directory (``steer
    migrate``, ``steer api``, ``steer worker --gpus 1``), a ``post_block`` job with ``"compute":
    {"gpus": 1, "deepspeed": {"zero_stage": "auto"}}`` uploaded and polled over HTTP to its end:
    status, the job's ``compute`` block, tokens/s from its metrics (``worker_job.py``).
 
 ``--smoke`` runs every section on CPU with a tiny Llama (hidden 64, 2 layers, vocab 256;
-section 2 with a local copy of ``tiny-llama``'s config; section 4 with ``steer worker --gpus 0``,
+section 2 with a local copy of ``tiny-llama``'s config; section 4 on the CPU at 16 and 1 clients;
+section 5 with ``steer worker --gpus 0``,
 a CPU job on ``tiny-llama``) in about two minutes, to prove the script.
 Without ``--smoke`` and without CUDA the script exits with code 2. Nothing is downloaded.
 """
@@ -181,14 +187,15 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return Settings(**{**asdict(settings), **overrides})
 
 
-# Seconds each section may take: 470 in all, leaving on_device.sh's `timeout 540` room for the
+# Seconds each section may take: 510 in all, leaving on_device.sh's `timeout 540` room for the
 # interpreter's start, the environment record and the JSON writes. Budgets past a section's
 # last check (one training step, one decode repeat) are the only overrun.
 SECTION_BUDGETS_S: dict[str, float] = {
-    "training": 90.0,
-    "decode": 50.0,
-    "zero_round_trip": 180.0,
-    "worker_job": 150.0,
+    "training": 80.0,
+    "decode": 40.0,
+    "serving": 110.0,
+    "zero_round_trip": 150.0,
+    "worker_job": 130.0,
 }
 
 
@@ -692,6 +699,17 @@ def section_zero(
     return result
 
 
+# -- section 3b: many adapters on one base model, through the API --------------------------------
+def section_serving(
+    args: argparse.Namespace, settings: Settings, deadline: float, workdir: Path
+) -> dict[str, Any]:
+    """The batching engine behind the real API on one GPU; serving.py."""
+    sys.path.insert(0, str(HERE))
+    from serving import section_serving as run_serving
+
+    return run_serving(smoke=args.smoke, dims=settings.llama, deadline=deadline, workdir=workdir)
+
+
 # -- section 4: one job through the service -----------------------------------------------------
 def section_worker_job(args: argparse.Namespace, deadline: float, workdir: Path) -> dict[str, Any]:
     """The service's own path (API, Celery worker, launcher, engine) on one GPU; worker_job.py."""
@@ -799,7 +817,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sections",
-        default="training,decode,zero_round_trip,worker_job",
+        default="training,decode,serving,zero_round_trip,worker_job",
         help="comma-separated subset",
     )
     parser.add_argument(
@@ -841,6 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     runners: dict[str, Callable[[float], dict[str, Any]]] = {
         "training": lambda end: section_training(settings, device, args.peak_tflops, end),
         "decode": lambda end: section_decode(settings, device, end),
+        "serving": lambda end: section_serving(args, settings, end, workdir / "serving"),
         "zero_round_trip": lambda end: section_zero(settings, args, end, workdir),
         "worker_job": lambda end: section_worker_job(args, end, workdir / "worker-job"),
     }

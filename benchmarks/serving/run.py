@@ -34,20 +34,17 @@ import asyncio
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
-from local_api import free_port, wait_until_healthy  # noqa: E402
+sys.path.insert(0, str(HERE))
+from traffic import Api, idle_reads, level_row, load, register, status_job, warm  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 ADAPTERS = 64
@@ -77,169 +74,6 @@ def make_artifacts(folder: Path, count: int) -> list[Path]:
     return made
 
 
-def register(data_dir: Path, artifacts: list[Path], python_path: Path) -> None:
-    """Store and register the adapters as a worker does, with the API's own code."""
-    script = f"""
-import sys
-from pathlib import Path
-from registry.adapters import create_adapter
-from registry.db import session_scope
-from registry.migrate import upgrade
-from registry.settings import Settings
-from registry.storage import store_artifact
-settings = Settings(data_dir=Path({str(data_dir)!r}))
-settings.ensure_dirs()
-upgrade(settings.resolved_database_url)
-for index, source in enumerate({[str(a) for a in artifacts]!r}):
-    with session_scope(settings.resolved_database_url) as session:
-        row = create_adapter(session, tenant_id="default", name=f"bench{{index}}",
-            base_model={MODEL!r}, method={{"type": "post_block"}}, storage_path="pending",
-            sha256="", bytes=0, files={{}}, trainable_parameters=None, metrics=None)
-        stored = store_artifact(Path(source), settings.adapters_dir / row.id)
-        row.storage_path, row.sha256 = row.id, stored.sha256
-        row.bytes, row.files = stored.bytes, stored.files
-"""
-    env = {**os.environ, "PYTHONPATH": str(python_path)}
-    subprocess.run([sys.executable, "-c", script], cwd=python_path, env=env, check=True)
-
-
-class Api:
-    def __init__(self, name: str, code: Path, data_dir: Path):
-        self.name, self.port = name, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(code),
-            "STEER_DATA_DIR": str(data_dir),
-            "STEER_TORCH_THREADS": "1",
-            "STEER_GENERATION_MAX_BATCH": "64",
-        }
-        self.log = (data_dir / "api.log").open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "steer.cli", "api", "--port", str(self.port)],
-            cwd=code,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until_healthy(
-            self.url, timeout=180, process=self.process, what=f"{name} API ({data_dir / 'api.log'})"
-        )
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def _body(model: str, client: int, max_tokens: int) -> dict[str, Any]:
-    return {
-        "model": model,
-        "messages": [
-            {"role": "user", "content": f"Write a short story about the number {client}."}
-        ],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-    }
-
-
-async def _load(
-    url: str, models: list[str], seconds: float, max_tokens: int, status: str | None
-) -> dict[str, Any]:
-    """``len(models)`` clients, each sending its model's requests back to back until the time
-    is up; the answers in flight then are awaited and counted."""
-    latencies: list[float] = []
-    tokens = 0
-    reads: list[float] = []
-    started = time.perf_counter()
-    deadline = started + seconds
-    limits = httpx.Limits(max_connections=len(models) + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=1800, limits=limits) as http:
-
-        async def client(index: int, model: str) -> None:
-            nonlocal tokens
-            while time.perf_counter() < deadline:
-                sent = time.perf_counter()
-                response = await http.post(
-                    "/v1/chat/completions", json=_body(model, index, max_tokens)
-                )
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - sent)
-                tokens += response.json()["usage"]["completion_tokens"]
-
-        async def reader() -> None:
-            while time.perf_counter() < deadline:
-                sent = time.perf_counter()
-                (await http.get(f"/v1/fine_tuning/jobs/{status}")).raise_for_status()
-                reads.append(time.perf_counter() - sent)
-                await asyncio.sleep(0.05)
-
-        tasks = [client(i, m) for i, m in enumerate(models)]
-        if status is not None:
-            tasks.append(reader())
-        await asyncio.gather(*tasks)
-    wall = time.perf_counter() - started
-    return {
-        "requests": len(latencies),
-        "tokens": tokens,
-        "seconds": round(wall, 2),
-        "tokens_per_second": tokens / wall,
-        "p50_s": statistics.median(latencies),
-        "p99_s": _p99(latencies),
-        "status_reads": reads,
-    }
-
-
-async def _idle_reads(url: str, seconds: float, status: str) -> list[float]:
-    reads = []
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            sent = time.perf_counter()
-            (await http.get(f"/v1/fine_tuning/jobs/{status}")).raise_for_status()
-            reads.append(time.perf_counter() - sent)
-            await asyncio.sleep(0.05)
-    return reads
-
-
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-
-
-def _status_job(url: str) -> str:
-    line = b'{"prompt": "1+1=", "completion": "2"}\n' * 20
-    with httpx.Client(base_url=url, timeout=60) as http:
-        upload = http.post(
-            "/v1/files", data={"purpose": "fine-tune"}, files={"file": ("t.jsonl", line)}
-        )
-        upload.raise_for_status()
-        job = http.post(
-            "/v1/fine_tuning/jobs",
-            json={"model": "tiny-llama", "training_file": upload.json()["id"]},
-        )
-        job.raise_for_status()
-        return str(job.json()["id"])
-
-
-def _warm(url: str, models: list[str]) -> None:
-    with httpx.Client(base_url=url, timeout=600) as http:
-        for model in models:
-            http.post("/v1/chat/completions", json=_body(model, 0, 1)).raise_for_status()
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -262,19 +96,19 @@ def main() -> int:
         apis = {}
         for name, code in (("engine", ROOT), ("baseline", baseline_code)):
             (root / name).mkdir()
-            register(root / name, artifacts, code)
-            apis[name] = Api(name, code, root / name)
+            register(root / name, artifacts, code, MODEL)
+            apis[name] = Api(name, code, root / name, env={"STEER_TORCH_THREADS": "1"})
         try:
             engine, baseline = apis["engine"], apis["baseline"]
-            _warm(engine.url, [MODEL])
+            warm(engine.url, [MODEL])
             memory = {"base model loaded": engine.rss_mib()}
             for count in (1, 16, 64):
-                _warm(engine.url, adapters[:count])
+                warm(engine.url, adapters[:count])
                 memory[f"{count} adapters"] = engine.rss_mib()
             results["memory_mib"] = memory
             print("memory", memory, flush=True)
-            _warm(baseline.url, [adapters[0]])
-            status = _status_job(engine.url)
+            warm(baseline.url, [adapters[0]])
+            status = status_job(engine.url)
             for level in levels:
                 rounds = args.rounds if level == TARGET_LEVEL else min(3, args.rounds)
                 runs: dict[str, list[dict[str, Any]]] = {"adapters": [], "base": [], "baseline": []}
@@ -283,20 +117,18 @@ def main() -> int:
                     watch = status if level == TARGET_LEVEL else None
                     runs["adapters"].append(
                         asyncio.run(
-                            _load(
-                                engine.url, adapters[:level], args.seconds, args.max_tokens, watch
-                            )
+                            load(engine.url, adapters[:level], args.seconds, args.max_tokens, watch)
                         )
                     )
                     runs["base"].append(
                         asyncio.run(
-                            _load(engine.url, [MODEL] * level, args.seconds, args.max_tokens, None)
+                            load(engine.url, [MODEL] * level, args.seconds, args.max_tokens, None)
                         )
                     )
                     if level in BASELINE_LEVELS:
                         runs["baseline"].append(
                             asyncio.run(
-                                _load(
+                                load(
                                     baseline.url,
                                     adapters[:level],
                                     args.seconds,
@@ -306,7 +138,7 @@ def main() -> int:
                             )
                         )
                     if watch is not None:
-                        idle.append(asyncio.run(_idle_reads(engine.url, args.seconds, status)))
+                        idle.append(asyncio.run(idle_reads(engine.url, args.seconds, status)))
                     print(
                         level,
                         r,
@@ -322,43 +154,10 @@ def main() -> int:
 
 
 def write(results: dict[str, Any], args: argparse.Namespace) -> None:
-    table = []
-    for level, data in results["levels"].items():
-        runs = data["runs"]
-        row = {"level": int(level)}
-        for kind, kind_runs in runs.items():
-            if kind_runs:
-                row[kind] = {
-                    "tokens_per_second": statistics.median(
-                        r["tokens_per_second"] for r in kind_runs
-                    ),
-                    "p50_s": statistics.median(r["p50_s"] for r in kind_runs),
-                    "p99_s": statistics.median(r["p99_s"] for r in kind_runs),
-                    "rounds": len(kind_runs),
-                }
-        base_ratio = [
-            a["tokens_per_second"] / b["tokens_per_second"]
-            for a, b in zip(runs["adapters"], runs["base"], strict=True)
-        ]
-        row["adapters_over_base"] = _summary(base_ratio)
-        if runs["baseline"]:
-            row["adapters_over_baseline"] = _summary(
-                [
-                    a["tokens_per_second"] / b["tokens_per_second"]
-                    for a, b in zip(runs["adapters"], runs["baseline"], strict=True)
-                ]
-            )
-        if data["idle_status_reads"]:
-            loaded = [_p99(r["status_reads"]) for r in runs["adapters"]]
-            idle = [_p99(reads) for reads in data["idle_status_reads"]]
-            row["status_p99_loaded_over_idle"] = _summary(
-                [a / b for a, b in zip(loaded, idle, strict=True)]
-            )
-            row["status_p99_ms"] = {
-                "loaded": statistics.median(loaded) * 1000,
-                "idle": statistics.median(idle) * 1000,
-            }
-        table.append(row)
+    table = [
+        level_row(int(level), data["runs"], data["idle_status_reads"])
+        for level, data in results["levels"].items()
+    ]
     for level in results["levels"].values():
         for runs in level["runs"].values():
             for run in runs:

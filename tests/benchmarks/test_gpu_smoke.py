@@ -89,3 +89,14 @@ def test_gpu_benchmark_smoke_run_writes_every_section(tmp_path: Path) -> None:
     assert math.isfinite(decode["decode_overhead_percent"])
     assert _positive(decode["ideal_overhead_percent"]["flops_4r_over_24H"])
     assert decode["adapter_is_not_a_no_op"]["max_abs_first_logit_diff"] > 0
+
+    serving = results["serving"]
+    assert [row["level"] for row in serving["table"]] == [16, 1]
+    for row in serving["table"]:
+        for kind in ("adapters", "base"):
+            assert _positive(row[kind]["tokens_per_second"]) and _positive(row[kind]["p99_s"])
+        assert _positive(row["adapters_over_base"]["median"])
+    assert _positive(serving["table"][0]["status_p99_loaded_over_idle"]["median"])
+    passes = serving["metrics"]['steer_generation_forward_passes_total{phase="decode"}']
+    rows = serving["metrics"]['steer_generation_rows_total{phase="decode"}']
+    assert rows > passes  # concurrent requests shared decode forwards
