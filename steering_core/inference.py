@@ -18,11 +18,34 @@ from steering_core.errors import SteeringUserError
 
 @dataclass(frozen=True)
 class GenerationParams:
+    """One request's sampling settings (OpenAI's meanings).
+
+    Before a token is chosen the row's logits are adjusted: ``logit_bias`` adds to the listed
+    token ids; each token already generated ``c`` times is lowered by
+    ``c * frequency_penalty + presence_penalty`` (the prompt does not count). Then greedy
+    (``temperature == 0``) takes the arg-max; otherwise temperature and ``top_p`` apply.
+    ``logprobs`` (0 to 20): report each generated token's log-probability and that many most
+    likely alternatives, from the adjusted logits before temperature and ``top_p``; None: none.
+    """
+
     max_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token, its log-probability and the most likely alternatives at its step."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -31,6 +54,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    logprobs: tuple[TokenLogprob, ...] | None = None  # the tokens of ``text``, when asked
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:

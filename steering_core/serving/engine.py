@@ -29,10 +29,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from steering_core.inference import Generation, GenerationParams, cut_at_stop, emittable
+from steering_core.inference import (
+    Generation,
+    GenerationParams,
+    TokenLogprob,
+    cut_at_stop,
+    emittable,
+)
 from steering_core.serving import kv
 from steering_core.serving.row_steering import RowPlan, RowSteering, Steering
-from steering_core.serving.sampling import RowSampler, next_tokens
+from steering_core.serving.sampling import Draw, RowSampler, next_tokens
 from steering_core.sites import unwrap_model
 
 
@@ -57,49 +63,80 @@ class RequestHandle:
         return self._cancelled.is_set()
 
 
+# ``on_text(piece, logprobs)``: the next piece of text, and (when the request asked for
+# logprobs) the tokens drawn since the previous piece, EOS left out
+OnText = Callable[[str, tuple[TokenLogprob, ...]], None]
+
+
 @dataclass
 class _Row:
     handle: RequestHandle
     prompt: list[int]
     params: GenerationParams
     steering: Steering
-    on_text: Callable[[str], None] | None
+    on_text: OnText | None
     sampler: RowSampler
     generated: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # when asked; EOS left out
     length: int = 0  # tokens of this row in the cache
     text: str = ""
     sent: int = 0
+    sent_logprobs: int = 0
+    stopped_by_string: bool = False
     finish: str | None = None
 
     @property
     def tracks_text(self) -> bool:
         return self.on_text is not None or bool(self.params.stop)
 
-    def accept(self, token: int, eos: frozenset[int], tokenizer: Any) -> None:
+    def accept(self, draw: Draw, eos: frozenset[int], tokenizer: Any) -> None:
         """Take the token drawn for this row; set ``finish`` when the row is done."""
+        token = draw.token
         self.generated.append(token)
         if token in eos:
             self.finish = "stop"
+        elif draw.logprob is not None:
+            self.logprobs.append(draw.logprob)
         if self.tracks_text:
             self.text = tokenizer.decode(self.generated, skip_special_tokens=True)
             cut, stopped = cut_at_stop(self.text, self.params.stop)
             if stopped:
-                self.text, self.finish = cut, "stop"
+                self.text, self.finish, self.stopped_by_string = cut, "stop", True
             ready = len(self.text) if self.finish else emittable(self.text, self.params.stop)
-            if ready > self.sent and self.on_text is not None:
-                self.on_text(self.text[self.sent : ready])
-            self.sent = max(self.sent, ready)
+            if ready > self.sent:
+                self._send(ready)
         if self.finish is None and len(self.generated) >= self.params.max_tokens:
             self.finish = "length"
-            if self.on_text is not None and len(self.text) > self.sent:
-                self.on_text(self.text[self.sent :])
-                self.sent = len(self.text)
+            if len(self.text) > self.sent:
+                self._send(len(self.text))
+
+    def _send(self, ready: int) -> None:
+        if self.on_text is not None:
+            self.on_text(self.text[self.sent : ready], tuple(self.logprobs[self.sent_logprobs :]))
+            self.sent_logprobs = len(self.logprobs)
+        self.sent = ready
 
     def result(self, tokenizer: Any) -> Generation:
         text = self.text
         if not self.tracks_text:
             text = tokenizer.decode(self.generated, skip_special_tokens=True)
-        return Generation(text, len(self.prompt), len(self.generated), self.finish or "length")
+        logprobs = None
+        if self.params.logprobs is not None:
+            logprobs = tuple(self.logprobs)
+            if self.stopped_by_string:
+                logprobs = logprobs[: _tokens_covering(tokenizer, self.generated, len(text))]
+        return Generation(
+            text, len(self.prompt), len(self.generated), self.finish or "length", logprobs
+        )
+
+
+def _tokens_covering(tokenizer: Any, tokens: list[int], characters: int) -> int:
+    """The fewest leading ``tokens`` whose text reaches ``characters`` characters: the tokens of
+    a text cut at a stop string (a token that straddles the cut counts)."""
+    for count in range(len(tokens) + 1):
+        if len(tokenizer.decode(tokens[:count], skip_special_tokens=True)) >= characters:
+            return count
+    return len(tokens)
 
 
 class BatchEngine:
@@ -144,14 +181,14 @@ class BatchEngine:
         prompt: Sequence[int],
         params: GenerationParams,
         steering: Steering = (),
-        on_text: Callable[[str], None] | None = None,
+        on_text: OnText | None = None,
         *,
         keep_logits: bool = False,
     ) -> RequestHandle:
         if not prompt:
             raise ValueError("the prompt has no tokens")
         handle = RequestHandle(keep_logits)
-        sampler = RowSampler.for_request(params.temperature, params.top_p, params.seed)
+        sampler = RowSampler.for_request(params)
         row = _Row(handle, list(prompt), params, tuple(steering), on_text, sampler)
         with self._wake:
             if self._closed:
@@ -271,11 +308,11 @@ class BatchEngine:
         self._settle(rows)
 
     def _take(self, rows: list[_Row], logits: torch.Tensor) -> None:
-        tokens = next_tokens(logits, [r.sampler for r in rows])
-        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+        draws = next_tokens(logits, [r.sampler for r in rows], [r.generated for r in rows])
+        for i, (row, draw) in enumerate(zip(rows, draws, strict=True)):
             if row.handle.logits is not None:
                 row.handle.logits.append(logits[i].float().cpu().clone())
-            row.accept(token, self._eos, self.tokenizer)
+            row.accept(draw, self._eos, self.tokenizer)
 
     def _keep(self, going: list[_Row]) -> None:
         if len(going) == len(self._rows):

@@ -154,13 +154,17 @@ def test_streamed_pieces_join_to_the_text_and_stop_strings_cut_it(
     params = GenerationParams(max_tokens=24, temperature=0)
     steering = [(adapters["post_block"], 1.0)]
     pieces: list[str] = []
-    whole = engine.submit(prompt, params, steering, on_text=pieces.append).future.result(60)
+    whole = engine.submit(
+        prompt, params, steering, on_text=lambda piece, _: pieces.append(piece)
+    ).future.result(60)
     assert len(pieces) >= 1 and "".join(pieces) == whole.text
     assert len(whole.text) >= 4
     stop = whole.text[2:4]
     stopped = GenerationParams(max_tokens=24, temperature=0, stop=(stop,))
     cut_pieces: list[str] = []
-    cut = engine.submit(prompt, stopped, steering, on_text=cut_pieces.append).future.result(60)
+    cut = engine.submit(
+        prompt, stopped, steering, on_text=lambda piece, _: cut_pieces.append(piece)
+    ).future.result(60)
     assert cut.text == whole.text[: whole.text.index(stop)] and cut.finish_reason == "stop"
     assert "".join(cut_pieces) == cut.text
 
@@ -192,7 +196,7 @@ def test_a_cancelled_request_leaves_the_batch_and_the_others_finish(
 ) -> None:
     long = GenerationParams(max_tokens=400, temperature=0)
     started = threading.Event()
-    doomed = engine.submit(_prompt(50, 5), long, on_text=lambda _: started.set(), keep_logits=True)
+    doomed = engine.submit(_prompt(50, 5), long, on_text=lambda *_: started.set(), keep_logits=True)
     other = engine.submit(_prompt(51, 5), GenerationParams(max_tokens=40, temperature=0))
     deadline = time.monotonic() + 60
     while len(doomed.logits or []) < 2 and time.monotonic() < deadline:
