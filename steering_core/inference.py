@@ -9,6 +9,7 @@ requests is :class:`steering_core.serving.BatchEngine`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,46 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
         raise SteeringUserError("this model has no chat template: use /v1/completions")
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+@functools.cache
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: for each character, the byte it stands for.
+    Printable bytes stand for themselves; the others are moved to 256 and up, in order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    table = {chr(byte): byte for byte in printable}
+    moved = (byte for byte in range(256) if byte not in set(printable))
+    for offset, byte in enumerate(moved):
+        table[chr(256 + offset)] = byte
+    return table
+
+
+def token_bytes(tokenizer: Any, token: int) -> bytes:
+    """The bytes one token stands for, also when they are only part of a character: byte-level
+    BPE pieces (GPT-2, Llama 3, SmolLM) and SentencePiece byte fallback (``<0xE2>``); the
+    decoded text's UTF-8 otherwise."""
+    text = tokenizer.decode([token])
+    if "\ufffd" not in text:
+        return text.encode()
+    piece = tokenizer.convert_ids_to_tokens(token)
+    if isinstance(piece, str):
+        if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+            return bytes([int(piece[3:5], 16)])
+        table = _byte_level_decoder()
+        if all(character in table for character in piece):
+            return bytes(table[character] for character in piece)
+    return text.encode()
+
+
+def token_text(tokenizer: Any, token: int) -> str:
+    """A token as text; one that is only part of a character as ``bytes:\\xe2\\x80`` (as
+    OpenAI writes such tokens)."""
+    raw = token_bytes(tokenizer, token)
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{byte:02x}" for byte in raw)
 
 
 def encode_text(tokenizer: Any, prompt: str) -> list[int]:

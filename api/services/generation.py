@@ -16,8 +16,8 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,26 @@ class Prepared:
     params: Any
     steering: list[tuple[Any, float]] = field(default_factory=list)
     cache_hit: bool = True
+    n: int = 1
+    include_usage: bool = False
+
+    def choice_params(self, index: int) -> Any:
+        """Choice ``index``'s settings: with a seed, choice i samples with seed + i."""
+        if index == 0 or self.params.seed is None:
+            return self.params
+        return replace(self.params, seed=(self.params.seed + index) % 2**63)
+
+    def submit(self, on_text: Callable[[int], Any] | None = None) -> list[Any]:
+        """One engine row per choice; ``on_text(i)`` gives choice i's piece callback."""
+        return [
+            self.engine.submit(
+                self.prompt,
+                self.choice_params(index),
+                self.steering,
+                on_text=None if on_text is None else on_text(index),
+            )
+            for index in range(self.n)
+        ]
 
 
 def _load_adapter(served: Any, engine: Any, stored: StoredAdapter) -> tuple[Any, bool]:
@@ -262,14 +282,30 @@ def prepare(
             param=where,
             code="context_length_exceeded",
         )
+    biases = body.token_biases()
+    vocabulary = int(engine.model.get_output_embeddings().weight.shape[0])
+    outside = [token for token, _ in biases if token >= vocabulary]
+    if outside:
+        raise ApiError(
+            400,
+            f"logit_bias names token {outside[0]}, outside {target.base}'s vocabulary of "
+            f"{vocabulary} tokens",
+            param="logit_bias",
+        )
     params = inference.GenerationParams(
         max_tokens=max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,
         stop=body.stops(),
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
+        logit_bias=biases,
+        logprobs=body.logprobs_wanted(),
     )
-    return Prepared(engine, prompt, params, steering, hit)
+    return Prepared(
+        engine, prompt, params, steering, hit, n=body.n, include_usage=body.include_usage()
+    )
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
@@ -301,48 +337,84 @@ async def complete(
     chat: bool,
     receive: Callable[[], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
-    """The whole answer; a client that leaves first takes its row out of the batch (raises
-    :class:`ClientGone`)."""
-    handle = prepared.engine.submit(prepared.prompt, prepared.params, prepared.steering)
-    answer = asyncio.ensure_future(asyncio.wrap_future(handle.future))
+    """The whole answer, every choice; a client that leaves first takes its rows out of the
+    batch (raises :class:`ClientGone`)."""
+    handles = prepared.submit()
+    answers = asyncio.ensure_future(
+        asyncio.gather(*(asyncio.wrap_future(h.future) for h in handles))
+    )
     left = asyncio.ensure_future(_until_disconnected(receive))
     try:
-        await asyncio.wait({answer, left}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({answers, left}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         left.cancel()
-        if not answer.done():
-            handle.cancel()  # the client went away (or this task was cancelled): free the row
-            answer.cancel()
-    if not answer.done() or answer.cancelled():
+        if not answers.done():
+            for handle in handles:  # the client went away (or this task was cancelled)
+                handle.cancel()
+            answers.cancel()
+    if not answers.done() or answers.cancelled():
         raise ClientGone
     try:
-        result = answer.result()
+        results = answers.result()
     except Exception as exc:
         raise _failed(exc) from exc
-    created = int(time.time())
-    if chat:
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": result.text},
-            "finish_reason": result.finish_reason,
-            "logprobs": None,
-        }
-        kind, prefix = "chat.completion", "chatcmpl"
-    else:
-        choice = {
-            "index": 0,
-            "text": result.text,
-            "finish_reason": result.finish_reason,
-            "logprobs": None,
-        }
-        kind, prefix = "text_completion", "cmpl"
+    tokenizer = prepared.engine.tokenizer
+    choices = []
+    for index, result in enumerate(results):
+        logprobs = None
+        if result.logprobs is not None:
+            logprobs = (chat_logprobs if chat else text_logprobs)(tokenizer, result.logprobs)
+        if chat:
+            message = {"role": "assistant", "content": result.text}
+            choice: dict[str, Any] = {"index": index, "message": message}
+        else:
+            choice = {"index": index, "text": result.text}
+        choices.append({**choice, "finish_reason": result.finish_reason, "logprobs": logprobs})
+    kind, prefix = ("chat.completion", "chatcmpl") if chat else ("text_completion", "cmpl")
     return {
         "id": f"{prefix}-{secrets.token_hex(12)}",
         "object": kind,
-        "created": created,
+        "created": int(time.time()),
         "model": target.name,
-        "choices": [choice],
-        "usage": _usage(result.prompt_tokens, result.completion_tokens),
+        "choices": choices,
+        "usage": _usage(results[0].prompt_tokens, sum(r.completion_tokens for r in results)),
+    }
+
+
+def _token_text(tokenizer: Any, token: int) -> str:
+    from steering_core.inference import token_text
+
+    return token_text(tokenizer, token)
+
+
+def chat_logprobs(tokenizer: Any, entries: Sequence[Any]) -> dict[str, Any]:
+    """OpenAI's chat ``logprobs``: ``content`` lists each token with its alternatives; a token
+    that is part of a character has its exact ``bytes``."""
+    from steering_core.inference import token_bytes, token_text
+
+    def one(token: int, logprob: float) -> dict[str, Any]:
+        text = token_text(tokenizer, token)
+        return {"token": text, "logprob": logprob, "bytes": list(token_bytes(tokenizer, token))}
+
+    content = [
+        {**one(e.token, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]}
+        for e in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def text_logprobs(tokenizer: Any, entries: Sequence[Any], offset: int = 0) -> dict[str, Any]:
+    """OpenAI's completions ``logprobs``: parallel lists, offsets into the completion text."""
+    tokens = [_token_text(tokenizer, e.token) for e in entries]
+    ids = [e.token for e in entries]
+    offsets = [offset + len(tokenizer.decode(ids[:i])) for i in range(len(ids))]
+    return {
+        "tokens": tokens,
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [
+            {_token_text(tokenizer, t): lp for t, lp in e.top} if e.top else None for e in entries
+        ],
+        "text_offset": offsets,
     }
 
 
@@ -354,52 +426,92 @@ _END = object()
 
 
 def stream_chunks(prepared: Prepared, target: Target, chat: bool) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk shape, ending with ``data: [DONE]``. The request
-    joins the engine's batch now; pieces arrive from the engine's thread without holding one
-    here, and a client that goes away takes its row out of the batch."""
+    """Server-sent events in OpenAI's chunk shape, ending with ``data: [DONE]``. The request's
+    rows (one per choice) join the engine's batch now; pieces arrive from the engine's thread
+    without holding one here, and a client that goes away takes its rows out of the batch.
+    With ``stream_options.include_usage`` every chunk has ``usage: null`` and a last chunk
+    before ``[DONE]`` has the usage and no choices."""
     loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue[Any] = asyncio.Queue()
-    handle = prepared.engine.submit(
-        prepared.prompt,
-        prepared.params,
-        prepared.steering,
-        on_text=lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece),
-    )
-    handle.future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, _END))
+    pieces: asyncio.Queue[tuple[int, Any, Any]] = asyncio.Queue()
+    tokenizer = prepared.engine.tokenizer
+
+    def on_text(index: int) -> Callable[[str, Any], None]:
+        return lambda piece, logprobs: loop.call_soon_threadsafe(
+            pieces.put_nowait, (index, piece, logprobs)
+        )
+
+    handles = prepared.submit(on_text)
+    for index, handle in enumerate(handles):
+        handle.future.add_done_callback(
+            lambda _, i=index: loop.call_soon_threadsafe(pieces.put_nowait, (i, _END, None))
+        )
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
     created = int(time.time())
     kind = "chat.completion.chunk" if chat else "text_completion"
+    wants_logprobs = prepared.params.logprobs is not None
+    offsets = [0] * prepared.n
 
-    def chunk(content: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+    def chunk(
+        index: int,
+        content: str | None,
+        finish: str | None,
+        logprobs: Any = None,
+        first: bool = False,
+    ) -> dict[str, Any]:
         if chat:
             delta: dict[str, Any] = {} if content is None else {"content": content}
             if first:
                 delta["role"] = "assistant"
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            choice: dict[str, Any] = {"index": index, "delta": delta}
+            if wants_logprobs:
+                choice["logprobs"] = chat_logprobs(tokenizer, logprobs) if logprobs else None
         else:
-            choice = {"index": 0, "text": content or "", "finish_reason": finish}
-        return {
+            choice = {"index": index, "text": content or ""}
+            if wants_logprobs:
+                choice["logprobs"] = (
+                    text_logprobs(tokenizer, logprobs, offsets[index]) if logprobs else None
+                )
+                offsets[index] += len(content or "")
+        choice["finish_reason"] = finish
+        return _chunk_object([choice])
+
+    def _chunk_object(choices: list[dict[str, Any]]) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "id": ident,
             "object": kind,
             "created": created,
             "model": target.name,
-            "choices": [choice],
+            "choices": choices,
         }
+        if prepared.include_usage:
+            body["usage"] = None
+        return body
 
     async def events() -> AsyncIterator[str]:
         try:
             if chat:
-                yield _sse(chunk("", None, first=True))
-            while (piece := await pieces.get()) is not _END:
-                yield _sse(chunk(piece, None))
-            exc = handle.future.exception()
-            if exc is not None:  # the status line is sent already: report in the stream
-                error = {"message": str(exc), "type": "server_error", "param": None}
-                yield _sse({"error": {**error, "code": "generation_failed"}})
-                return
-            yield _sse(chunk(None, handle.future.result().finish_reason))
+                for index in range(prepared.n):
+                    yield _sse(chunk(index, "", None, first=True))
+            open_rows = prepared.n
+            while open_rows:
+                index, piece, logprobs = await pieces.get()
+                if piece is not _END:
+                    yield _sse(chunk(index, piece, None, logprobs))
+                    continue
+                open_rows -= 1
+                exc = handles[index].future.exception()
+                if exc is not None:  # the status line is sent already: report in the stream
+                    error = {"message": str(exc), "type": "server_error", "param": None}
+                    yield _sse({"error": {**error, "code": "generation_failed"}})
+                    return
+                yield _sse(chunk(index, None, handles[index].future.result().finish_reason))
+            if prepared.include_usage:
+                results = [h.future.result() for h in handles]
+                usage = _usage(results[0].prompt_tokens, sum(r.completion_tokens for r in results))
+                yield _sse({**_chunk_object([]), "usage": usage})
             yield _sse("[DONE]")
         finally:
-            handle.cancel()  # a no-op once finished; else the row leaves the batch
+            for handle in handles:
+                handle.cancel()  # a no-op once finished; else the row leaves the batch
 
     return events()

@@ -134,7 +134,20 @@ def test_another_tenants_adapter_is_not_found(api: Api, artifact: Path) -> None:
         ),
         (CHAT, {"model": "tiny-llama", "messages": MESSAGES, "temperature": 3}, "temperature"),
         (CHAT, {"model": "tiny-llama", "messages": MESSAGES, "top_p": 0}, "top_p"),
-        (CHAT, {"model": "tiny-llama", "messages": MESSAGES, "n": 2}, "n"),
+        (CHAT, {"model": "tiny-llama", "messages": MESSAGES, "n": 17}, "n"),
+        (
+            CHAT,
+            {"model": "tiny-llama", "messages": MESSAGES, "presence_penalty": 3},
+            "presence_penalty",
+        ),
+        (CHAT, {"model": "tiny-llama", "messages": MESSAGES, "logit_bias": {"x": 1}}, "logit_bias"),
+        (
+            CHAT,
+            {"model": "tiny-llama", "messages": MESSAGES, "logit_bias": {"5": 101}},
+            "logit_bias",
+        ),
+        (CHAT, {"model": "tiny-llama", "messages": MESSAGES, "top_logprobs": 21}, "top_logprobs"),
+        (COMPLETE, {"model": "tiny-llama", "prompt": "a", "logprobs": 6}, "logprobs"),
         (CHAT, {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
         (CHAT, {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 100000}, "max_tokens"),
         (
@@ -162,3 +175,44 @@ def test_bad_requests_name_the_field(shared_api: Api, path: str, body: dict, par
     response = shared_api.client.post(path, json=body)
     assert response.status_code in (400, 404), response.text
     assert_error(response, response.status_code, param=param)
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "param", "why"),
+    [
+        (CHAT, {"response_format": {"type": "json_object"}}, "response_format.type", "free text"),
+        (
+            CHAT,
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+            "response_format.type",
+            "JSON schema",
+        ),
+        (CHAT, {"tools": [{"type": "function"}]}, "tools", "no tool calling"),
+        (CHAT, {"tool_choice": "auto"}, "tool_choice", "no tool calling"),
+        (CHAT, {"top_logprobs": 2}, "top_logprobs", "needs logprobs"),
+        (CHAT, {"logit_bias": {"100000": 5}}, "logit_bias", "outside tiny-llama's vocabulary"),
+        (COMPLETE, {"echo": True}, "echo", "completion only"),
+        (COMPLETE, {"suffix": "end"}, "suffix", "no insertion"),
+        (COMPLETE, {"best_of": 3}, "best_of", "n choices"),
+    ],
+)
+def test_options_generation_cannot_honour_are_refused_saying_why(
+    shared_api: Api, path: str, extra: dict, param: str, why: str
+) -> None:
+    base = {"messages": MESSAGES} if path == CHAT else {"prompt": "1+1="}
+    response = shared_api.client.post(path, json={"model": "tiny-llama", **base, **extra})
+    assert_error(response, 400, param=param)
+    assert why in response.json()["error"]["message"]
+
+
+def test_accepted_options_that_change_nothing_here(shared_api: Api) -> None:
+    body = {
+        "model": "tiny-llama",
+        "messages": [{"role": "developer", "content": "Be brief."}, *MESSAGES],
+        "max_tokens": 2,
+        "response_format": {"type": "text"},
+        "stream_options": {"include_usage": True},  # without stream: nothing to add it to
+    }
+    response = shared_api.client.post(CHAT, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] >= 1

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from steering_core.inference import GenerationParams
+from steering_core.inference import GenerationParams, token_bytes, token_text
 from steering_core.models import load_model, load_tokenizer
 from steering_core.serving import BatchEngine
 from tests.steering_core.serving_helpers import MODEL
@@ -167,3 +167,17 @@ def test_streamed_pieces_carry_the_logprobs_of_their_tokens(engine: BatchEngine)
     ).future.result(60)
     assert "".join(piece for piece, _ in pieces) == result.text
     assert [lp for _, logprobs in pieces for lp in logprobs] == list(result.logprobs or ())
+
+
+def test_a_token_that_is_part_of_a_character_keeps_its_exact_bytes() -> None:
+    tokenizer = load_tokenizer(MODEL)
+    ids = tokenizer("é€a", add_special_tokens=False)["input_ids"]
+    assert b"".join(token_bytes(tokenizer, token) for token in ids) == "é€a".encode()
+    assert [token_text(tokenizer, token) for token in ids] == [
+        "bytes:\\xc3",
+        "bytes:\\xa9",
+        "bytes:\\xe2",
+        "bytes:\\x82",
+        "bytes:\\xac",
+        "a",
+    ]
