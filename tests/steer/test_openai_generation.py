@@ -139,3 +139,17 @@ def test_logit_bias_and_penalties(client: openai.OpenAI) -> None:
             model=MODEL, messages=MESSAGES, response_format={"type": "json_object"}
         )
     assert "response_format" in str(refused.value)
+
+
+def test_streamed_chunks_carry_their_tokens_logprobs(client: openai.OpenAI) -> None:
+    options = {"model": MODEL, "messages": MESSAGES, "max_tokens": 8, "temperature": 0}
+    whole = client.chat.completions.create(**options, logprobs=True, top_logprobs=1)
+    stream = client.chat.completions.create(**options, logprobs=True, top_logprobs=1, stream=True)
+    streamed = [
+        entry.token
+        for chunk in stream
+        for choice in chunk.choices
+        if choice.logprobs is not None
+        for entry in choice.logprobs.content or []
+    ]
+    assert streamed and streamed == [entry.token for entry in whole.choices[0].logprobs.content]
