@@ -214,13 +214,27 @@ class EventObject(BaseModel):
     type: str
 
 
+class CheckpointMetrics(BaseModel):
+    """OpenAI's checkpoint metrics: the job's training and validation loss at the checkpoint's
+    step (``valid_loss`` only when an evaluation ran at that step); token accuracies are not
+    measured."""
+
+    step: int
+    train_loss: float | None = None
+    valid_loss: float | None = None
+    train_mean_token_accuracy: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
+
+
 class CheckpointObject(BaseModel):
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     id: str
     created_at: int
     fine_tuned_model_checkpoint: str
     fine_tuning_job_id: str
-    metrics: dict[str, Any]
+    metrics: CheckpointMetrics
     step_number: int
 
 
@@ -242,11 +256,17 @@ class AdapterObject(BaseModel):
 
 
 class ModelObject(BaseModel):
+    """A model ``model`` can name in completions: a base model of the catalogue, an adapter (by
+    its id; ``name`` is its ``name@version``) or a checkpoint of a job."""
+
     object: Literal["model"] = "model"
     id: str
     created: int
     owned_by: str
-    kind: Literal["base", "adapter"]
+    kind: Literal["base", "adapter", "checkpoint"]
+    name: str | None = None  # an adapter's name@version
+    base_model: str | None = None  # what an adapter or a checkpoint steers
+    method: str | None = None
 
 
 class MethodObject(BaseModel):

@@ -20,6 +20,7 @@ from api.services import adapters as service
 from api.services.adapter_layers import adapter_layers as describe
 from registry import adapters as repo
 from registry.db import session_scope
+from registry.errors import NotFound
 from registry.models import Adapter
 from registry.settings import Settings
 from steering_core.errors import ArtifactError
@@ -175,6 +176,15 @@ def export_adapter(
     )
 
 
+def _delete(settings: Settings, reference: str, tenant: str) -> Adapter:
+    with session_scope(settings.resolved_database_url) as session:
+        row = repo.get_adapter(session, reference, tenant)
+        session.delete(row)
+    # after the commit: a delete that failed leaves the files of a row that still exists
+    shutil.rmtree(service.adapter_dir(settings, row), ignore_errors=True)
+    return row
+
+
 @router.delete("/v1/adapters/{reference}")
 @threaded
 def delete_adapter(
@@ -182,12 +192,34 @@ def delete_adapter(
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> dict:
-    with session_scope(settings.resolved_database_url) as session:
-        row = repo.get_adapter(session, reference, tenant)
-        session.delete(row)
-    # after the commit: a delete that failed leaves the files of a row that still exists
-    shutil.rmtree(service.adapter_dir(settings, row), ignore_errors=True)
+    row = _delete(settings, reference, tenant)
     return {"id": row.id, "object": "adapter", "deleted": True}
+
+
+def _base_model(name: str) -> ModelObject:
+    return ModelObject(id=name, created=0, owned_by="system", kind="base")
+
+
+def _adapter_model(row: Adapter) -> ModelObject:
+    return ModelObject(
+        id=row.id,
+        created=unix(row.created_at) or 0,
+        owned_by=row.tenant_id,
+        kind="adapter",
+        name=f"{row.name}@{row.version}",
+        base_model=row.base_model,
+        method=(row.method or {}).get("type"),
+    )
+
+
+def _model_not_found(model: str) -> ApiError:
+    return ApiError(
+        404,
+        f"no model {model!r}: not a base model of this server nor one of your adapters (by id "
+        "or name@version)",
+        param="model",
+        code="model_not_found",
+    )
 
 
 @router.get("/v1/models", response_model=ListObject)
@@ -196,16 +228,49 @@ def list_models(
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> ListObject:
-    data = [
-        ModelObject(id=name, created=0, owned_by="system", kind="base") for name in settings.models
-    ]
+    data = [_base_model(name) for name in settings.models]
     with session_scope(settings.resolved_database_url) as session:
         rows, _ = repo.list_adapters(session, tenant, after=None, limit=1000)
-    data += [
-        ModelObject(id=r.id, created=unix(r.created_at) or 0, owned_by=tenant, kind="adapter")
-        for r in rows
-    ]
-    return ListObject(data=data)
+    return ListObject(data=data + [_adapter_model(r) for r in rows])
+
+
+@router.get("/v1/models/{model:path}", response_model=ModelObject)
+@threaded
+def retrieve_model(
+    model: str,
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> ModelObject:
+    """A base model, or one of the caller's adapters by id or ``name@version``."""
+    if model in settings.models:
+        return _base_model(model)
+    try:
+        return _adapter_model(_adapter(settings, model, tenant))
+    except NotFound as exc:
+        raise _model_not_found(model) from exc
+
+
+@router.delete("/v1/models/{model:path}")
+@threaded
+def delete_model(
+    model: str,
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> dict:
+    """Delete one of the caller's adapters (as ``DELETE /v1/adapters/{ref}``); a base model of
+    the catalogue cannot be deleted."""
+    if model in settings.models:
+        raise ApiError(
+            400,
+            f"{model!r} is a base model of this server's catalogue: only adapters can be "
+            "deleted (the catalogue is the STEER_MODELS setting)",
+            param="model",
+        )
+    try:
+        row = _delete(settings, model, tenant)
+    except NotFound as exc:
+        raise _model_not_found(model) from exc
+    return {"id": row.id, "object": "model", "deleted": True}
 
 
 @router.get("/v1/adapters/{reference}/layers")
