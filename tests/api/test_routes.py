@@ -58,6 +58,9 @@ def test_models_lists_the_configured_base_models(shared_api: Api) -> None:
             "created": 0,
             "owned_by": "system",
             "kind": "base",
+            "name": None,
+            "base_model": None,
+            "method": None,
         }
     assert "tiny-llama" in [m["id"] for m in body["data"]]
 
