@@ -176,6 +176,27 @@ class SteerClient:
                 raise SteerAPIError(0, f"{name}: sha256 {actual} != {expected}", "corrupt", None)
         return root
 
+    def export_adapter(
+        self, reference: str, export_format: str, *, drop_layer_0: bool = False
+    ) -> tuple[str, bytes]:
+        """The adapter in another tool's format (``layer_tensors``, ``control_vector_gguf``,
+        ``peft_lora``): the server's file name for it and its bytes, checked against the
+        sha256 the server sent."""
+        params: dict[str, Any] = {"format": export_format}
+        if drop_layer_0:
+            params["drop_layer_0"] = "true"
+        response = self._check(self.http.get(f"/v1/adapters/{reference}/export", params=params))
+        expected = response.headers.get("X-Content-SHA256")
+        actual = hashlib.sha256(response.content).hexdigest()
+        if expected is not None and actual != expected:
+            raise SteerAPIError(0, f"export: sha256 {actual} != {expected}", "corrupt", None)
+        disposition = response.headers.get("Content-Disposition", "")
+        _, _, filename = disposition.partition('filename="')
+        filename = Path(filename.rstrip('"')).name  # never a path the server chose
+        if filename in ("", ".", ".."):
+            filename = f"{reference}-{export_format}".replace("/", "_")
+        return filename, response.content
+
     # -- generation --------------------------------------------------------------------------
     def models(self) -> list[str]:
         return [m["id"] for m in self._json("GET", "/v1/models")["data"]]

@@ -6,11 +6,17 @@
         --layers 0-29 --rank 8 --epochs 3 --watch
     steer jobs create ... --gpus 2 --zero-stage 2   # the job's compute block (or --processes N)
     steer jobs watch ftjob-...          # live progress; exits with the job's outcome
+    steer jobs list --json | jq -r '.[] | select(.status == "running") | .id'
     steer adapters download my-adapter@1 --out adapters/
+    steer adapters export my-adapter@1 --format control_vector_gguf --out my-adapter.gguf
     steer generate --model my-adapter@1 --prompt "..." --strength 0.8 --chat
 
+Every list and get command (and ``files upload``, ``jobs create``) takes ``--json``: it prints
+the API's objects as returned, one JSON document on stdout; a list prints the array of its
+objects (the list's ``data``). Tables never cut an id; piped, they are plain aligned text.
+
 Exit codes: 0 success (a watched job succeeded), 1 the job failed, 3 the job was cancelled,
-2 a request the server refused (its message is shown) or a usage error.
+2 a usage error, a request the server refused or a server it cannot reach (one line on stderr).
 Settings: ``--url``/``--api-key``, else ``STEER_URL``/``STEER_API_KEY``, else the file written by
 ``steer configure`` (``$XDG_CONFIG_HOME/steer/config.json``).
 """
@@ -22,16 +28,34 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.markup import escape
 
 from steer.client import SteerAPIError, SteerClient
-from steering_core.methods.registry import method_definition, method_names
+from steer.job_body import ZeroStage, build_job_body, read_recipe
+from steer.output import print_json, print_record, print_table, say
+from steer.views import (
+    ADAPTER_COLUMNS,
+    FILE_COLUMNS,
+    JOB_COLUMNS,
+    adapter_fields,
+    adapter_row,
+    file_fields,
+    file_row,
+    job_fields,
+    job_row,
+)
+from steer.watch import watch_job
+from steering_core.methods.registry import method_names
+
+try:  # recent typer carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer uses the click package
+    from click.exceptions import ClickException  # type: ignore[assignment]
 
 # The --method choices: every method the registry knows (installed packages included).
 MethodName = StrEnum("MethodName", {name: name for name in method_names()})
@@ -42,18 +66,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help=__doc__.split("\n\n")[0],
 )
-files_app = typer.Typer(no_args_is_help=True, help="Upload and list training files")
+files_app = typer.Typer(no_args_is_help=True, help="Upload, list and show training files")
 jobs_app = typer.Typer(no_args_is_help=True, help="Create, follow and cancel fine-tuning jobs")
-adapters_app = typer.Typer(no_args_is_help=True, help="List and download trained adapters")
+adapters_app = typer.Typer(
+    no_args_is_help=True, help="List, show, download and export trained adapters"
+)
 app.add_typer(files_app, name="files")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(adapters_app, name="adapters")
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
-EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED = 1, 2, 3
+EXIT_REFUSED = 2
+EXPORT_FORMATS = "layer_tensors, control_vector_gguf or peft_lora"
 URL = Annotated[str | None, typer.Option("--url", help="service URL", show_default=False)]
 KEY = Annotated[str | None, typer.Option("--api-key", help="API key", show_default=False)]
+JSON = Annotated[
+    bool, typer.Option("--json", help="print the API's JSON (a list: its array of objects)")
+]
 
 
 def config_path() -> Path:
@@ -64,20 +94,15 @@ def config_path() -> Path:
 def _client(url: str | None, key: str | None) -> SteerClient:
     saved: dict[str, str] = {}
     if config_path().is_file():
-        saved = json.loads(config_path().read_text())
+        try:
+            saved = dict(json.loads(config_path().read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise typer.BadParameter(
+                f"cannot read {config_path()} ({exc}); run `steer configure` again"
+            ) from None
     url = url or os.environ.get("STEER_URL") or saved.get("url") or "http://127.0.0.1:8000"
     key = key or os.environ.get("STEER_API_KEY") or saved.get("api_key")
     return SteerClient(url, key)
-
-
-def _refused(exc: SteerAPIError) -> typer.Exit:
-    where = f" ({exc.param})" if exc.param else ""
-    errors.print(f"[red]error[/red] {exc.status} {exc.code}{where}: {exc.message}")
-    return typer.Exit(EXIT_REFUSED)
-
-
-def _print_json(data: Any) -> None:
-    console.print_json(json.dumps(data))
 
 
 @app.command()
@@ -90,152 +115,47 @@ def configure(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"url": url, "api_key": api_key}))
     path.chmod(0o600)
-    console.print(f"saved to {path}")
+    say(console, "saved to ", str(path))
 
 
 # -- files -------------------------------------------------------------------------------------
 @files_app.command("upload")
-def files_upload(path: Path, url: URL = None, api_key: KEY = None) -> None:
+def files_upload(path: Path, as_json: JSON = False, url: URL = None, api_key: KEY = None) -> None:
     """Upload a JSONL training file; validation problems are shown with their line numbers."""
     if not path.is_file():
-        errors.print(f"[red]error[/red]: no such file: {path}")
-        raise typer.Exit(EXIT_REFUSED)
-    try:
-        file = _client(url, api_key).upload_file(path)
-    except SteerAPIError as exc:
-        raise _refused(exc) from None
+        raise typer.BadParameter(f"no such file: {path}", param_hint="PATH")
+    file = _client(url, api_key).upload_file(path)
+    if as_json:
+        print_json(console, file)
     if file["status"] != "processed":
-        errors.print(f"[red]invalid file[/red] {file['id']}: {file.get('status_details')}")
+        say(errors, f"[red]invalid file[/red] {file['id']}: ", str(file.get("status_details")))
         raise typer.Exit(EXIT_REFUSED)
-    console.print(
-        f"[green]uploaded[/green] {file['id']}: {file['n_examples']} examples "
-        f"({file['format']}, {file['bytes']} bytes)"
-    )
+    if not as_json:
+        summary = f"{file['n_examples']} examples ({file['format']}, {file['bytes']} bytes)"
+        say(console, "[green]uploaded[/green] ", f"{file['id']}: {summary}")
 
 
 @files_app.command("list")
-def files_list(url: URL = None, api_key: KEY = None) -> None:
-    table = Table("id", "filename", "status", "examples", "bytes")
-    for f in _client(url, api_key).list_files():
-        table.add_row(f["id"], f["filename"], f["status"], str(f["n_examples"]), str(f["bytes"]))
-    console.print(table)
+def files_list(as_json: JSON = False, url: URL = None, api_key: KEY = None) -> None:
+    """The training files: id, name, status, examples, size."""
+    files = _client(url, api_key).list_files()
+    if as_json:
+        print_json(console, files)
+        return
+    print_table(console, FILE_COLUMNS, [file_row(f) for f in files])
+
+
+@files_app.command("get")
+def files_get(file_id: str, as_json: JSON = False, url: URL = None, api_key: KEY = None) -> None:
+    """One training file."""
+    file = _client(url, api_key).get_file(file_id)
+    if as_json:
+        print_json(console, file)
+        return
+    print_record(console, file_fields(file))
 
 
 # -- jobs --------------------------------------------------------------------------------------
-def _layers(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    layers: list[int] = []
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        layers += list(range(int(first), int(last) + 1)) if last else [int(first)]
-    return layers
-
-
-def _recipe(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        return dict(yaml.safe_load(text) or {})
-    return dict(json.loads(text))
-
-
-def _rank_field(method: str) -> str:
-    """The dotted path ``--rank`` sets: the method's first rank field (its registration says)."""
-    fields = method_definition(method).rank_fields
-    if not fields:
-        raise typer.BadParameter(f"the {method} method has no rank", param_hint="--rank")
-    return fields[0]
-
-
-def _set_field(block: dict[str, Any], path: str, value: Any) -> None:
-    """``block["adapter"]["rank"] = value`` for ``path="adapter.rank"``, keeping the rest."""
-    *parents, name = path.split(".")
-    for parent in parents:
-        block = block.setdefault(parent, {})
-    block[name] = value
-
-
-class ZeroStage(StrEnum):
-    auto = "auto"
-    zero = "0"
-    one = "1"
-    two = "2"
-    three = "3"
-
-
-def _compute_block(body: dict[str, Any], flags: dict[str, Any]) -> None:
-    """Layer the ``--gpus --processes --zero-stage --offload-*`` flags (None: not given) on the
-    recipe's ``compute`` block. ``--gpus`` replaces a recipe's top-level ``gpus`` shorthand."""
-    given = {k: v for k, v in flags.items() if v is not None}
-    if not given:
-        return
-    block = dict(body.get("compute") or {})
-    for key in ("gpus", "processes"):
-        if key in given:
-            block[key] = given[key]
-    if "gpus" in given:
-        body.pop("gpus", None)
-    deepspeed = {
-        key: value
-        for key, value in given.items()
-        if key in ("zero_stage", "offload_optimizer", "offload_param")
-    }
-    if "zero_stage" in deepspeed:  # "auto", or a stage's number
-        stage = str(deepspeed["zero_stage"])
-        deepspeed["zero_stage"] = stage if stage == "auto" else int(stage)
-    if deepspeed:
-        block["deepspeed"] = {**(block.get("deepspeed") or {}), **deepspeed}
-    body["compute"] = block
-
-
-def build_job_body(
-    recipe: dict[str, Any],
-    *,
-    model: str | None,
-    training_file: str | None,
-    method: str | None,
-    site: str | None,
-    layers: str | None,
-    rank: int | None,
-    hyperparameters: dict[str, Any],
-    suffix: str | None,
-    seed: int | None,
-    compute: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A job body from a recipe (the API's own JSON shape) with flags layered on top
-    (``compute``: the compute flags by field name, None where not given)."""
-    body = dict(recipe)
-    _compute_block(body, compute or {})
-    for key, value in (
-        ("model", model),
-        ("training_file", training_file),
-        ("suffix", suffix),
-        ("seed", seed),
-    ):
-        if value is not None:
-            body[key] = value
-    block_in = dict(body.get("method") or {"type": "post_block"})
-    kind = method or block_in.get("type", "post_block")
-    inner = dict(block_in.get(kind) or {}) if block_in.get("type") == kind else {}
-    if site or layers:
-        inner["site"] = {
-            **inner.get("site", {}),
-            **({"name": site} if site else {}),
-            **({"layers": _layers(layers)} if layers else {}),
-        }
-    if rank is not None:
-        _set_field(inner, _rank_field(kind), rank)
-    given = {k: v for k, v in hyperparameters.items() if v is not None}
-    if given:
-        inner["hyperparameters"] = {**inner.get("hyperparameters", {}), **given}
-    body["method"] = {"type": kind, **({kind: inner} if inner else {})}
-    return body
-
-
 @jobs_app.command("create")
 def jobs_create(
     model: Annotated[str | None, typer.Option(help="base model")] = None,
@@ -266,149 +186,118 @@ def jobs_create(
         typer.Option("--offload-param/--no-offload-param", help="ZeRO-3 parameters on CPU"),
     ] = None,
     watch: Annotated[bool, typer.Option(help="follow the job until it ends")] = False,
+    as_json: JSON = False,
     url: URL = None,
     api_key: KEY = None,
 ) -> None:
     """Create a fine-tuning job from flags and/or a recipe file."""
+    if watch and as_json:
+        raise typer.BadParameter("--json prints the created job: leave out --watch")
     client = _client(url, api_key)
-    try:
-        if file is not None and Path(file).is_file():
-            uploaded = client.upload_file(file)
-            if uploaded["status"] != "processed":
-                errors.print(f"[red]invalid file[/red]: {uploaded.get('status_details')}")
-                raise typer.Exit(EXIT_REFUSED)
-            file = uploaded["id"]
-        body = build_job_body(
-            _recipe(recipe),
-            model=model,
-            training_file=file,
-            method=method.value if method is not None else None,
-            site=site,
-            layers=layers,
-            rank=rank,
-            hyperparameters={
-                "n_epochs": epochs,
-                "learning_rate": learning_rate,
-                "batch_size": batch_size,
-            },
-            suffix=suffix,
-            seed=seed,
-            compute={
-                "gpus": gpus,
-                "processes": processes,
-                "zero_stage": zero_stage.value if zero_stage is not None else None,
-                "offload_optimizer": offload_optimizer,
-                "offload_param": offload_param,
-            },
-        )
-        job = client.create_job(**body)
-    except SteerAPIError as exc:
-        raise _refused(exc) from None
-    console.print(f"[green]created[/green] {job['id']} ({job['status']})")
+    body = build_job_body(
+        read_recipe(recipe),
+        model=model,
+        training_file=file,
+        method=method.value if method is not None else None,
+        site=site,
+        layers=layers,
+        rank=rank,
+        hyperparameters={
+            "n_epochs": epochs,
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+        },
+        suffix=suffix,
+        seed=seed,
+        compute={
+            "gpus": gpus,
+            "processes": processes,
+            "zero_stage": zero_stage.value if zero_stage is not None else None,
+            "offload_optimizer": offload_optimizer,
+            "offload_param": offload_param,
+        },
+    )
+    if file is not None and Path(file).is_file():  # checked before anything is uploaded
+        uploaded = client.upload_file(file)
+        if uploaded["status"] != "processed":
+            say(errors, "[red]invalid file[/red]: ", str(uploaded.get("status_details")))
+            raise typer.Exit(EXIT_REFUSED)
+        body["training_file"] = uploaded["id"]
+    job = client.create_job(**body)
+    if as_json:
+        print_json(console, job)
+        return
+    say(console, "[green]created[/green] ", f"{job['id']} ({job['status']})")
     if watch:
-        _watch(client, job["id"])
+        raise typer.Exit(watch_job(client, job["id"], console, errors))
 
 
 @jobs_app.command("list")
-def jobs_list(limit: int = 20, url: URL = None, api_key: KEY = None) -> None:
-    table = Table("id", "model", "method", "status", "progress", "adapter")
-    for j in _client(url, api_key).list_jobs(limit=limit):
-        progress = j.get("progress") or {}
-        table.add_row(
-            j["id"],
-            j["model"],
-            j["method"]["type"],
-            j["status"],
-            f"{progress.get('percent') or 0:.0f}%",
-            j.get("fine_tuned_model") or "",
-        )
-    console.print(table)
+def jobs_list(
+    limit: Annotated[int, typer.Option(help="the newest this many jobs")] = 20,
+    as_json: JSON = False,
+    url: URL = None,
+    api_key: KEY = None,
+) -> None:
+    """The newest jobs; a finished job's adapter is shown as name@version."""
+    client = _client(url, api_key)
+    jobs = client.list_jobs(limit=limit)
+    if as_json:
+        print_json(console, jobs)
+        return
+    references: dict[str, str] = {}
+    if any(j.get("fine_tuned_model") for j in jobs):
+        references = {a["id"]: a["reference"] for a in client.list_adapters()}
+    print_table(console, JOB_COLUMNS, [job_row(j, references) for j in jobs])
 
 
 @jobs_app.command("get")
-def jobs_get(job_id: str, url: URL = None, api_key: KEY = None) -> None:
-    try:
-        _print_json(_client(url, api_key).get_job(job_id))
-    except SteerAPIError as exc:
-        raise _refused(exc) from None
+def jobs_get(job_id: str, as_json: JSON = False, url: URL = None, api_key: KEY = None) -> None:
+    """One job: status, progress, adapter, error."""
+    job = _client(url, api_key).get_job(job_id)
+    if as_json:
+        print_json(console, job)
+        return
+    print_record(console, job_fields(job))
 
 
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, url: URL = None, api_key: KEY = None) -> None:
-    try:
-        job = _client(url, api_key).cancel_job(job_id)
-    except SteerAPIError as exc:
-        raise _refused(exc) from None
-    console.print(f"{job['id']}: {job['status']}")
-
-
-def _watch(client: SteerClient, job_id: str) -> None:
-    """Follow the job's events: a live bar on a terminal, a line per step otherwise; exit with
-    the job's outcome."""
-    live = console.is_terminal
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[steps]}"),
-        TextColumn("{task.fields[metrics]}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not live,
-    )
-    task = progress.add_task(job_id, total=None, steps="", metrics="")
-    metrics: dict[str, float] = {}
-    with progress:
-        for event in client.stream_events(job_id):
-            data = event.get("data") or {}
-            if event["type"] == "metrics" and "step" in data:
-                for name in ("train_loss", "valid_loss", "valid_accuracy"):
-                    if data.get(name) is not None:
-                        metrics[name] = data[name]
-                shown = "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items())
-                total = data.get("total_steps")
-                steps = f"step {data['step']}/{total}"
-                progress.update(
-                    task, completed=data["step"], total=total, steps=steps, metrics=shown
-                )
-                if not live:
-                    console.print(f"{steps}  {shown}")
-            elif not live or event["level"] == "error":
-                console.print(f"[dim]{event['message']}[/dim]")
-    job = client.get_job(job_id)
-    if job["status"] == "succeeded":
-        console.print(f"[green]succeeded[/green]: adapter {job['fine_tuned_model']}")
-        return
-    if job["status"] == "cancelled":
-        console.print(f"[yellow]cancelled[/yellow]: {job_id}")
-        raise typer.Exit(EXIT_CANCELLED)
-    error = job.get("error") or {}
-    errors.print(f"[red]failed[/red] ({error.get('code')}): {error.get('message')}")
-    raise typer.Exit(EXIT_FAILED)
+    """Ask the job to stop (a running job stops at its next step)."""
+    job = _client(url, api_key).cancel_job(job_id)
+    say(console, "", f"{job['id']}: {job['status']}")
 
 
 @jobs_app.command("watch")
 def jobs_watch(job_id: str, url: URL = None, api_key: KEY = None) -> None:
     """Live progress until the job ends; exit code 0 succeeded, 1 failed, 3 cancelled."""
-    try:
-        _watch(_client(url, api_key), job_id)
-    except SteerAPIError as exc:
-        raise _refused(exc) from None
+    raise typer.Exit(watch_job(_client(url, api_key), job_id, console, errors))
 
 
 # -- adapters ----------------------------------------------------------------------------------
 @adapters_app.command("list")
-def adapters_list(url: URL = None, api_key: KEY = None) -> None:
-    table = Table("reference", "id", "base model", "method", "parameters", "bytes")
-    for a in _client(url, api_key).list_adapters():
-        table.add_row(
-            a["reference"],
-            a["id"],
-            a["base_model"],
-            a["method"]["type"],
-            str(a.get("trainable_parameters") or ""),
-            str(a["bytes"]),
-        )
-    console.print(table)
+def adapters_list(as_json: JSON = False, url: URL = None, api_key: KEY = None) -> None:
+    """The trained adapters: name@version, id, base model, method, size."""
+    adapters = _client(url, api_key).list_adapters()
+    if as_json:
+        print_json(console, adapters)
+        return
+    print_table(console, ADAPTER_COLUMNS, [adapter_row(a) for a in adapters])
+
+
+@adapters_app.command("get")
+def adapters_get(
+    reference: Annotated[str, typer.Argument(help="adapter id, name@version, or name (latest)")],
+    as_json: JSON = False,
+    url: URL = None,
+    api_key: KEY = None,
+) -> None:
+    """One adapter: where it came from, its files and metrics."""
+    adapter = _client(url, api_key).get_adapter(reference)
+    if as_json:
+        print_json(console, adapter)
+        return
+    print_record(console, adapter_fields(adapter))
 
 
 @adapters_app.command("download")
@@ -419,11 +308,41 @@ def adapters_download(
     api_key: KEY = None,
 ) -> None:
     """Download and unpack an adapter (every file checked against its sha256)."""
-    try:
-        root = _client(url, api_key).download_adapter(reference, out)
-    except SteerAPIError as exc:
-        raise _refused(exc) from None
-    console.print(f"[green]downloaded[/green] {reference} to {root}")
+    root = _client(url, api_key).download_adapter(reference, out)
+    say(console, "[green]downloaded[/green] ", f"{reference} to {root}")
+
+
+@adapters_app.command("export")
+def adapters_export(
+    reference: Annotated[str, typer.Argument(help="adapter id, name@version, or name (latest)")],
+    export_format: Annotated[
+        str, typer.Option("--format", help=EXPORT_FORMATS, show_default=False)
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="file or directory to write to; '-': stdout (default: the file's name)"),
+    ] = None,
+    drop_layer_0: Annotated[
+        bool, typer.Option(help="control_vector_gguf: a vector that leaves layer 0 alone")
+    ] = False,
+    url: URL = None,
+    api_key: KEY = None,
+) -> None:
+    """Export an adapter for another tool: a .gguf control vector for llama.cpp, or a .tar.gz
+    of per-layer tensors or of a peft LoRA adapter."""
+    client = _client(url, api_key)
+    name, content = client.export_adapter(reference, export_format, drop_layer_0=drop_layer_0)
+    if out == Path("-"):
+        sys.stdout.buffer.write(content)
+        sys.stdout.buffer.flush()
+        return
+    target = out / name if out is not None and out.is_dir() else out or Path(name)
+    if not target.parent.is_dir():
+        raise typer.BadParameter(f"no such directory: {target.parent}", param_hint="--out")
+    partial = target.with_name(f".{target.name}.part")
+    partial.write_bytes(content)  # complete, or not there at all
+    partial.replace(target)
+    say(console, "[green]exported[/green] ", f"{reference} ({export_format}) to {target}")
 
 
 # -- generation ----------------------------------------------------------------------------------
@@ -442,39 +361,49 @@ def generate(
     """Generate text with a base model or a trained adapter."""
     client = _client(url, api_key)
     options = {"max_tokens": max_tokens, "temperature": temperature, "steering_strength": strength}
-    try:
-        if stream:
-            messages = [{"role": "user", "content": prompt}]
-            for piece in client.stream_chat(model, messages, **options):
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-            sys.stdout.write("\n")
-        elif chat:
-            print(client.chat(model, [{"role": "user", "content": prompt}], **options))
-        else:
-            print(client.complete(model, prompt, **options))
-    except SteerAPIError as exc:
-        raise _refused(exc) from None
+    if stream:
+        messages = [{"role": "user", "content": prompt}]
+        for piece in client.stream_chat(model, messages, **options):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    elif chat:
+        print(client.chat(model, [{"role": "user", "content": prompt}], **options))
+    else:
+        print(client.complete(model, prompt, **options))
+
+
+# -- running a command -------------------------------------------------------------------------
+def _report(label: str, text: str) -> int:
+    say(errors, f"[red]{escape(label)}[/red]: ", text)
+    return EXIT_REFUSED
 
 
 def main(argv: list[str]) -> int:
+    """Run one command; whatever goes wrong ends as an exit code and a short message, never a
+    traceback: usage errors as click shows them (exit 2), refusals and unreachable servers as
+    one line on stderr."""
     try:
         result = app(argv, prog_name="steer", standalone_mode=False)
-        if isinstance(result, int):  # click returns an Exit's code when not standalone
-            return result
+    except ClickException as exc:  # unknown command or option, bad value, missing argument
+        exc.show()
+        return exc.exit_code
+    except typer.Abort:
+        errors.print("Aborted!")
+        return 1
     except typer.Exit as exc:
         return int(exc.exit_code)
     except SystemExit as exc:
-        return int(exc.code or 0)
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except SteerAPIError as exc:
+        what = " ".join(str(part) for part in ("error", exc.status or "", exc.code or "") if part)
+        where = f" ({exc.param})" if exc.param else ""
+        return _report(f"{what}{where}", exc.message)
     except httpx.TransportError as exc:
-        url = exc.request.url if exc._request is not None else "the service"
-        errors.print(f"[red]error[/red]: cannot reach {url}: {exc}")
-        return EXIT_REFUSED
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return EXIT_REFUSED
-        raise
-    return 0
+        where = str(exc.request.url) if exc._request is not None else "the service"
+        return _report("error", f"cannot reach {where}: {exc}")
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        return _report("error", f"{type(exc).__name__}: {exc}")
+    except OSError as exc:  # a file to read or write
+        return _report("error", str(exc))
+    return result if isinstance(result, int) else 0  # click returns an Exit's code

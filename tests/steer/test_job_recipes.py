@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from steer.user_cli import _recipe, build_job_body
+from steer.job_body import build_job_body, read_recipe
 
 NO_HP = {"n_epochs": None, "learning_rate": None, "batch_size": None}
 
@@ -35,7 +35,7 @@ def test_yaml_recipe_with_flags_on_top(tmp_path: Path) -> None:
         "    hyperparameters: {n_epochs: 2, learning_rate: 0.0002}\n"
     )
     body = _body(
-        _recipe(path),
+        read_recipe(path),
         training_file="file-1",
         layers="0-2,5",
         rank=16,
@@ -71,7 +71,7 @@ def test_flags_alone_and_method_specific_rank(tmp_path: Path) -> None:
     assert _body(recipe, method="post_block")["method"] == {"type": "post_block"}
     json_recipe = tmp_path / "job.json"
     json_recipe.write_text('{"model": "tiny-llama", "seed": 4}')
-    assert _body(_recipe(json_recipe), seed=9)["seed"] == 9
+    assert _body(read_recipe(json_recipe), seed=9)["seed"] == 9
 
 
 NO_COMPUTE = {
@@ -106,7 +106,7 @@ def test_a_recipes_compute_block_with_flags_on_top(tmp_path: Path) -> None:
         "  processes: 2\n"
         "  deepspeed: {zero_stage: auto, offload_param: true}\n"
     )
-    recipe = _recipe(path)
+    recipe = read_recipe(path)
     assert _body(recipe, compute=NO_COMPUTE)["compute"] == recipe["compute"]  # as written
     assert _body(recipe, compute=NO_COMPUTE)["gpus"] == 1
     body = _body(

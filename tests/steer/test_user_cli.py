@@ -59,7 +59,7 @@ def test_a_full_job_from_the_command_line(tmp_path: Path) -> None:
         out = created.stdout
         assert "created ftjob-" in out
         assert "step 1/4" in out and "step 4/4" in out and "train loss" in out
-        assert "succeeded: adapter adapter-" in out
+        assert "succeeded: adapter cli@1 (adapter-" in out
         job_id = out.split("created ")[1].split(" ")[0]
 
         client = SteerClient(service.url)
