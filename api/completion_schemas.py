@@ -92,6 +92,11 @@ class _Sampling(_Request):
         description="scale of the adapter's steering shift for this request (1: as trained, "
         "0: off); ignored for a base model",
     )
+    inference_mode: Literal["all", "lora_only", "adapter_only"] = Field(
+        default="all",
+        description="for joint adapters: all (as trained), lora_only (its LoRA half alone) or "
+        "adapter_only (its steering half alone)",
+    )
     steering: list[SteeringEntry] | None = Field(
         default=None,
         max_length=MAX_STEERING,

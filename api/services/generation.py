@@ -257,10 +257,17 @@ def prepare(
     else:
         engine, hit = served.base(target.base)
     steering = []
+    mode = body.inference_mode
+    if mode != "all" and not any(s.method == "joint" for s, _ in target.steering):
+        raise ApiError(
+            400,
+            f"inference_mode {mode!r} picks a half of a joint adapter; this request has none",
+            param="inference_mode",
+        )
     for stored, strength in target.steering:
         adapter, resident = _load_adapter(served, engine, stored)
         hit = hit and resident
-        steering.append((adapter, strength))
+        steering.append((adapter.only(mode) if stored.method == "joint" else adapter, strength))
     tokenizer = engine.tokenizer
     if isinstance(body, ChatCompletionCreate):
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]

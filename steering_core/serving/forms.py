@@ -120,6 +120,17 @@ class ServingAdapter:
     def add(self, key: HookKey, part: Part) -> None:
         self.parts.setdefault(key, []).append(part)
 
+    def only(self, mode: str) -> ServingAdapter:
+        """A joint adapter's inference mode: ``all`` as trained, ``lora_only`` without its
+        steering parts, ``adapter_only`` without its LoRA parts (a view; tensors are shared)."""
+        if mode == "all":
+            return self
+        if mode not in ("lora_only", "adapter_only"):
+            raise ValueError(f"inference mode {mode!r} unknown; use all, lora_only or adapter_only")
+        keep_lora = mode == "lora_only"
+        parts = {key: p for key, p in self.parts.items() if key.reads_input == keep_lora}
+        return dataclasses.replace(self, parts=parts)
+
     def to(self, device: torch.device | str) -> ServingAdapter:
         """The same adapter with every tensor on ``device`` (once, when it enters the pool)."""
         parts = {key: [part.to(device) for part in parts] for key, parts in self.parts.items()}

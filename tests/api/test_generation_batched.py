@@ -116,6 +116,23 @@ def test_concurrent_requests_share_forwards_and_each_gets_its_alone_tokens(serve
             assert text.startswith(tokenizer.decode(tokens[:sure], skip_special_tokens=True))
 
 
+def test_a_joint_adapter_serves_either_half_alone(served: Any) -> None:
+    api, artifacts = served
+    tokenizer = load_tokenizer(MODEL)
+    prompt = PROMPTS[2]
+    texts = {}
+    for mode in ("all", "lora_only", "adapter_only"):
+        body = {**_body("joint", 1.0, prompt), "inference_mode": mode}
+        texts[mode] = _complete(api, body)["choices"][0]["text"]
+        tokens, _ = reference([(artifacts["joint"], 1.0)], encode_text(tokenizer, prompt), 8, mode)
+        assert texts[mode] == tokenizer.decode(tokens, skip_special_tokens=True), mode
+    assert len(set(texts.values())) == 3  # each half changes the output on its own
+    refused = api.client.post(
+        COMPLETE, json={**_body("lora", 1.0, prompt), "inference_mode": "lora_only"}
+    )
+    assert_error(refused, 400, param="inference_mode")
+
+
 def test_several_adapters_in_one_request_add_up(served: Any) -> None:
     api, artifacts = served
     steering = [{"adapter": "vector@1", "strength": 0.5}, {"adapter": "nonlinear", "strength": 1}]

@@ -71,7 +71,10 @@ def _add_shifts(shifts: list[tuple[Any, float]]):
 
 @torch.no_grad()
 def reference(
-    artifacts: Sequence[tuple[Path, float]], prompt: list[int], steps: int
+    artifacts: Sequence[tuple[Path, float]],
+    prompt: list[int],
+    steps: int,
+    mode: str | None = None,
 ) -> tuple[list[int], list[torch.Tensor]]:
     """Greedy tokens and the logits of each step, generating alone with a KV cache.
 
@@ -84,6 +87,8 @@ def reference(
     context: Any = contextlib.nullcontext()
     if len(artifacts) == 1:
         attached = load_artifact(model, artifacts[0][0])
+        if mode is not None:  # a joint adapter's half (``lora_only``, ``adapter_only``)
+            attached.set_inference_mode(mode)  # type: ignore[arg-type]
         forward, context = attached.model, attached.steering_scale(artifacts[0][1])
     else:
         by_site: dict[tuple[str, int], list[tuple[Any, float]]] = {}
