@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry.errors import Conflict, InvalidValue, NotFound
+from registry.errors import Conflict, InvalidJobStatus, InvalidValue, NotFound
 from registry.quotas import QuotaExceeded
 from registry.states import InvalidTransition
 from steering_core.errors import SteeringUserError
@@ -56,6 +56,9 @@ def envelope(
 # exception class -> (HTTP status, error type, error code)
 ERROR_TABLE: list[tuple[type[BaseException], int, str, str]] = [
     (NotFound, 404, "invalid_request_error", "not_found"),
+    # Not a 409: what the job's status refuses, retrying will not change (and OpenAI's SDK
+    # retries a 409 with backoff).
+    (InvalidJobStatus, 400, "invalid_request_error", "invalid_job_status"),
     (Conflict, 409, "invalid_request_error", "conflict"),
     (InvalidTransition, 409, "invalid_request_error", "conflict"),
     (SteeringUserError, 400, "invalid_request_error", "invalid_value"),

@@ -8,13 +8,24 @@ class RegistryError(Exception):
 
 
 class NotFound(RegistryError):
-    def __init__(self, kind: str, identifier: str):
-        super().__init__(f"no {kind} with id {identifier!r}")
+    def __init__(self, kind: str, identifier: str, reason: str | None = None):
+        message = f"no {kind} with id {identifier!r}"
+        super().__init__(f"{message}: {reason}" if reason else message)
         self.kind, self.identifier = kind, identifier
 
 
 class Conflict(RegistryError):
     """The request conflicts with the current state (cancelling a finished job, ...)."""
+
+
+class InvalidJobStatus(Conflict):
+    """The job's status does not allow what was asked (cancelling a finished job, resuming one
+    that is not paused): the caller's mistake, which retrying cannot fix. The message names
+    the status."""
+
+    def __init__(self, job_id: str, status: str, message: str):
+        super().__init__(message)
+        self.job_id, self.status = job_id, status
 
 
 class LeaseLost(RegistryError):

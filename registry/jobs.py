@@ -12,13 +12,24 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from registry.errors import Conflict, LeaseLost, NotFound
+from registry.errors import InvalidJobStatus, LeaseLost, NotFound
 from registry.ids import new_id
 from registry.models import Job, JobEvent
-from registry.states import TERMINAL, InvalidTransition, JobStatus, check_transition
+from registry.states import (
+    PAUSABLE,
+    TERMINAL,
+    UNLEASED,
+    InvalidTransition,
+    JobStatus,
+    check_transition,
+)
 
 REQUEUED_MESSAGE = (
     "The worker stopped responding; the job was requeued and resumes from its last checkpoint"
+)
+PAUSED_LOST_MESSAGE = (
+    "The worker stopped responding before the job paused; once resumed, it continues from its "
+    "last checkpoint"
 )
 
 
@@ -77,10 +88,12 @@ def set_status(
     now = _now()
     if new == JobStatus.RUNNING and job.started_at is None:
         job.started_at = now
-    if new in TERMINAL or new == JobStatus.QUEUED:
+    if new in UNLEASED:
         job.lease_owner = None
         job.lease_expires_at = None
         job.estimated_finish = None
+    if new in TERMINAL or new == JobStatus.PAUSED:
+        job.pause_requested = False  # done, or moot
     if new in TERMINAL:
         job.finished_at = now
     if error is not None:
@@ -102,30 +115,87 @@ def _status_message(job: Job, status: JobStatus) -> str:
         JobStatus.FAILED: "The job failed"
         + (f": {job.error.get('message')}" if job.error and job.error.get("message") else ""),
         JobStatus.CANCELLED: "The job was cancelled",
+        JobStatus.PAUSED: "The job was paused",
     }.get(status, f"Job {status.value}")
 
 
 def request_cancel(session: Session, job: Job) -> Job:
-    """Queued jobs are cancelled at once; running ones when their worker sees the flag. The row
-    is locked and read again first: a worker finishing the job at this moment (its success is
-    written under the same lock) either sees the flag or has already ended the job, and then the
-    cancel is refused rather than acknowledged for a job that succeeds."""
+    """Queued and paused jobs are cancelled at once; running ones when their worker sees the
+    flag. The row is locked and read again first: a worker finishing the job at this moment (its
+    success is written under the same lock) either sees the flag or has already ended the job,
+    and then the cancel is refused rather than acknowledged for a job that succeeds."""
     session.refresh(job, with_for_update=True)
     if job.status in TERMINAL:
-        raise Conflict(f"job {job.id} is already {job.status} and cannot be cancelled")
+        raise InvalidJobStatus(
+            job.id, job.status, f"job {job.id} is already {job.status} and cannot be cancelled"
+        )
     job.cancel_requested = True
-    if job.status in (JobStatus.QUEUED, JobStatus.VALIDATING_FILES):
-        set_status(session, job, JobStatus.CANCELLED)
-    else:
+    if job.status == JobStatus.RUNNING:
         add_event(session, job.id, "Cancellation requested")
+    else:
+        set_status(session, job, JobStatus.CANCELLED)
     return job
+
+
+def request_pause(session: Session, job: Job) -> Job:
+    """A queued job is paused at once (a worker that takes its message finds it unclaimable); a
+    running one is flagged, and its worker stops it at the next step boundary after saving a
+    checkpoint (:func:`pause_stopped`). Asking again while the pause is pending changes
+    nothing. The row is locked and read again first, as for a cancel."""
+    session.refresh(job, with_for_update=True)
+    if job.status not in PAUSABLE:
+        raise InvalidJobStatus(
+            job.id,
+            job.status,
+            f"job {job.id} is {job.status} and cannot be paused: only queued or running jobs can",
+        )
+    if job.cancel_requested:  # running, its cancel on the way
+        raise InvalidJobStatus(
+            job.id, job.status, f"job {job.id} is being cancelled and cannot be paused"
+        )
+    if job.status == JobStatus.QUEUED:
+        set_status(session, job, JobStatus.PAUSED)
+    elif not job.pause_requested:
+        job.pause_requested = True
+        add_event(session, job.id, "Pause requested")
+    return job
+
+
+def resume_job(session: Session, job: Job) -> Job:
+    """A paused job goes back to the queue, to continue from its last checkpoint; the caller
+    sends its message after the commit (the job is marked sent now: a failed send is for
+    :func:`mark_unsent`)."""
+    session.refresh(job, with_for_update=True)
+    if job.status != JobStatus.PAUSED:
+        raise InvalidJobStatus(
+            job.id,
+            job.status,
+            f"job {job.id} is {job.status} and cannot be resumed: only a paused job can",
+        )
+    set_status(session, job, JobStatus.QUEUED, message="The job was resumed")
+    mark_sent([job])
+    return job
+
+
+def pause_stopped(session: Session, job: Job) -> JobStatus:
+    """The worker's record of a run that stopped for a pause, having saved its checkpoint: the
+    job is paused and its lease released, unless a cancel came meanwhile (it wins). The run
+    ended cleanly, so it does not count against the attempts a job's workers may lose: one more
+    is allowed."""
+    if job.cancel_requested:
+        set_status(session, job, JobStatus.CANCELLED)
+        return JobStatus.CANCELLED
+    set_status(session, job, JobStatus.PAUSED)
+    job.max_attempts += 1
+    return JobStatus.PAUSED
 
 
 def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -> int | None:
     """Atomically take the job's lease; return the new fencing token, or None if not claimable.
 
-    Claimable: queued, or running with an expired lease (its worker died). A redelivered or
-    duplicated message for a job someone holds finds it unclaimable and does nothing. The
+    Claimable: queued, or running with an expired lease (its worker died) and asked neither to
+    cancel nor to pause (the reconciler ends those). A redelivered or duplicated message for a
+    job someone holds, or that is paused, finds it unclaimable and does nothing. The
     conditional UPDATE takes the lease; the status changes through :func:`set_status` in the
     same transaction, so a concurrent claim (blocked on the row until this one commits) finds
     the job running under a live lease.
@@ -136,6 +206,7 @@ def claim_job(session: Session, job_id: str, owner: str, lease_seconds: float) -
         .where(
             Job.id == job_id,
             Job.cancel_requested.is_(False),
+            Job.pause_requested.is_(False),
             or_(
                 Job.status == JobStatus.QUEUED.value,
                 (Job.status == JobStatus.RUNNING.value) & (Job.lease_expires_at < now),
@@ -172,11 +243,12 @@ def fenced_job(session: Session, job_id: str, token: int, *, lock: bool = False)
 
 @dataclass(frozen=True)
 class LeaseRenewal:
-    """A renewed lease: until when it runs, and whether the job's cancellation was requested
-    (the holder's cue to stop the work)."""
+    """A renewed lease: until when it runs, and whether the job's cancellation or pause was
+    requested (the holder's cue to stop the work, or to checkpoint and stop)."""
 
     expires_at: datetime
     cancel_requested: bool
+    pause_requested: bool = False
 
 
 def renew_lease(session: Session, job_id: str, token: int, lease_seconds: float) -> LeaseRenewal:
@@ -191,8 +263,14 @@ def renew_lease(session: Session, job_id: str, token: int, lease_seconds: float)
     )
     if result.rowcount != 1:
         raise LeaseLost(f"lease {token} on job {job_id} is no longer held")
-    cancel_requested = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
-    return LeaseRenewal(expires_at=expires_at, cancel_requested=bool(cancel_requested))
+    flags = session.execute(
+        select(Job.cancel_requested, Job.pause_requested).where(Job.id == job_id)
+    ).one()
+    return LeaseRenewal(
+        expires_at=expires_at,
+        cancel_requested=bool(flags.cancel_requested),
+        pause_requested=bool(flags.pause_requested),
+    )
 
 
 def expired_running_jobs(session: Session) -> list[Job]:
@@ -211,6 +289,13 @@ def requeue_expired(session: Session, job: Job) -> None:
     that resumes from its last checkpoint; the lease is cleared with the status."""
     set_status(session, job, JobStatus.QUEUED)
     add_event(session, job.id, REQUEUED_MESSAGE)
+
+
+def pause_expired(session: Session, job: Job) -> None:
+    """A job asked to pause whose worker died first: paused where its last checkpoint left it
+    (nothing runs it until it is resumed)."""
+    set_status(session, job, JobStatus.PAUSED)
+    add_event(session, job.id, PAUSED_LOST_MESSAGE)
 
 
 def fail_worker_lost(session: Session, job: Job) -> None:
@@ -305,6 +390,7 @@ def events_since(session: Session, job_id: str, seq: int, limit: int = 500) -> l
 
 
 __all__ = [
+    "PAUSED_LOST_MESSAGE",
     "REQUEUED_MESSAGE",
     "InvalidTransition",
     "LeaseRenewal",
@@ -320,9 +406,13 @@ __all__ = [
     "list_jobs",
     "mark_sent",
     "mark_unsent",
+    "pause_expired",
+    "pause_stopped",
     "renew_lease",
     "request_cancel",
+    "request_pause",
     "requeue_expired",
+    "resume_job",
     "set_status",
     "stale_queued_jobs",
 ]

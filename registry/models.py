@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -94,6 +95,10 @@ class Job(Base):
     lease_token: Mapped[int] = mapped_column(BigInteger, default=0)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # asked to pause while running: its worker stops it at the next step boundary, after a
+    # checkpoint (cleared when the job is paused, or ends otherwise). The database has a default
+    # too: an API of the previous release, still running during an upgrade, does not name it.
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     current_step: Mapped[int | None] = mapped_column(Integer)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
@@ -130,6 +135,11 @@ class Checkpoint(Base):
     step: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     storage_path: Mapped[str] = mapped_column(String(1024))
+    # The adapter artifact saved with the checkpoint (``<storage_path>/adapter``), hashed when
+    # it was recorded: file name -> sha256, and the sha256 over them (as an adapter's). None when
+    # the checkpoint holds none (a method that trains the base weights).
+    files: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (UniqueConstraint("job_id", "step", name="uq_checkpoints_job_step"),)
 

@@ -15,10 +15,12 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from registry.checkpoints import digest_artifact
 from registry.errors import NotFound
 from registry.ids import new_id
 from registry.jobs import add_event
 from registry.models import Checkpoint, Job, Metric
+from registry.storage import StoredArtifact
 from registry.training_events import (
     TrainingCheckpoint,
     TrainingEvaluation,
@@ -56,16 +58,32 @@ def record_progress(
 
 
 def add_checkpoint(
-    session: Session, job: Job, *, step: int, path: str, metrics: dict[str, Any] | None
+    session: Session,
+    job: Job,
+    *,
+    step: int,
+    path: str,
+    metrics: dict[str, Any] | None,
+    artifact: StoredArtifact | None = None,
 ) -> Checkpoint:
+    """The checkpoint's row, with the hashes of its adapter artifact when it has one."""
+    files = None if artifact is None else artifact.files
+    sha256 = None if artifact is None else artifact.sha256
     existing = session.scalar(
         select(Checkpoint).where(Checkpoint.job_id == job.id, Checkpoint.step == step)
     )
     if existing is not None:  # a resumed run re-saving the same step
         existing.storage_path, existing.metrics = path, metrics
+        existing.files, existing.sha256 = files, sha256
         return existing
     checkpoint = Checkpoint(
-        id=new_id("ftckpt"), job_id=job.id, step=step, storage_path=path, metrics=metrics
+        id=new_id("ftckpt"),
+        job_id=job.id,
+        step=step,
+        storage_path=path,
+        metrics=metrics,
+        files=files,
+        sha256=sha256,
     )
     session.add(checkpoint)
     return checkpoint
@@ -177,9 +195,18 @@ def record_evaluation(session: Session, job: Job, event: TrainingEvaluation) -> 
 
 
 def record_checkpoint(session: Session, job: Job, event: TrainingCheckpoint) -> None:
-    """The new checkpoint's row; the rows of checkpoints the engine has pruned since (it keeps
-    the last ``keep_checkpoints``) go, so no row names a directory that is gone."""
-    add_checkpoint(session, job, step=event.step, path=event.path, metrics={"step": event.step})
+    """The new checkpoint's row, with the hashes of its adapter artifact (its files are a few
+    hundred KB; a method that trains the base weights has none); the rows of checkpoints the
+    engine has pruned since (it keeps the last ``keep_checkpoints``) go, so no row names a
+    directory that is gone."""
+    add_checkpoint(
+        session,
+        job,
+        step=event.step,
+        path=event.path,
+        metrics={"step": event.step},
+        artifact=digest_artifact(event.path),
+    )
     for row in session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id)):
         if row.step != event.step and not Path(row.storage_path).exists():
             session.delete(row)

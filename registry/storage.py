@@ -89,6 +89,16 @@ class StoredArtifact:
     bytes: int
 
 
+def artifact_digest(directory: Path) -> StoredArtifact:
+    """The sha256 of each file under ``directory`` (by relative path), and the sha256 over them:
+    what the adapter store records, and what a checkpoint's artifact is recorded with."""
+    paths = [p for p in sorted(directory.rglob("*")) if p.is_file()]
+    files = {str(p.relative_to(directory)): _sha256_file(p) for p in paths}
+    size = sum(p.stat().st_size for p in paths)
+    overall = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in files.items()).encode()).hexdigest()
+    return StoredArtifact(files, overall, size)
+
+
 def store_artifact(source: Path, target: Path) -> StoredArtifact:
     """Copy the artifact directory ``source`` to ``target`` in the adapter store (via a staging
     name, renamed when complete). On any error nothing is left at ``target``."""
@@ -96,15 +106,12 @@ def store_artifact(source: Path, target: Path) -> StoredArtifact:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         shutil.copytree(source, staging)
-        paths = [p for p in sorted(staging.rglob("*")) if p.is_file()]
-        files = {str(p.relative_to(staging)): _sha256_file(p) for p in paths}
-        size = sum(p.stat().st_size for p in paths)
+        digest = artifact_digest(staging)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    overall = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in files.items()).encode()).hexdigest()
-    return StoredArtifact(files, overall, size)
+    return digest
 
 
 def _sha256_file(path: Path) -> str:

@@ -6,7 +6,10 @@
     generate  --model NAME [--adapter DIR] --prompt TEXT [--strength S] [--chat]
 
 Exit codes (``steering_core.exit_codes``): 0 ok, 2 user error (bad spec, data, adapter), 3 out
-of memory, 4 cancelled (SIGTERM/SIGINT, handled at the next step boundary), 1 internal error.
+of memory, 4 cancelled (SIGTERM/SIGINT, handled at the next step boundary), 5 paused (the file
+named by ``--pause-file`` appeared: a checkpoint is saved at the next step boundary, and
+``--resume`` continues from it), 1 internal error. A file, not a signal, asks for the pause:
+torchrun forwards SIGTERM to its ranks but dies of other signals, and every rank sees the file.
 In ``--progress json`` mode (the worker's), stdout carries one JSON event per line, an
 ``error`` event included; human mode draws a progress bar on stderr.
 """
@@ -82,6 +85,16 @@ class StopFlag:
         return self.requested
 
 
+class PauseFile:
+    """True once ``path`` exists; the trainer asks at each step boundary (one ``stat``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def __call__(self) -> bool:
+        return self.path is not None and self.path.exists()
+
+
 def _load_spec(path: Path):
     from steering_core.spec import TrainingSpec
 
@@ -116,7 +129,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     stop = StopFlag()
     stop.install()
     reporter = JsonLinesReporter() if args.progress == "json" else HumanReporter()
-    train(spec, args.out, reporter, stop, resume=args.resume, cache_dir=args.cache_dir)
+    train(
+        spec,
+        args.out,
+        reporter,
+        stop,
+        should_pause=PauseFile(args.pause_file),
+        resume=args.resume,
+        cache_dir=args.cache_dir,
+    )
 
 
 def _load_for_inference(args: argparse.Namespace):
@@ -199,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(their error event) to DIR/rank-R.stdout, so stdout carries rank 0's events alone",
     )
     train.add_argument(
+        "--pause-file",
+        type=Path,
+        default=None,
+        help="once this file exists, save a checkpoint at the next step boundary and exit 5",
+    )
+    train.add_argument(
         "--die-with-parent",
         action="store_true",
         help="the kernel kills this process when the process that started it (a launcher) dies",
@@ -254,10 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as exc:
         return _fail(args, ExitCode.OUT_OF_MEMORY, "out_of_memory", f"out of memory: {exc}")
     except Exception as exc:
-        from steering_core.train import TrainingCancelled
+        from steering_core.train import TrainingCancelled, TrainingPaused
 
         if isinstance(exc, TrainingCancelled):
             return _fail(args, ExitCode.CANCELLED, "cancelled", str(exc))
+        if isinstance(exc, TrainingPaused):  # not an error: the end event said "paused"
+            print(str(exc), file=sys.stderr)
+            return int(ExitCode.PAUSED)
         if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
             return _fail(args, ExitCode.OUT_OF_MEMORY, "out_of_memory", str(exc))
         traceback.print_exc()

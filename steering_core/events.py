@@ -61,7 +61,7 @@ class CheckpointEvent(_Event):
 
 class EndEvent(_Event):
     event: Literal["end"] = "end"
-    status: Literal["succeeded", "cancelled", "early_stopped"]
+    status: Literal["succeeded", "cancelled", "early_stopped", "paused"]
     step: int
     final_loss: float | None
     artifact: str | None

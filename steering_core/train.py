@@ -82,6 +82,11 @@ class TrainingCancelled(Exception):
     """Raised at a step boundary when ``should_stop()`` answers True."""
 
 
+class TrainingPaused(Exception):
+    """Raised at a step boundary when ``should_pause()`` answers True, once the checkpoint of
+    that step is saved: ``train(..., resume=True)`` continues from it."""
+
+
 @dataclass
 class TrainingResult:
     status: str
@@ -140,13 +145,19 @@ def train(
     reporter: Reporter | None = None,
     should_stop: Callable[[], bool] | None = None,
     *,
+    should_pause: Callable[[], bool] | None = None,
     resume: bool = False,
     cache_dir: Path | None = None,
 ) -> TrainingResult:
-    """Train ``spec`` and save the adapter to ``out_dir/adapter``; see the module docstring."""
+    """Train ``spec`` and save the adapter to ``out_dir/adapter``; see the module docstring.
+
+    Both callables are asked at each step boundary: ``should_stop`` ends the run
+    (:class:`TrainingCancelled`), ``should_pause`` saves a checkpoint of that step first
+    (:class:`TrainingPaused`). A pause asked at the last step is moot: the run finishes."""
     env = dist_env()
     reporter = reporter if (reporter is not None and env.is_main) else NullReporter()
     should_stop = should_stop or (lambda: False)
+    should_pause = should_pause or (lambda: False)
     out_dir = Path(out_dir)
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -398,14 +409,22 @@ def train(
                     if patience is not None and state["evals_since_best"] >= patience:
                         status = "early_stopped"
                         break
-            if spec.checkpoint_every_n_steps and step % spec.checkpoint_every_n_steps == 0:
+            saved = (
+                bool(spec.checkpoint_every_n_steps) and step % spec.checkpoint_every_n_steps == 0
+            )
+            if saved:
                 checkpoint(step)
-            if _any_rank(should_stop()):
+            stop, pause = _any_rank(should_stop(), should_pause())
+            if stop:
                 raise TrainingCancelled(f"cancelled at step {step}")
-    except TrainingCancelled:
+            if pause and step < total:
+                if not saved:
+                    checkpoint(step)
+                raise TrainingPaused(f"paused at step {step}")
+    except (TrainingCancelled, TrainingPaused) as stopped:
         reporter.emit(
             EndEvent(
-                status="cancelled",
+                status="paused" if isinstance(stopped, TrainingPaused) else "cancelled",
                 step=step,
                 final_loss=state["losses"][-1] if state["losses"] else None,
                 artifact=None,
@@ -504,13 +523,14 @@ def _sum_over_ranks(value: float) -> float:
     return float(tensor.item())
 
 
-def _any_rank(flag: bool) -> bool:
-    """True on every rank when any rank's flag is set (the stop decision is collective)."""
+def _any_rank(*flags: bool) -> tuple[bool, ...]:
+    """Each flag, True on every rank when any rank's is set (stop and pause decisions are
+    collective), in one all-reduce."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return flag
-    tensor = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        return flags
+    tensor = torch.tensor([1 if flag else 0 for flag in flags], dtype=torch.int32)
     torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
-    return bool(tensor.item())
+    return tuple(bool(value) for value in tensor.tolist())
 
 
 def _barrier() -> None:
@@ -518,4 +538,11 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-__all__ = ["NullReporter", "Reporter", "TrainingCancelled", "TrainingResult", "train"]
+__all__ = [
+    "NullReporter",
+    "Reporter",
+    "TrainingCancelled",
+    "TrainingPaused",
+    "TrainingResult",
+    "train",
+]

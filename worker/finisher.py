@@ -1,4 +1,5 @@
-"""The end of a job: cancelled, failed with a code that tells whose fault, or succeeded.
+"""The end of a job's run: cancelled, paused (its checkpoint saved; a cancel that came meanwhile
+wins), failed with a code that tells whose fault, or succeeded.
 
 Success is one transaction: adapter row + stored copy + result file + status. The artifact is
 checked first, in this process and without torch (``steering_core.artifact_check``: config,
@@ -56,10 +57,13 @@ def finish_job(
     training: TrainingExit,
     reported_error: ErrorEvent | None,
 ) -> str:
-    """Record how the job ended; returns "cancelled", "succeeded" or "failed"."""
+    """Record how the job's run ended; returns "cancelled", "paused", "succeeded" or
+    "failed"."""
     if training.cancelled or training.returncode == ExitCode.CANCELLED:
         leased.write(jobs_repo.set_status, JobStatus.CANCELLED)
         return "cancelled"
+    if training.returncode == ExitCode.PAUSED:
+        return leased.write(jobs_repo.pause_stopped).value
     if training.returncode == ExitCode.OK:
         try:
             checked = check_artifact(artifact)

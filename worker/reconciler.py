@@ -1,4 +1,6 @@
-"""Jobs whose worker died or whose message was lost: requeue them, or fail them after N tries.
+"""Jobs whose worker died or whose message was lost: requeue them, or fail them after N tries
+(or end them as their owner asked: cancelled, or paused). A paused job holds no lease and no
+message: nothing here touches it until it is resumed.
 
 Safe to run anywhere and often: a duplicate message is harmless because only the lease decides
 who runs a job. The queries and updates are the registry's (``registry.jobs``); this module
@@ -32,6 +34,7 @@ def reconcile_once(
     one more per round."""
     requeued: list[str] = []
     failed: list[str] = []  # failed or, when cancel was requested, cancelled
+    paused: list[str] = []  # asked to pause: paused, not sent (a paused job holds no message)
     with session_scope(settings.resolved_database_url) as session:
         purge_expired_idempotency_keys(session)
         to_send: list[Job] = []  # requeued, then re-sent
@@ -42,6 +45,9 @@ def reconcile_once(
             elif job.attempts >= job.max_attempts:
                 jobs_repo.fail_worker_lost(session, job)
                 failed.append(job.id)
+            elif job.pause_requested:  # its worker died before it could pause the job
+                jobs_repo.pause_expired(session, job)
+                paused.append(job.id)
             else:
                 jobs_repo.requeue_expired(session, job)
                 requeued.append(job.id)
@@ -72,6 +78,18 @@ def reconcile_once(
     if unsent:  # not sent after all: make them stale at once, for the next round
         with session_scope(settings.resolved_database_url) as session:
             jobs_repo.mark_unsent(session, unsent)
-    if requeued or failed or unsent:
-        log.info("reconciler: requeued %s, failed %s, unsent %s", requeued, failed, unsent)
-    return {"requeued": requeued, "failed": failed, "resent": resent, "unsent": unsent}
+    if requeued or failed or paused or unsent:
+        log.info(
+            "reconciler: requeued %s, failed %s, paused %s, unsent %s",
+            requeued,
+            failed,
+            paused,
+            unsent,
+        )
+    return {
+        "requeued": requeued,
+        "failed": failed,
+        "paused": paused,
+        "resent": resent,
+        "unsent": unsent,
+    }

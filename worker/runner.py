@@ -9,8 +9,9 @@ module:
 - claim with a lease (a fencing token; ``leased_job``): a duplicate or re-delivered message finds
   the job held and returns at once; every later registry access is fenced by the token;
 - the engine's spec from the job's row (``training_spec``);
-- the training processes (one per rank, ``launch``) under the lease, stopped on cancel
-  (``supervisor``), its events turned into rows (``recorder``);
+- the training processes (one per rank, ``launch``) under the lease, stopped on cancel, or
+  checkpointed and stopped on pause (``supervisor``), its events turned into rows
+  (``recorder``);
 - the artifact checked in-process, stored and registered with the job's success, or the failure
   recorded with its code (``finisher``).
 
@@ -73,7 +74,7 @@ def run_job(
     wait_seconds: float = ALLOCATION_WAIT_SECONDS,
 ) -> str:
     """Run one job to its end; returns what happened (for logs and tests): "skipped",
-    "unfit", "deferred", "succeeded", "failed", "cancelled" or "lease_lost"."""
+    "unfit", "deferred", "succeeded", "failed", "cancelled", "paused" or "lease_lost"."""
     allocator = allocator or allocator_for(settings)
     need = job_need(settings, job_id)
     if need is None:

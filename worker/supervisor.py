@@ -9,11 +9,14 @@
 - Only rank 0 prints events to stdout; each rank's stderr (and, for ranks other than 0, the
   error event it prints when it fails) goes to ``<job dir>/ranks/``, read back when it ends.
 - :class:`LeaseKeeper` renews the lease from claim to the last write, in its own thread, and
-  flags a cancel request or a lost lease.
+  flags a cancel or pause request or a lost lease.
 - :class:`TrainingSupervisor` hands each JSON line the process prints to a callback (the
   recorder), and stops the whole process group when the keeper raises a flag: SIGTERM on a
   cancel (the engine stops at its next step boundary), SIGKILL after a grace period; SIGKILL at
-  once if following it fails (lease lost, database down past the retry window).
+  once if following it fails (lease lost, database down past the retry window). A pause is
+  asked with a file (``<job dir>/pause-requested``, the engine's ``--pause-file``): the engine
+  saves a checkpoint at its next step boundary and exits ``PAUSED``; no deadline, since the
+  checkpoint is the point of it.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ PR_SET_PDEATHSIG = 1
 # Set by a distributed launcher around the worker; the engine must not think it is one rank.
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 STDERR_LINES_KEPT = 40
+PAUSE_FILE = "pause-requested"  # in the job's directory; the engine checks it at each step
 
 
 class LeaseKeeper(threading.Thread):
     """Renews the job's lease every third of its length, in its own thread: neither a burst of
-    events nor a slow artifact check can let it lapse. Sets ``cancel_requested`` when a cancel
-    arrives and ``lost`` when another worker took over (or the database stayed down)."""
+    events nor a slow artifact check can let it lapse. Sets ``cancel_requested`` or
+    ``pause_requested`` when one arrives and ``lost`` when another worker took over (or the
+    database stayed down)."""
 
     def __init__(self, leased: LeasedJob):
         super().__init__(name=f"lease-{leased.job_id}", daemon=True)
@@ -60,6 +65,7 @@ class LeaseKeeper(threading.Thread):
         self.every = max(0.2, leased.settings.lease_seconds / 3)
         self.stopping = threading.Event()
         self.cancel_requested = threading.Event()
+        self.pause_requested = threading.Event()
         self.lost = threading.Event()
 
     def run(self) -> None:
@@ -75,6 +81,8 @@ class LeaseKeeper(threading.Thread):
                 return
             if renewal.cancel_requested:
                 self.cancel_requested.set()
+            if renewal.pause_requested:
+                self.pause_requested.set()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -123,6 +131,10 @@ class TrainingSupervisor:
     def ranks_dir(self) -> Path:
         return self.job_dir / "ranks"
 
+    @property
+    def pause_file(self) -> Path:
+        return self.job_dir / PAUSE_FILE
+
     def run(self, spec_path: Path, on_event: Callable[[TrainingEvent], None]) -> TrainingExit:
         """Launch and follow the training; ``on_event`` gets each event it prints. If following
         it fails, the process group is killed before the error propagates."""
@@ -144,6 +156,7 @@ class TrainingSupervisor:
     def command(self, spec_path: Path) -> list[str]:
         out = self.job_dir / "run"
         train = ["train", "--spec", str(spec_path), "--out", str(out)]
+        train += ["--pause-file", str(self.pause_file)]
         if (out / "checkpoints").is_dir():  # an earlier attempt saved some: resume
             train.append("--resume")
         if self.launch_plan.processes > 1:
@@ -160,6 +173,7 @@ class TrainingSupervisor:
         env.update(self.launch_plan.environment(self.settings.torch_threads))
         env["PYTHONUNBUFFERED"] = "1"
         shutil.rmtree(self.ranks_dir, ignore_errors=True)  # this attempt's ranks only
+        self.pause_file.unlink(missing_ok=True)  # an earlier attempt's pause is done
         return subprocess.Popen(
             self.command(spec_path),
             stdout=subprocess.PIPE,
@@ -202,6 +216,7 @@ class TrainingSupervisor:
         threading.Thread(target=self._pump_lines, args=(proc.stdout, lines), daemon=True).start()
         threading.Thread(target=self._pump_stderr, args=(proc.stderr,), daemon=True).start()
         kill_at: float | None = None
+        pause_asked = False
         stdout_open = True
         while True:
             now = time.monotonic()
@@ -215,6 +230,10 @@ class TrainingSupervisor:
                 kill_at = now + KILL_GRACE_SECONDS
             if kill_at is not None and now >= kill_at and proc.poll() is None:
                 _kill_group(proc)
+            if self.keeper.pause_requested.is_set() and not pause_asked:
+                log.info("job %s: pause requested, checkpointing and stopping", self.job_id)
+                self.pause_file.touch()
+                pause_asked = True
             try:
                 line = lines.get(timeout=0.2) if stdout_open else None
             except queue.Empty:

@@ -22,5 +22,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("enqueued_at")
+    # In place (SQLite 3.35+): batch mode's copy would drop ``jobs``, and with it, through
+    # ON DELETE CASCADE, every job's events, checkpoints and metrics.
+    op.drop_column("jobs", "enqueued_at")

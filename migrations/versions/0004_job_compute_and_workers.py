@@ -48,5 +48,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("workers")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("compute")
+    # In place (SQLite 3.35+): batch mode's copy would drop ``jobs``, and with it, through
+    # ON DELETE CASCADE, every job's events, checkpoints and metrics.
+    op.drop_column("jobs", "compute")

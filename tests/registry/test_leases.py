@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from registry.db import session_scope
-from registry.errors import Conflict, LeaseLost
+from registry.errors import InvalidJobStatus, LeaseLost
 from registry.jobs import (
     claim_job,
     expired_running_jobs,
@@ -186,13 +186,16 @@ def test_a_cancel_requested_job_cannot_be_claimed(db_url: str) -> None:
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL), ids=str)
-def test_cancelling_a_finished_job_is_a_conflict(db_url: str, terminal: JobStatus) -> None:
+def test_cancelling_a_finished_job_is_refused_naming_its_status(
+    db_url: str, terminal: JobStatus
+) -> None:
     job_id = _queued_job(db_url)
     assert _claim(db_url, job_id, "worker-a") == 1
     with session_scope(db_url) as session:
         set_status(session, get_job(session, job_id), terminal)
-    with session_scope(db_url) as session, pytest.raises(Conflict, match=terminal.value):
+    with session_scope(db_url) as session, pytest.raises(InvalidJobStatus) as refused:
         request_cancel(session, get_job(session, job_id))
+    assert refused.value.status == terminal.value and terminal.value in str(refused.value)
     with session_scope(db_url) as session:
         job = get_job(session, job_id)
         assert job.status == terminal.value

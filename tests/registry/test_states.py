@@ -15,6 +15,7 @@ from registry.models import Job, JobEvent
 from registry.states import (
     ALLOWED,
     TERMINAL,
+    UNLEASED,
     InvalidTransition,
     JobStatus,
     check_transition,
@@ -66,6 +67,8 @@ def _job_in(session: Session, status: JobStatus) -> Job:
         set_status(session, job, JobStatus.FAILED, error={"message": "bad", "code": "x"})
     elif status == JobStatus.CANCELLED:
         set_status(session, job, JobStatus.CANCELLED)
+    elif status == JobStatus.PAUSED:
+        set_status(session, job, JobStatus.PAUSED)
     session.flush()
     assert job.status == status.value
     return job
@@ -105,11 +108,12 @@ def test_set_status_follows_the_state_machine(
         (latest,), _ = list_events(session, job_id, after=None, limit=1)
         assert latest.data == {"status": new.value}
         assert latest.level == "info"
-        if new in TERMINAL:
-            assert utc(job.finished_at) >= before
+        if new in UNLEASED:  # finished, or waiting for a worker: none holds it
             assert job.lease_owner is None
             assert job.lease_expires_at is None
             assert job.estimated_finish is None
+        if new in TERMINAL:
+            assert utc(job.finished_at) >= before
         else:
             assert job.finished_at is None
         if new == JobStatus.RUNNING:

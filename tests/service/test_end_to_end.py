@@ -129,7 +129,7 @@ def test_cancel_a_running_job(tmp_path: Path) -> None:
         alive = subprocess.run(["pgrep", "-f", spec], capture_output=True, text=True)
         assert alive.stdout.strip() == "", "the training subprocess outlived the cancel"
         again = service.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
-        assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+        assert again.status_code == 400 and again.json()["error"]["code"] == "invalid_job_status"
 
 
 def test_two_workers_six_jobs_each_runs_once(tmp_path: Path) -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from registry import files as files_repo
+from registry import storage
 from registry.db import session_scope
 from registry.jobs import get_job, list_events
 from registry.models import Job, JobEvent
+from registry.settings import Settings
 from tests.db_fixtures import add_file, add_job
 from tests.registry.helpers import new_tenant
+from tests.steering_core.train_helpers import write_sums
+from worker.runner import run_job
 
 
 def queued_job(url: str, **overrides: object) -> str:
@@ -35,3 +43,38 @@ def events_of(url: str, job_id: str) -> list[JobEvent]:
         events, has_more = list_events(session, job_id, after=None, limit=1000, newest_first=False)
     assert not has_more
     return events
+
+
+def uploaded_job(settings: Settings, tmp_path: Path, **hyperparameters: object) -> str:
+    """A queued job on tiny-llama over an uploaded (content-addressed) copy of 48 sums."""
+    data = write_sums(tmp_path / "sums.jsonl").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    temp = settings.files_dir / "upload.tmp"
+    temp.write_bytes(data)
+    with session_scope(settings.resolved_database_url) as session:
+        path = storage.content_path(sha, ".jsonl")
+        storage.place_content(session, settings.files_dir, temp, path)
+        file = files_repo.create_file(
+            session,
+            tenant_id="default",
+            filename="sums.jsonl",
+            purpose="fine-tune",
+            bytes=len(data),
+            sha256=sha,
+            storage_path=path,
+            status="processed",
+        )
+        hyper = hyperparameters or {"n_epochs": 2, "batch_size": 4, "learning_rate": 0.01}
+        return add_job(session, "default", file.id, hyperparameters=hyper).id
+
+
+def run_in_thread(
+    settings: Settings, job_id: str, owner: str
+) -> tuple[threading.Thread, dict[str, str]]:
+    """``run_job`` in a thread of its own; the dict gets its ``result``."""
+    outcome: dict[str, str] = {}
+    thread = threading.Thread(
+        target=lambda: outcome.update(result=run_job(settings, job_id, owner)), daemon=True
+    )
+    thread.start()
+    return thread, outcome

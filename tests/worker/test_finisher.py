@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
 from registry.db import session_scope
-from registry.errors import Conflict
-from registry.jobs import get_job, request_cancel
+from registry.errors import InvalidJobStatus
+from registry.jobs import get_job, request_cancel, request_pause
 from registry.models import Adapter, File
 from registry.progress import record_progress
 from registry.settings import Settings
@@ -292,7 +292,7 @@ def test_a_cancel_after_the_success_is_refused(
     assert finish_job(worker_settings, leased, artifacts["post_block"], SUCCEEDED, None) == (
         "succeeded"
     )
-    with session_scope(leased.url) as session, pytest.raises(Conflict):
+    with session_scope(leased.url) as session, pytest.raises(InvalidJobStatus, match="succeeded"):
         request_cancel(session, get_job(session, leased.job_id))
 
 
@@ -395,3 +395,48 @@ def test_a_cancelled_run_cancels_the_job(
     assert finish_job(worker_settings, leased, tmp_path, training, None) == "cancelled"
     job = job_row(leased.url, leased.job_id)
     assert (job.status, job.error, job.lease_owner) == ("cancelled", None, None)
+
+
+PAUSED = TrainingExit(returncode=ExitCode.PAUSED, cancelled=False, stderr_tail=[])
+
+
+def _request_pause(leased: LeasedJob) -> None:
+    with session_scope(leased.url) as session:
+        request_pause(session, get_job(session, leased.job_id))
+
+
+def test_a_paused_run_pauses_the_job_and_releases_its_lease(
+    worker_settings: Settings, leased: LeasedJob, tmp_path: Path
+) -> None:
+    _request_pause(leased)
+    assert finish_job(worker_settings, leased, tmp_path, PAUSED, None) == "paused"
+    job = job_row(leased.url, leased.job_id)
+    assert (job.status, job.pause_requested, job.lease_owner, job.error) == (
+        "paused",
+        False,
+        None,
+        None,
+    )
+    assert _adapters(leased.url) == []
+
+
+def test_a_cancel_during_the_pause_wins(
+    worker_settings: Settings, leased: LeasedJob, tmp_path: Path
+) -> None:
+    _request_pause(leased)
+    with session_scope(leased.url) as session:
+        request_cancel(session, get_job(session, leased.job_id))
+    assert finish_job(worker_settings, leased, tmp_path, PAUSED, None) == "cancelled"
+    assert job_row(leased.url, leased.job_id).status == "cancelled"
+
+
+def test_a_run_that_ended_before_its_pause_succeeds(
+    artifacts: dict[str, Path], worker_settings: Settings, leased: LeasedJob
+) -> None:
+    """Asked to pause at its last step, the engine finishes: the job succeeds, not paused."""
+    _request_pause(leased)
+    assert finish_job(worker_settings, leased, artifacts["post_block"], SUCCEEDED, None) == (
+        "succeeded"
+    )
+    job = job_row(leased.url, leased.job_id)
+    assert (job.status, job.pause_requested) == ("succeeded", False)

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from registry.db import session_scope
-from registry.jobs import claim_job, get_job, request_cancel, set_status
+from registry.jobs import (
+    PAUSED_LOST_MESSAGE,
+    claim_job,
+    get_job,
+    pause_stopped,
+    request_cancel,
+    request_pause,
+    set_status,
+)
 from registry.settings import Settings
 from registry.states import JobStatus
 from tests.registry.helpers import aware, utc
@@ -29,7 +37,13 @@ LONG_AGO = timedelta(hours=2)  # well past STALE_AFTER
 REQUEUED_MESSAGE = (
     "The worker stopped responding; the job was requeued and resumes from its last checkpoint"
 )
-NOTHING: dict[str, list[str]] = {"requeued": [], "failed": [], "resent": [], "unsent": []}
+NOTHING: dict[str, list[str]] = {
+    "requeued": [],
+    "failed": [],
+    "paused": [],
+    "resent": [],
+    "unsent": [],
+}
 
 Sent = list[tuple[str, str]]
 
@@ -131,6 +145,7 @@ def test_an_expired_lease_with_attempts_left_is_requeued_and_sent_once(
     assert reconcile_once(settings, enqueue) == {
         "requeued": [job_id],
         "failed": [],
+        "paused": [],
         "resent": [],
         "unsent": [],
     }
@@ -173,6 +188,7 @@ def test_an_expired_lease_on_the_last_attempt_fails_the_job_as_worker_lost(
     assert reconcile_once(settings, enqueue) == {
         "requeued": [],
         "failed": [job_id],
+        "paused": [],
         "resent": [],
         "unsent": [],
     }
@@ -215,6 +231,7 @@ def test_an_expired_lease_on_a_job_being_cancelled_cancels_it(
     assert reconcile_once(settings, enqueue) == {
         "requeued": [],
         "failed": [job_id],
+        "paused": [],
         "resent": [],
         "unsent": [],
     }
@@ -236,6 +253,59 @@ def test_an_expired_lease_on_a_job_being_cancelled_cancels_it(
 
     assert reconcile_once(settings, enqueue) == NOTHING
     assert sent == []
+
+
+def test_an_expired_lease_on_a_job_being_paused_pauses_it_without_a_message(
+    settings: Settings, db_url: str, enqueue: Callable[[str, str], object], sent: Sent
+) -> None:
+    job_id = _queued_job(db_url, max_attempts=3)
+    _age(db_url, job_id, created=LONG_AGO)
+    assert _claim(db_url, job_id, "worker-a") == 1
+    with session_scope(db_url) as session:
+        request_pause(session, get_job(session, job_id))
+    _expire_lease(db_url, job_id)  # the worker died before it saw the flag
+    events_before = len(_events(db_url, job_id))
+
+    assert reconcile_once(settings, enqueue) == {**NOTHING, "paused": [job_id]}
+
+    assert sent == []
+    job = _job(db_url, job_id)
+    assert (job.status, job.pause_requested, job.attempts) == ("paused", False, 1)
+    assert (job.lease_owner, job.lease_expires_at, job.finished_at) == (None, None, None)
+    new_events = _events(db_url, job_id)[events_before:]
+    assert [(e.message, e.data) for e in new_events] == [
+        ("The job was paused", {"status": "paused"}),
+        (PAUSED_LOST_MESSAGE, None),
+    ]
+
+
+def test_a_paused_job_is_neither_lost_nor_sent_again(
+    settings: Settings, db_url: str, enqueue: Callable[[str, str], object], sent: Sent
+) -> None:
+    """Paused long ago (queued, or by its worker): no lease, no message, nothing to repair."""
+    paused_queued = _queued_job(db_url)
+    paused_running = _queued_job(db_url)
+    for job_id in (paused_queued, paused_running):
+        _age(db_url, job_id, created=LONG_AGO, enqueued=LONG_AGO)
+    assert _claim(db_url, paused_running, "worker-a", lease_seconds=0.01) == 1
+    with session_scope(db_url) as session:
+        request_pause(session, get_job(session, paused_queued))
+        request_pause(session, get_job(session, paused_running))
+        pause_stopped(session, get_job(session, paused_running))
+
+    assert reconcile_once(settings, enqueue) == NOTHING
+    assert sent == []
+    assert {_job(db_url, j).status for j in (paused_queued, paused_running)} == {"paused"}
+
+
+def test_a_job_being_paused_on_its_last_attempt_fails_as_worker_lost(
+    settings: Settings, db_url: str, enqueue: Callable[[str, str], object], sent: Sent
+) -> None:
+    job_id = _dead_worker_job(db_url, attempts=2, max_attempts=2)
+    with session_scope(db_url) as session:
+        get_job(session, job_id).pause_requested = True
+    assert reconcile_once(settings, enqueue) == {**NOTHING, "failed": [job_id]}
+    assert _job(db_url, job_id).status == "failed"
 
 
 def test_a_running_job_with_a_valid_lease_is_left_alone(
@@ -325,6 +395,7 @@ def test_a_resent_job_is_sent_again_each_time_its_message_goes_stale(
     assert reconcile_once(settings, enqueue) == {
         "requeued": [],
         "failed": [],
+        "paused": [],
         "resent": [job_id],
         "unsent": [],
     }
@@ -337,6 +408,7 @@ def test_a_resent_job_is_sent_again_each_time_its_message_goes_stale(
     assert reconcile_once(settings, enqueue) == {
         "requeued": [],
         "failed": [],
+        "paused": [],
         "resent": [job_id],
         "unsent": [],
     }
@@ -366,7 +438,13 @@ def test_a_failing_send_keeps_the_round_and_sends_again_next_round(
     result = reconcile_once(settings, broker_down)
     # every send is tried, each failure on its own; the round reports what did not go out
     assert attempted == [(dead, "cpu"), (lost, "cpu")]
-    assert result == {"requeued": [dead], "failed": [], "resent": [lost], "unsent": [dead, lost]}
+    assert result == {
+        "requeued": [dead],
+        "failed": [],
+        "paused": [],
+        "resent": [lost],
+        "unsent": [dead, lost],
+    }
     # the database changes were committed: the requeue is not lost...
     job = _job(db_url, dead)
     assert job.status == JobStatus.QUEUED.value

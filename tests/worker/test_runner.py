@@ -4,7 +4,6 @@ cancel and on a lost lease. (The service tests run the same through Celery worke
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import threading
@@ -16,14 +15,12 @@ import pytest
 from sqlalchemy import select
 
 from registry import files as files_repo
-from registry import storage
 from registry.db import session_scope
 from registry.jobs import get_job, request_cancel
 from registry.models import Adapter, Checkpoint
 from registry.settings import Settings
-from tests.db_fixtures import add_job, dispose_engine, migrated, sqlite_url
-from tests.steering_core.train_helpers import write_sums
-from tests.worker.helpers import events_of, expire_lease, job_row
+from tests.db_fixtures import dispose_engine, migrated, sqlite_url
+from tests.worker.helpers import events_of, expire_lease, job_row, run_in_thread, uploaded_job
 from worker.leased_job import LeasedJob
 from worker.runner import run_job
 
@@ -47,35 +44,11 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
 
 
 def _job(settings: Settings, tmp_path: Path, **hyperparameters: object) -> str:
-    """A queued job on an uploaded (content-addressed) copy of 48 sums."""
-    data = write_sums(tmp_path / "sums.jsonl").read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    temp = settings.files_dir / "upload.tmp"
-    temp.write_bytes(data)
-    with session_scope(settings.resolved_database_url) as session:
-        path = storage.content_path(sha, ".jsonl")
-        storage.place_content(session, settings.files_dir, temp, path)
-        file = files_repo.create_file(
-            session,
-            tenant_id="default",
-            filename="sums.jsonl",
-            purpose="fine-tune",
-            bytes=len(data),
-            sha256=sha,
-            storage_path=path,
-            status="processed",
-        )
-        hyper = hyperparameters or {"n_epochs": 2, "batch_size": 4, "learning_rate": 0.01}
-        return add_job(session, "default", file.id, hyperparameters=hyper).id
+    return uploaded_job(settings, tmp_path, **hyperparameters)
 
 
 def _in_thread(settings: Settings, job_id: str) -> tuple[threading.Thread, dict[str, str]]:
-    outcome: dict[str, str] = {}
-    thread = threading.Thread(
-        target=lambda: outcome.update(result=run_job(settings, job_id, OWNER)), daemon=True
-    )
-    thread.start()
-    return thread, outcome
+    return run_in_thread(settings, job_id, OWNER)
 
 
 def _wait_for_a_step(settings: Settings, job_id: str, thread: threading.Thread) -> None:
