@@ -1,6 +1,6 @@
 """The dashboard: a static single-page app served by the API itself.
 
-``GET /dashboard`` answers ``api/dashboard/index.html``; its script and style sheet are served
+``GET /dashboard`` answers ``api/dashboard/index.html``; its scripts and style sheet are served
 under ``/dashboard/static/``. Neither needs an API key: the page's own data calls carry it
 (``Authorization: Bearer``, from a field the page stores in ``localStorage``). Nothing here is in
 the OpenAPI schema.
