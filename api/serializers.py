@@ -7,12 +7,14 @@ from typing import Any
 
 from api.schemas import (
     AdapterObject,
+    CheckpointMetrics,
     CheckpointObject,
     EventObject,
     FileObject,
     JobError,
     JobObject,
 )
+from registry.checkpoints import checkpoint_model_id
 from registry.models import Adapter, Checkpoint, File, Job, JobEvent
 from steering_core.spec import Hyperparameters, resolve_hyperparameters
 
@@ -93,13 +95,15 @@ def event_object(row: JobEvent) -> EventObject:
     )
 
 
-def checkpoint_object(row: Checkpoint) -> CheckpointObject:
+def checkpoint_object(row: Checkpoint, metrics: dict[str, Any]) -> CheckpointObject:
+    """``metrics``: the checkpoint's, read from the job's metric rows at its step
+    (``registry.checkpoints.metrics_at_steps``)."""
     return CheckpointObject(
         id=row.id,
         created_at=unix(row.created_at) or 0,
-        fine_tuned_model_checkpoint=f"{row.job_id}:ckpt-step-{row.step}",
+        fine_tuned_model_checkpoint=checkpoint_model_id(row.job_id, row.step),
         fine_tuning_job_id=row.job_id,
-        metrics=row.metrics or {},
+        metrics=CheckpointMetrics.model_validate(metrics),
         step_number=row.step,
     )
 

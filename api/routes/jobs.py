@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response
 
 from api import streams
 from api.broker import enqueue_job
 from api.deps import get_app_settings, get_tenant, threaded
 from api.schemas import JobCreate, JobObject, ListObject
 from api.serializers import checkpoint_object, event_object, job_object
+from api.services import checkpoints as checkpoint_service
 from api.services import idempotency
 from api.services import jobs as service
+from registry import checkpoints as checkpoints_repo
 from registry import jobs as repo
 from registry import progress
 from registry.db import session_scope
@@ -76,6 +79,35 @@ def cancel(
         return job_object(job)
 
 
+@router.post("/{job_id}/pause", response_model=JobObject)
+@threaded
+def pause(
+    job_id: str,
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> JobObject:
+    """A queued job is paused at once; a running one stays ``running`` until its worker has
+    saved a checkpoint at the next step boundary and released it (then ``paused``)."""
+    with session_scope(settings.resolved_database_url) as session:
+        job = repo.request_pause(session, repo.get_job(session, job_id, tenant))
+        return job_object(job)
+
+
+@router.post("/{job_id}/resume", response_model=JobObject)
+@threaded
+def resume(
+    job_id: str,
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> JobObject:
+    """A paused job is queued again; it continues from the checkpoint it was paused at."""
+    with session_scope(settings.resolved_database_url) as session:
+        job = repo.resume_job(session, repo.get_job(session, job_id, tenant))
+        answer, queue = job_object(job), job.queue
+    service.send_job(settings, job_id, queue)  # committed: a worker finds it queued
+    return answer
+
+
 @router.get("/{job_id}/events")
 async def events(
     request: Request,
@@ -133,4 +165,24 @@ def checkpoints(
     with session_scope(settings.resolved_database_url) as session:
         repo.get_job(session, job_id, tenant)
         rows, more = progress.list_checkpoints(session, job_id, after=after, limit=limit)
-        return ListObject.page([checkpoint_object(r) for r in rows], more)
+        metrics = checkpoints_repo.metrics_at_steps(session, job_id, [r.step for r in rows])
+        return ListObject.page([checkpoint_object(r, metrics[r.step]) for r in rows], more)
+
+
+@router.get("/{job_id}/checkpoints/{checkpoint}/content")
+@threaded
+def checkpoint_content(
+    job_id: str,
+    checkpoint: str,
+    file: str | None = None,
+    settings: Settings = Depends(get_app_settings),
+    tenant: str = Depends(get_tenant),
+) -> Response:
+    """A checkpoint's adapter artifact (``checkpoint``: its id, or its
+    ``fine_tuned_model_checkpoint`` ``<job id>:ckpt-step-N``) as one ``.tar.gz``, or one file of
+    it with ``?file=NAME``, each file checked against its recorded sha256 first."""
+    with session_scope(settings.resolved_database_url) as session:
+        job = repo.get_job(session, job_id, tenant)
+        row = checkpoints_repo.get_checkpoint(session, job, checkpoint)
+        artifact = checkpoints_repo.checkpoint_artifact(job, row)
+    return checkpoint_service.content_response(artifact, file)

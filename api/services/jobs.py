@@ -1,5 +1,5 @@
 """Creating jobs: the OpenAI method block -> the core's method config, checked against the
-model before anything is stored."""
+model before anything is stored; sending a (resumed) job's message."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from api.broker import enqueue_job
 from api.errors import ApiError, error_param
 from api.schemas import JobCreate
 from api.services.compute import check_compute, compute_request
 from registry import files as files_repo
 from registry import jobs as jobs_repo
 from registry import quotas, workers
+from registry.db import session_scope
 from registry.errors import NotFound
 from registry.models import Job
 from registry.queueing import queue_for
@@ -147,3 +149,11 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
     if admitted.verdict == "warn":
         jobs_repo.add_event(session, job.id, admitted.message, level="warning")
     return job
+
+
+def send_job(settings: Settings, job_id: str, queue: str) -> None:
+    """Send the committed job's message; if the broker cannot take it, mark the job unsent so
+    the reconciler's next round sends it."""
+    if not enqueue_job(settings, job_id, queue):
+        with session_scope(settings.resolved_database_url) as session:
+            jobs_repo.mark_unsent(session, [job_id])

@@ -405,6 +405,9 @@ def test_bad_text_in_every_upload_field(db_api: Api) -> None:
 PATH_ROUTES: list[tuple[str, str]] = [
     ("GET", "/v1/fine_tuning/jobs/{id}"),
     ("POST", "/v1/fine_tuning/jobs/{id}/cancel"),
+    ("POST", "/v1/fine_tuning/jobs/{id}/pause"),
+    ("POST", "/v1/fine_tuning/jobs/{id}/resume"),
+    ("GET", "/v1/fine_tuning/jobs/{id}/checkpoints/{id}:ckpt-step-1/content"),
     ("GET", "/v1/fine_tuning/jobs/{id}/events"),
     ("GET", "/v1/fine_tuning/jobs/{id}/checkpoints"),
     ("GET", "/v1/fine_tuning/jobs/{id}/metrics"),

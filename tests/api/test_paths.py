@@ -38,6 +38,7 @@ def seeded(api: Api) -> Api:
 @pytest.mark.parametrize("attempt", ATTEMPTS)
 def test_traversal_in_ids_is_a_plain_not_found(seeded: Api, attempt: str) -> None:
     root = seeded.settings.data_dir.parent
+    job_id = seeded.get_json(JOBS)["data"][0]["id"]
     before = _tree(root)
     for path in (
         f"{FILES}/{attempt}",
@@ -45,6 +46,8 @@ def test_traversal_in_ids_is_a_plain_not_found(seeded: Api, attempt: str) -> Non
         f"{JOBS}/{attempt}",
         f"{JOBS}/{attempt}/events",
         f"{JOBS}/{attempt}/checkpoints",
+        f"{JOBS}/{attempt}/checkpoints/{attempt}/content",
+        f"{JOBS}/{job_id}/checkpoints/{attempt}/content",
         f"/v1/adapters/{attempt}",
         f"/v1/adapters/{attempt}/content",
     ):
@@ -56,6 +59,8 @@ def test_traversal_in_ids_is_a_plain_not_found(seeded: Api, attempt: str) -> Non
     for response in (
         seeded.client.delete(f"{FILES}/{attempt}"),
         seeded.client.post(f"{JOBS}/{attempt}/cancel"),
+        seeded.client.post(f"{JOBS}/{attempt}/pause"),
+        seeded.client.post(f"{JOBS}/{attempt}/resume"),
         seeded.client.delete(f"/v1/adapters/{attempt}"),
     ):
         assert_client_error(response)
