@@ -62,7 +62,7 @@ def finish_job(
     if training.cancelled or training.returncode == ExitCode.CANCELLED:
         leased.write(jobs_repo.set_status, JobStatus.CANCELLED)
         return "cancelled"
-    if training.returncode == ExitCode.PAUSED:
+    if training.paused or training.returncode == ExitCode.PAUSED:
         return leased.write(jobs_repo.pause_stopped).value
     if training.returncode == ExitCode.OK:
         try:

@@ -40,7 +40,7 @@ from typing import IO
 
 from registry.errors import LeaseLost
 from registry.settings import Settings
-from steering_core.events import ErrorEvent, TrainingEvent, parse_event
+from steering_core.events import EndEvent, ErrorEvent, TrainingEvent, parse_event
 from worker.launch import RankLaunch
 from worker.leased_job import LeasedJob
 
@@ -96,6 +96,9 @@ class TrainingExit:
     returncode: int
     cancelled: bool  # the supervisor stopped it because the job's cancel was requested
     stderr_tail: list[str]  # its last lines of stderr (the launcher's, with several ranks)
+    # The engine reported its end as paused, its checkpoint saved: with several ranks the
+    # launcher's exit code is torchrun's failure (each rank exits PAUSED), not the engine's.
+    paused: bool = False
     world_size: int = 1
     rank_errors: dict[int, ErrorEvent] = field(default_factory=dict)  # ranks other than 0
     rank_stderr: dict[int, list[str]] = field(default_factory=dict)  # each rank's last lines
@@ -126,6 +129,7 @@ class TrainingSupervisor:
         self.launch_plan = launch or RankLaunch(processes=1)
         self.job_id = keeper.leased.job_id
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
+        self.ended_paused = False
 
     @property
     def ranks_dir(self) -> Path:
@@ -148,6 +152,7 @@ class TrainingSupervisor:
             returncode,
             cancelled,
             list(self.stderr_tail),
+            paused=self.ended_paused,
             world_size=self.launch_plan.processes,
             rank_errors=self._rank_errors(),
             rank_stderr=self._rank_stderr(),
@@ -245,6 +250,8 @@ class TrainingSupervisor:
                 time.sleep(0.1)
                 continue
             event = parse_event(line) if line else None
+            if isinstance(event, EndEvent) and event.status == "paused":
+                self.ended_paused = True
             if event is not None:
                 on_event(event)
 

@@ -45,8 +45,15 @@ def events_of(url: str, job_id: str) -> list[JobEvent]:
     return events
 
 
-def uploaded_job(settings: Settings, tmp_path: Path, **hyperparameters: object) -> str:
-    """A queued job on tiny-llama over an uploaded (content-addressed) copy of 48 sums."""
+def uploaded_job(
+    settings: Settings,
+    tmp_path: Path,
+    *,
+    compute: dict[str, object] | None = None,
+    **hyperparameters: object,
+) -> str:
+    """A queued job on tiny-llama over an uploaded (content-addressed) copy of 48 sums
+    (``compute``: the stored, normalised compute block; one process without it)."""
     data = write_sums(tmp_path / "sums.jsonl").read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     temp = settings.files_dir / "upload.tmp"
@@ -65,7 +72,8 @@ def uploaded_job(settings: Settings, tmp_path: Path, **hyperparameters: object) 
             status="processed",
         )
         hyper = hyperparameters or {"n_epochs": 2, "batch_size": 4, "learning_rate": 0.01}
-        return add_job(session, "default", file.id, hyperparameters=hyper).id
+        extra = {} if compute is None else {"compute": compute}
+        return add_job(session, "default", file.id, hyperparameters=hyper, **extra).id
 
 
 def run_in_thread(

@@ -405,11 +405,20 @@ def _request_pause(leased: LeasedJob) -> None:
         request_pause(session, get_job(session, leased.job_id))
 
 
+@pytest.mark.parametrize(
+    "training",
+    [
+        PAUSED,
+        # several ranks: torchrun's own failure code, the engine's end event said "paused"
+        TrainingExit(returncode=1, cancelled=False, stderr_tail=[], paused=True, world_size=2),
+    ],
+    ids=["exit-code", "end-event"],
+)
 def test_a_paused_run_pauses_the_job_and_releases_its_lease(
-    worker_settings: Settings, leased: LeasedJob, tmp_path: Path
+    worker_settings: Settings, leased: LeasedJob, tmp_path: Path, training: TrainingExit
 ) -> None:
     _request_pause(leased)
-    assert finish_job(worker_settings, leased, tmp_path, PAUSED, None) == "paused"
+    assert finish_job(worker_settings, leased, tmp_path, training, None) == "paused"
     job = job_row(leased.url, leased.job_id)
     assert (job.status, job.pause_requested, job.lease_owner, job.error) == (
         "paused",

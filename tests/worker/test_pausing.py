@@ -18,6 +18,7 @@ from registry.jobs import get_job, request_pause, resume_job
 from registry.models import Checkpoint, JobEvent
 from registry.progress import metrics_of
 from registry.settings import Settings
+from steering_core.compute import ComputeRequest
 from tests.db_fixtures import dispose_engine, migrated, sqlite_url
 from tests.worker.helpers import events_of, job_row, run_in_thread, uploaded_job
 from worker.runner import run_job
@@ -122,3 +123,49 @@ def test_a_paused_job_lets_its_worker_go_and_resumes_from_its_checkpoint(
     job = job_row(url, job_id)
     assert (job.status, job.attempts, job.current_step) == ("succeeded", 2, total)
     assert job.fine_tuned_model is not None
+
+
+@pytest.mark.slow
+def test_a_two_rank_job_pauses_on_every_rank_and_resumes(tmp_path: Path) -> None:
+    """torchrun ends with its own failure code when the ranks exit paused: the engine's end
+    event tells the pause. Both ranks stop at the same step boundary, after the checkpoint."""
+    url = migrated(sqlite_url(tmp_path))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        lease_seconds=0.9,
+        checkpoint_every_n_steps=4,
+        torch_threads=1,
+        worker_cpu_slots=2,
+    )
+    settings.ensure_dirs()
+    compute = ComputeRequest.model_validate(
+        {"processes": 2, "deepspeed": {"zero_stage": 2}}
+    ).normalised()
+    try:
+        job_id = uploaded_job(settings, tmp_path, compute=compute, **HYPERPARAMETERS)
+        thread, outcome = run_in_thread(settings, job_id, OWNER)
+        wait_until_running(url, job_id, thread)
+        with session_scope(url) as session:
+            request_pause(session, get_job(session, job_id))
+        thread.join(timeout=120)
+        assert outcome == {"result": "paused"}
+        job = job_row(url, job_id)
+        assert job.status == "paused" and job.compute is not None
+        assert job.compute["world_size"] == 2
+        paused_at = job.current_step
+        assert paused_at is not None and job.total_steps is not None
+        assert 1 <= paused_at < job.total_steps
+        spec = settings.jobs_dir / job_id / "spec.json"
+        processes = subprocess.run(["pgrep", "-f", str(spec)], capture_output=True, text=True)
+        assert processes.stdout == "", "a rank outlived the pause"
+
+        with session_scope(url) as session:
+            resume_job(session, get_job(session, job_id))
+        assert run_job(settings, job_id, "worker-next") == "succeeded"
+        events = events_of(url, job_id)
+        resumed = [e.message for e in events].index("The job was resumed")
+        _, trained = _trained_steps_after(events, resumed)
+        assert trained == list(range(paused_at + 1, job.total_steps + 1))
+    finally:
+        dispose_engine(url)
