@@ -19,9 +19,10 @@ from api.serializers import adapter_object, unix
 from api.services import adapters as service
 from api.services.adapter_layers import adapter_layers as describe
 from registry import adapters as repo
+from registry import checkpoints as checkpoints_repo
 from registry.db import session_scope
 from registry.errors import NotFound
-from registry.models import Adapter
+from registry.models import Adapter, Checkpoint
 from registry.settings import Settings
 from steering_core.errors import ArtifactError
 
@@ -241,10 +242,24 @@ def retrieve_model(
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> ModelObject:
-    """A base model, or one of the caller's adapters by id or ``name@version``."""
+    """A base model, one of the caller's adapters by id or ``name@version``, or a checkpoint
+    of one of the caller's jobs (``ftjob-…:ckpt-step-N``)."""
     if model in settings.models:
         return _base_model(model)
     try:
+        if checkpoints_repo.parse_checkpoint_model_id(model) is not None:
+            with session_scope(settings.resolved_database_url) as session:
+                found = checkpoints_repo.resolve_checkpoint_model(session, model, tenant)
+                checkpoint = session.get(Checkpoint, found.id)
+                created = unix(checkpoint.created_at) if checkpoint is not None else None
+            return ModelObject(
+                id=found.model_id,
+                created=created or 0,
+                owned_by=tenant,
+                kind="checkpoint",
+                base_model=found.base_model,
+                method=found.method,
+            )
         return _adapter_model(_adapter(settings, model, tenant))
     except NotFound as exc:
         raise _model_not_found(model) from exc

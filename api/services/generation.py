@@ -28,6 +28,7 @@ from api.completion_schemas import ChatCompletionCreate, CompletionCreate
 from api.errors import ApiError
 from api.services.adapters import check_stored_files
 from registry import adapters as adapters_repo
+from registry import checkpoints as checkpoints_repo
 from registry.errors import NotFound
 from registry.settings import Settings
 from steering_core.errors import ConfigValidationError
@@ -86,27 +87,55 @@ def _not_found(reference: str, param: str) -> ApiError:
 def _stored(
     session: Session, settings: Settings, tenant: str, reference: str, param: str
 ) -> StoredAdapter:
-    try:
-        row = adapters_repo.get_adapter(session, reference, tenant)
-    except NotFound:
-        raise _not_found(reference, param) from None
-    if row.base_model not in settings.models:
+    """An adapter by id or ``name@version``, or a job's checkpoint by its model id
+    (``ftjob-…:ckpt-step-N``)."""
+    if checkpoints_repo.parse_checkpoint_model_id(reference) is not None:
+        stored = _checkpoint(session, tenant, reference, param)
+    else:
+        try:
+            row = adapters_repo.get_adapter(session, reference, tenant)
+        except NotFound:
+            raise _not_found(reference, param) from None
+        stored = StoredAdapter(
+            id=row.id,
+            reference=reference,
+            param=param,
+            base_model=row.base_model,
+            method=str((row.method or {}).get("type", "")),
+            sha256=row.sha256,
+            directory=settings.adapters_dir / row.storage_path,
+            files=dict(row.files),
+        )
+    if stored.base_model not in settings.models:
         raise ApiError(
             400,
-            f"adapter {reference!r} was trained on {row.base_model!r}, which this server no "
+            f"adapter {reference!r} was trained on {stored.base_model!r}, which this server no "
             f"longer serves (serving {settings.models})",
             param=param,
             code="model_not_found",
         )
+    return stored
+
+
+def _checkpoint(session: Session, tenant: str, reference: str, param: str) -> StoredAdapter:
+    try:
+        found = checkpoints_repo.resolve_checkpoint_model(session, reference, tenant)
+    except NotFound as exc:
+        raise ApiError(
+            404,
+            f"The model {reference!r} does not exist: {exc}",
+            param=param,
+            code="model_not_found",
+        ) from None
     return StoredAdapter(
-        id=row.id,
+        id=found.id,
         reference=reference,
         param=param,
-        base_model=row.base_model,
-        method=str((row.method or {}).get("type", "")),
-        sha256=row.sha256,
-        directory=settings.adapters_dir / row.storage_path,
-        files=dict(row.files),
+        base_model=found.base_model,
+        method=found.method,
+        sha256=found.sha256,
+        directory=found.directory,
+        files=dict(found.files),
     )
 
 

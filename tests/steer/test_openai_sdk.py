@@ -19,8 +19,10 @@ from openai.types.fine_tuning import FineTuningJob
 from registry.checkpoints import resolve_checkpoint_model
 from registry.db import session_scope
 from steering_core.artifact_check import check_artifact
+from steering_core.evaluate import generate_greedy
+from steering_core.inference import encode_text
 from steering_core.io import load_artifact
-from steering_core.models import load_model
+from steering_core.models import load_model, load_tokenizer
 from tests.api.conftest import running_api
 from tests.api.helpers import VALID_JSONL, Api
 from tests.steering_core.train_helpers import write_sums
@@ -237,6 +239,24 @@ def test_a_running_job_paused_and_resumed_continues_from_its_checkpoint(
     assert check_artifact(artifact.directory).config.method.type == "post_block"
     attached = load_artifact(load_model("tiny-llama"), artifact.directory, check_content_hash=True)
     assert attached.steering is not None
+
+    # ... and is a model: read, and generated with, as its job's adapter is.
+    read = client.models.retrieve(model_id)
+    assert (read.id, read.model_extra["kind"], read.model_extra["base_model"]) == (
+        model_id,
+        "checkpoint",
+        "tiny-llama",
+    )
+    prompt = "3+4="
+    answer = client.completions.create(model=model_id, prompt=prompt, max_tokens=4, temperature=0)
+    tokenizer = load_tokenizer("tiny-llama")
+    ids = encode_text(tokenizer, prompt)
+    expected = generate_greedy(attached.model, tokenizer, [ids], max_new_tokens=4)[0]
+    assert answer.choices[0].text == expected
+    base = client.completions.create(model="tiny-llama", prompt=prompt, max_tokens=4, temperature=0)
+    assert base.choices[0].text != expected  # the checkpoint's steering is what changed it
+    with pytest.raises(openai.NotFoundError, match="ckpt-step-3"):
+        client.completions.create(model=f"{job.id}:ckpt-step-3", prompt=prompt, max_tokens=1)
 
     # A finished job: each refusal is a 400 naming its status, sent once (not retried).
     for action in ("cancel", "pause", "resume"):
