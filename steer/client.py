@@ -126,6 +126,12 @@ class SteerClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/fine_tuning/jobs/{job_id}/cancel")
 
+    def pause_job(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/fine_tuning/jobs/{job_id}/pause")
+
+    def resume_job(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/fine_tuning/jobs/{job_id}/resume")
+
     def list_events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first, as OpenAI lists them."""
         path = f"/v1/fine_tuning/jobs/{job_id}/events"

@@ -268,9 +268,24 @@ def jobs_cancel(job_id: str, url: URL = None, api_key: KEY = None) -> None:
     say(console, "", f"{job['id']}: {job['status']}")
 
 
+@jobs_app.command("pause")
+def jobs_pause(job_id: str, url: URL = None, api_key: KEY = None) -> None:
+    """Pause the job: a running job saves a checkpoint at its next step and frees its worker."""
+    job = _client(url, api_key).pause_job(job_id)
+    say(console, "", f"{job['id']}: {job['status']}")
+
+
+@jobs_app.command("resume")
+def jobs_resume(job_id: str, url: URL = None, api_key: KEY = None) -> None:
+    """Queue a paused job again; it continues from the checkpoint it was paused at."""
+    job = _client(url, api_key).resume_job(job_id)
+    say(console, "", f"{job['id']}: {job['status']}")
+
+
 @jobs_app.command("watch")
 def jobs_watch(job_id: str, url: URL = None, api_key: KEY = None) -> None:
-    """Live progress until the job ends; exit code 0 succeeded, 1 failed, 3 cancelled."""
+    """Live progress until the job ends (a paused job is followed until it is resumed and
+    ends); exit code 0 succeeded, 1 failed, 3 cancelled."""
     raise typer.Exit(watch_job(_client(url, api_key), job_id, console, errors))
 
 

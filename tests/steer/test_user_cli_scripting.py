@@ -334,3 +334,20 @@ def test_export_writes_the_file_the_api_sends(seeded: Seeded, tmp_path: Path) ->
     assert "unknown export format 'onnx'" in refused.stderr and "(format)" in refused.stderr
     assert len(refused.stderr.splitlines()) == 1, refused.stderr
     assert [p.name for p in into.iterdir()] == [written.name]
+
+
+def test_jobs_pause_and_resume(seeded: Seeded) -> None:
+    created = seeded.api.client.post(
+        "/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": seeded.file_id}
+    )
+    assert created.status_code == 200, created.text
+    job_id = created.json()["id"]
+    url = seeded.api.base_url
+    paused = steer(seeded.tmp, "jobs", "pause", job_id, url=url)
+    assert (paused.returncode, paused.stdout.strip()) == (0, f"{job_id}: paused"), paused.stderr
+    again = steer(seeded.tmp, "jobs", "pause", job_id, url=url)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1 and "paused" in again.stderr
+    resumed = steer(seeded.tmp, "jobs", "resume", job_id, url=url)
+    assert (resumed.returncode, resumed.stdout.strip()) == (0, f"{job_id}: queued")
+    assert seeded.api.get_json(f"/v1/fine_tuning/jobs/{job_id}")["status"] == "queued"
