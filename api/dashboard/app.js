@@ -249,6 +249,8 @@
     const bar = el("div", { class: "progress-bar", testid: "job-progress-bar" });
     const barText = el("span", { class: "progress-text", testid: "job-progress" }, DASH);
     const cancelButton = el("button", { type: "button", class: "danger", testid: "job-cancel", hidden: true }, "Cancel job");
+    const pauseButton = el("button", { type: "button", testid: "job-pause", hidden: true }, "Pause");
+    const resumeButton = el("button", { type: "button", testid: "job-resume", hidden: true }, "Resume");
     const downloadButton = el("button", { type: "button", testid: "job-download", hidden: true }, "Download adapter");
     const adapterLink = el("a", { testid: "job-adapter-link", hidden: true }, "");
     const errorBox = el("div", { class: "job-error", testid: "job-error", hidden: true });
@@ -272,7 +274,7 @@
         el("div", { class: "row status-row" }, el("strong", {}, "Status: "), statusCell),
         el("div", { class: "progress" }, el("div", { class: "progress-track" }, bar), barText),
         errorBox,
-        el("div", { class: "row actions" }, cancelButton, downloadButton, adapterLink),
+        el("div", { class: "row actions" }, pauseButton, resumeButton, cancelButton, downloadButton, adapterLink),
         factsBox,
       ),
       el(
@@ -296,6 +298,19 @@
         cancelButton.disabled = false;
       }
     });
+    for (const [button, action] of [[pauseButton, "pause"], [resumeButton, "resume"]]) {
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        try {
+          job = await api(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/${action}`, { method: "POST" });
+          clearError("action");
+          renderJob();
+        } catch (exc) {
+          showError(exc, "action");
+        }
+        button.disabled = false;
+      });
+    }
     downloadButton.addEventListener("click", () => {
       if (job && job.fine_tuned_model) downloadAdapter(job.fine_tuned_model, downloadButton);
     });
@@ -313,6 +328,8 @@
         `${p.percent === null || p.percent === undefined ? DASH : `${fmt(p.percent)} %`}` +
         (p.total_steps ? ` · step ${p.step || 0} / ${p.total_steps}` : "");
       cancelButton.hidden = final;
+      pauseButton.hidden = !["queued", "running"].includes(job.status);
+      resumeButton.hidden = job.status !== "paused";
       // the adapter's buttons once it is known to exist (a deleted one has none)
       const adapter = job.status === "succeeded" && adapterFound && adapterFound.adapter ? adapterFound.adapter : null;
       downloadButton.hidden = !adapter;

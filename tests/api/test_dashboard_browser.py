@@ -260,7 +260,8 @@ def test_dashboard_with_auth_on_needs_a_key(tmp_path: Path, browser: Any) -> Non
 def test_dashboard_draws_accuracy_unrecorded_shifts_and_cancels(
     tmp_path: Path, browser: Any
 ) -> None:
-    """No worker: a real queued job is cancelled from its page; its metrics, and an adapter
+    """No worker: a real queued job is paused, resumed and cancelled from its page; its
+    metrics, and an adapter
     whose shifts are partly unrecorded, are served by the browser's route interception."""
     from playwright.sync_api import expect
 
@@ -332,6 +333,14 @@ def test_dashboard_draws_accuracy_unrecorded_shifts_and_cancels(
         expect(page.get_by_test_id("job-download")).to_be_hidden()
         shot = screenshot(page, "job-accuracy.png")
         assert shot.stat().st_size > 0
+        expect(page.get_by_test_id("job-resume")).to_be_hidden()
+        page.get_by_test_id("job-pause").click()
+        expect(page.get_by_test_id("job-status")).to_have_text("paused")
+        expect(page.get_by_test_id("job-pause")).to_be_hidden()
+        assert api.get_json(f"/v1/fine_tuning/jobs/{job['id']}")["status"] == "paused"
+        page.get_by_test_id("job-resume").click()
+        expect(page.get_by_test_id("job-status")).to_have_text("queued")
+        expect(page.get_by_test_id("job-resume")).to_be_hidden()
         page.get_by_test_id("job-cancel").click()
         expect(page.get_by_test_id("job-status")).to_have_text("cancelled")
         expect(page.get_by_test_id("job-cancel")).to_be_hidden()
