@@ -13,7 +13,8 @@ per-round ratios (adapters / base, status p99 loaded / idle) as median and range
 
 The one-copy-per-adapter path of before the engine is measured on the CPU only (it loaded
 models on the CPU). The section keeps to its budget: it stops between rounds and keeps what it
-measured (``budget_spent``). ``--smoke``: tiny dimensions on the CPU, levels 16 and 1, one round of 1 s.
+measured (``budget_spent``). ``--smoke``: tiny dimensions on the CPU, levels 16 and 1, one
+round of 1 s.
 """
 
 from __future__ import annotations
