@@ -125,8 +125,12 @@ def test_layer_tensors_and_peft_lora_are_tar_gz_of_the_library_export(
         f"{stem}/steering_export.json",
     ]
     lora_dir = artifacts["joint"] / "lora"
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        assert members[f"{stem}/{name}"] == (lora_dir / name).read_bytes()
+    weights = "adapter_model.safetensors"
+    assert members[f"{stem}/{weights}"] == (lora_dir / weights).read_bytes()
+    served_config = json.loads(members[f"{stem}/adapter_config.json"])
+    stored_config = json.loads((lora_dir / "adapter_config.json").read_text())
+    # the same peft config, naming the base model as other machines know it
+    assert served_config == {**stored_config, "base_model_name_or_path": "tiny-llama"}
     assert json.loads(members[f"{stem}/steering_export.json"])["method"] == "joint"
     # the joint's steering half too, by id
     layer_tensors = _untar(_export(api, joint["id"], "layer_tensors").content)
