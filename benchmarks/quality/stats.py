@@ -1,8 +1,10 @@
-"""Statistics of the quality study: summaries across seeds and McNemar's paired test. Torch-free."""
+"""Statistics of the quality study: summaries across seeds, McNemar's paired test (items x seeds
+pooled) and seed-aware comparisons (per-seed differences, seeds and items resampled). Torch-free."""
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from dataclasses import dataclass
 
@@ -96,3 +98,89 @@ def accuracy_by_group(bits: str, groups: list[str]) -> dict[str, float]:
         totals[group][0] += bit == "1"
         totals[group][1] += 1
     return {group: right / n for group, (right, n) in sorted(totals.items())}
+
+
+# Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom.
+T_975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+    10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042,
+}  # fmt: skip
+
+
+def t_975(degrees: int) -> float:
+    """The 0.975 quantile of Student's t with ``degrees`` of freedom (the nearest tabulated
+    value at or below it; 1.96 past 30)."""
+    if degrees < 1:
+        raise ValueError("a t interval needs at least two seeds")
+    if degrees > 30:
+        return 1.96
+    return T_975[max(d for d in T_975 if d <= degrees)]
+
+
+@dataclass(frozen=True)
+class SeedLevel:
+    """A-B per seed (seed s of A with seed s of B), in accuracy points, and what they give:
+    their mean with a t interval on ``seeds - 1`` degrees of freedom (each seed one
+    observation: run-to-run variance included, items held fixed), and a 95% interval from
+    resampling seeds and items together (:func:`seed_item_bootstrap`)."""
+
+    differences: tuple[float, ...]
+    mean: float
+    t_interval: tuple[float, float]
+    degrees_of_freedom: int
+    bootstrap_interval: tuple[float, float]
+
+    @property
+    def a_better(self) -> bool:
+        """A above B at 95%: the seeds-and-items interval lies above zero."""
+        return self.bootstrap_interval[0] > 0
+
+    @property
+    def b_better(self) -> bool:
+        return self.bootstrap_interval[1] < 0
+
+
+def seed_item_bootstrap(
+    a: list[str], b: list[str], draws: int = 4000, seed: int = 0
+) -> tuple[float, float]:
+    """A 95% percentile interval of A-B in points, resampling seeds and items together: each
+    draw picks seeds with replacement and items with replacement (the same items for every
+    seed drawn), so both the run-to-run variance and the item sample's show in its width."""
+    seeds, items = len(a), len(a[0]) if a else 0
+    if not seeds or not items:
+        return (0.0, 0.0)
+    differences = [
+        [int(x) - int(y) for x, y in zip(bits_a, bits_b, strict=True)]
+        for bits_a, bits_b in zip(a, b, strict=True)
+    ]
+    rng = random.Random(seed)
+    means = []
+    for _ in range(draws):
+        chosen_seeds = [rng.randrange(seeds) for _ in range(seeds)]
+        chosen_items = [rng.randrange(items) for _ in range(items)]
+        total = sum(differences[s][i] for s in chosen_seeds for i in chosen_items)
+        means.append(100.0 * total / (seeds * items))
+    means.sort()
+    return (means[int(0.025 * draws)], means[min(draws - 1, int(0.975 * draws))])
+
+
+def seed_level(a: list[str], b: list[str], draws: int = 4000) -> SeedLevel:
+    """The seed-aware comparison of A and B (per-seed 0/1 strings over the same items)."""
+    if len(a) != len(b) or not a:
+        raise ValueError("seed_level needs the same number (>0) of seeds on both sides")
+    differences = []
+    for bits_a, bits_b in zip(a, b, strict=True):
+        if len(bits_a) != len(bits_b) or not bits_a:
+            raise ValueError("the two sides were scored on different items")
+        right_a, right_b = bits_a.count("1"), bits_b.count("1")
+        differences.append(100.0 * (right_a - right_b) / len(bits_a))
+    mean = statistics.fmean(differences)
+    degrees = len(differences) - 1
+    if degrees >= 1:
+        half = t_975(degrees) * statistics.stdev(differences) / math.sqrt(len(differences))
+        interval = (mean - half, mean + half)
+    else:
+        interval = (-math.inf, math.inf)  # one seed: no run-to-run variance to estimate
+    return SeedLevel(
+        tuple(differences), mean, interval, degrees, seed_item_bootstrap(a, b, draws=draws)
+    )

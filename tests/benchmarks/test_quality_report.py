@@ -88,3 +88,28 @@ def test_a_v2_report_judges_only_the_targets_of_its_own_methods(tmp_path: Path) 
     assert any(line.startswith("post-block above ReFT") for line in targets)
     v1 = build(replace(listops_protocol(), out_dir=tmp_path), {}, "run.py")["targets"]
     assert any("post-MLP" in line for line in v1)
+
+
+def test_an_above_target_is_judged_seed_aware_not_by_the_pooled_test(tmp_path: Path) -> None:
+    """Post-block beats ReFT by +10 and +8 points on two seeds and loses by 6 on the third:
+    pooled over items x seeds McNemar calls it (p far below 0.05), but three seeds that
+    disagree cannot: the verdict follows the seed-aware interval."""
+    protocol = replace(listops_protocol("smollm2"), out_dir=tmp_path)
+    results: dict[str, dict] = {}
+    for method, per_seed in (("post_block", (600, 440, 580)), ("reft", (500, 500, 500))):
+        for lr, accuracy in zip(STEERING_GRID, (0.30, 0.50, 0.40), strict=True):
+            key = run_key(method, lr, 0)
+            results[key] = _record(key, 0, per_seed[0] / TEST_ITEMS, accuracy)
+        for seed in (1, 2):
+            key = run_key(method, 2e-3, seed)
+            results[key] = _record(key, seed, per_seed[seed] / TEST_ITEMS, 0.5)
+    report = build(protocol, results, "run.py")
+    (test,) = [t for t in report["comparisons"] if (t["a"], t["b"]) == ("post_block", "reft")]
+    assert test["p_value"] < 1e-6
+    assert test["seed_differences_points"] == [10.0, -6.0, 8.0]
+    assert test["seed_t_degrees_of_freedom"] == 2
+    assert not test["a_better_seed_aware"]
+    (line,) = [t for t in report["targets"] if t.startswith("post-block above ReFT")]
+    assert "**missed**" in line and "+10.0, -6.0, +8.0" in line
+    text = markdown(report, "x.png")
+    assert "seeds+items 95%" in text and "(2 df)" in text

@@ -2,6 +2,7 @@
 
 import math
 import random
+import statistics
 
 import pytest
 from stats import (
@@ -9,7 +10,9 @@ from stats import (
     binomial_two_sided_p,
     mcnemar,
     paired_interval,
+    seed_level,
     spread,
+    t_975,
 )
 
 
@@ -85,3 +88,55 @@ def test_a_difference_repeated_by_every_seed_is_no_more_certain_than_one_seed() 
     one = paired_interval([a1], [b1])
     three = paired_interval([a1] * 3, [b1] * 3)
     assert three == pytest.approx(one)
+
+
+def _bits(right: int, items: int, offset: int = 0) -> str:
+    """``right`` ones among ``items``, starting at ``offset`` (wrapping)."""
+    bits = ["0"] * items
+    for i in range(right):
+        bits[(offset + i) % items] = "1"
+    return "".join(bits)
+
+
+def test_t_quantiles_are_students() -> None:
+    assert t_975(2) == 4.303 and t_975(1) == 12.706 and t_975(11) == 2.228
+    assert t_975(100) == 1.96
+    with pytest.raises(ValueError):
+        t_975(0)
+
+
+def test_seed_level_takes_each_seed_as_one_observation() -> None:
+    items = 200
+    # A beats B by +10, -6 and +8 points on the three seeds
+    a = [_bits(120, items), _bits(100, items), _bits(116, items)]
+    b = [_bits(100, items), _bits(112, items), _bits(100, items)]
+    result = seed_level(a, b, draws=2000)
+    assert result.differences == (10.0, -6.0, 8.0)
+    assert result.mean == pytest.approx(4.0) and result.degrees_of_freedom == 2
+    half = 4.303 * statistics.stdev([10.0, -6.0, 8.0]) / math.sqrt(3)
+    assert result.t_interval == pytest.approx((4.0 - half, 4.0 + half))
+    assert result.t_interval[0] < 0 < result.t_interval[1]
+    # pooled over items x seeds, McNemar calls it: the seed-aware view does not
+    assert mcnemar(a, b).p_value < 0.01
+    assert result.bootstrap_interval[0] < 0 < result.bootstrap_interval[1]
+    assert not result.a_better and not result.b_better
+    assert seed_level(a, b, draws=2000) == result  # deterministic
+
+
+def test_seed_level_sees_a_consistent_winner() -> None:
+    items = 300
+    a = [_bits(210 + s, items, offset=s) for s in range(3)]  # about 70%
+    b = [_bits(150 + s, items, offset=2 * s) for s in range(3)]  # about 50%
+    result = seed_level(a, b, draws=2000)
+    assert all(d == pytest.approx(20.0) for d in result.differences)
+    assert result.t_interval == pytest.approx((20.0, 20.0))  # no run-to-run variance here
+    low, high = result.bootstrap_interval
+    assert 10 < low < 20 < high < 30  # the item sample still has its width
+    assert result.a_better
+
+
+def test_seed_level_refuses_mismatched_sides() -> None:
+    with pytest.raises(ValueError):
+        seed_level(["01"], ["01", "10"])
+    with pytest.raises(ValueError):
+        seed_level(["011"], ["01"])
