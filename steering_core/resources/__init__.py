@@ -1,0 +1,1 @@
+"""Data files the core ships: the strength report's neutral prompts."""
