@@ -24,6 +24,7 @@ from registry.storage import StoredArtifact
 from registry.training_events import (
     TrainingCheckpoint,
     TrainingEvaluation,
+    TrainingLayerSelection,
     TrainingStarted,
     TrainingStep,
 )
@@ -211,6 +212,19 @@ def record_checkpoint(session: Session, job: Job, event: TrainingCheckpoint) -> 
         if row.step != event.step and not Path(row.storage_path).exists():
             session.delete(row)
     add_event(session, job.id, f"Checkpoint saved at step {event.step}")
+
+
+def record_layer_selection(session: Session, job: Job, event: TrainingLayerSelection) -> None:
+    """``site.layers: "auto"``: which layers the engine chose, with every layer's score."""
+    chosen = ", ".join(str(layer) for layer in event.chosen)
+    add_event(
+        session,
+        job.id,
+        f"Layer selection: steering layer{'' if len(event.chosen) == 1 else 's'} {chosen} of "
+        f"{len(event.scores)} (the highest first-order scores at {event.site}, measured on "
+        f"{event.probe_batches} training batches, {event.probe_tokens} tokens)",
+        data=event.model_dump(mode="json"),
+    )
 
 
 def list_checkpoints(

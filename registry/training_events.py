@@ -43,3 +43,13 @@ class TrainingEvaluation(Protocol):
 class TrainingCheckpoint(Protocol):
     step: int
     path: str
+
+
+class TrainingLayerSelection(Protocol):
+    site: str
+    scores: list[float | None]
+    chosen: list[int]
+    probe_batches: int
+    probe_tokens: int
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]: ...

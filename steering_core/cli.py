@@ -58,6 +58,9 @@ class HumanReporter:
         elif kind == "step" and self.bar is not None:
             self.bar.set_postfix(loss=f"{event.loss:.4f}", lr=f"{event.learning_rate:.2e}")
             self.bar.update(1)
+        elif kind == "layer_selection":
+            scores = ", ".join("-" if v is None else f"{v:.3g}" for v in event.scores)
+            tqdm.write(f"layers chosen: {event.chosen} (scores by layer: {scores})")
         elif kind == "eval":
             tqdm.write(f"step {event.step}: validation loss {event.validation_loss:.4f}")
         elif kind == "checkpoint":

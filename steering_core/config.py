@@ -11,7 +11,17 @@ definition (:meth:`~steering_core.methods.definition.MethodDefinition.check_size
 from __future__ import annotations
 
 import types
-from typing import Annotated, Any, ForwardRef, Literal, TypeVar, Union, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    ForwardRef,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -156,13 +166,29 @@ class StrictModel(InputModel):
 
 
 class SiteConfig(StrictModel):
-    """Where adapters are applied: the site inside each steered decoder layer, and which layers."""
+    """Where adapters are applied: the site inside each steered decoder layer, and which layers.
+
+    ``layers: "auto"`` (the engine chooses) is for sites that allow it
+    (:class:`~steering_core.layer_budget.SelectableSiteConfig`); this one refuses it by name.
+    """
+
+    allows_auto: ClassVar[bool] = False
 
     name: SiteName = "block_output"
     layers: list[int] | None = Field(
         default=None,
         description="Decoder layer indices to steer (0-based); null steers every layer.",
     )
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _auto_where_allowed(cls, layers: Any) -> Any:
+        if layers == "auto" and not cls.allows_auto:
+            raise ValueError(
+                'layers "auto" (the engine chooses the layers) is not available for this '
+                "method's site; name the layers, or use null for every layer"
+            )
+        return layers
 
     @field_validator("layers")
     @classmethod

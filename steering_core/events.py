@@ -46,6 +46,22 @@ class StepEvent(_Event):
     eta_seconds: float | None
 
 
+class LayerSelectionEvent(_Event):
+    """``site.layers: "auto"``: every decoder layer's score and the layers chosen (before step
+    1; :mod:`steering_core.layer_selection` says what the score is)."""
+
+    event: Literal["layer_selection"] = "layer_selection"
+    site: str
+    score: str  # the name of the score (its formula is in steering_core.layer_selection)
+    scores: list[float | None]  # one per decoder layer, by index (None: not finite)
+    chosen: list[int]
+    max_layers: int | None = None
+    max_parameters: int | None = None
+    probe_batches: int
+    probe_tokens: int
+    seconds: float
+
+
 class EvalEvent(_Event):
     event: Literal["eval"] = "eval"
     step: int
@@ -77,7 +93,13 @@ class ErrorEvent(_Event):
 
 
 TrainingEvent = Annotated[
-    StartEvent | StepEvent | EvalEvent | CheckpointEvent | EndEvent | ErrorEvent,
+    StartEvent
+    | StepEvent
+    | EvalEvent
+    | CheckpointEvent
+    | EndEvent
+    | ErrorEvent
+    | LayerSelectionEvent,
     Field(discriminator="event"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(TrainingEvent)

@@ -50,6 +50,7 @@ from steering_core.events import (
     parse_event,
 )
 from steering_core.io import save_artifact
+from steering_core.layer_selection import resolve_auto_layers, selection_record
 from steering_core.layer_stats import layer_statistics
 from steering_core.manifest import build_manifest
 from steering_core.methods.base import AttachedMethod, MethodHandler, get_method_handler
@@ -187,11 +188,6 @@ def train(
     # One precision regime for every method: fp32 weights, bf16 autocast (backends.py).
     model = load_model(spec.model, cache_dir=cache_dir, dtype=torch.float32)
     tokenizer = load_tokenizer(spec.model, cache_dir=cache_dir)
-    attached = attach_method(model, spec.method)
-    for param in _trainable(attached).values():
-        param.data = param.data.float()
-    attached.model.to(device)
-    counts = count_parameters(attached)
 
     train_rows = _load_rows(spec, tokenizer, "train_file")
     val_rows = _load_rows(spec, tokenizer, "validation_file")
@@ -221,6 +217,24 @@ def train(
                 f"{len(train_rows)} examples), over its max_training_tokens quota of "
                 f"{spec.max_training_tokens:,}; use fewer epochs or steps, or a smaller file"
             )
+    # site.layers "auto": every layer scored on the first micro-batches, the best steered
+    method, selection, selection_restored = resolve_auto_layers(
+        spec.method,
+        model,
+        handler,
+        train_rows,
+        pad_id,
+        seed=spec.seed,
+        batch_rows=plan.per_rank,
+        device=device,
+        autocast_dtype=autocast_dtype,
+        resume_from=out_dir if resume else None,
+    )
+    attached = attach_method(model, method)
+    for param in _trainable(attached).values():
+        param.data = param.data.float()
+    attached.model.to(device)
+    counts = count_parameters(attached)
     groups = attached.parameter_groups(
         hp.learning_rate,
         weight_decay=hp.weight_decay,
@@ -267,6 +281,7 @@ def train(
         # The step and eval events since the previous checkpoint, saved with the next one: a run
         # killed after a checkpoint may have printed them faster than its reader recorded them.
         "events_since_checkpoint": [],
+        "layer_selection": selection_record(selection) if selection is not None else None,
     }
     best_snapshot: dict[str, torch.Tensor] | None = None
     if resume and (ckpt := latest_checkpoint(out_dir)) is not None:
@@ -298,6 +313,8 @@ def train(
             dropped_rows=train_rows.stats.n_dropped_all_masked,
         )
     )
+    if selection is not None and not selection_restored:
+        reporter.emit(selection)
     if start_step:
         # Report again what led to this checkpoint (a repeated step replaces its rows), then the
         # checkpoint itself: the run that wrote it may have died before they were recorded.
@@ -451,6 +468,8 @@ def train(
     manifest = build_manifest(
         spec, attached, tokenizer, device, ds_config, state, train_seconds, backend.name
     )
+    if state["layer_selection"] is not None:
+        manifest["layer_selection"] = state["layer_selection"]
     if env.is_main and (zero_stage or 0) < 3:
         probe = range(min(LAYER_STATS_BATCHES, plan.micro_per_epoch))
         manifest["layer_stats"] = layer_statistics(

@@ -166,7 +166,8 @@ def register_success(settings: Settings, leased: LeasedJob, artifact: CheckedArt
             name=job.suffix or f"{job.model}-{job.method['type']}",
             job_id=job.id,
             base_model=job.model,
-            method=job.method,
+            # the artifact's: layers chosen by the engine (site.layers "auto") are listed
+            method=config.method.model_dump(mode="json"),
             storage_path="pending",
             sha256="",
             bytes=0,

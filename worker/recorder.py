@@ -26,6 +26,7 @@ RECORDS: dict[str, RecordFunction] = {
     "step": progress.record_step,
     "eval": progress.record_evaluation,
     "checkpoint": progress.record_checkpoint,
+    "layer_selection": progress.record_layer_selection,
 }
 
 

@@ -552,6 +552,7 @@
     const downloadButton = el("button", { type: "button", testid: "adapter-download" }, "Download adapter (.tar.gz)");
     const normBox = el("div", { class: "chart", testid: "layer-norm-chart" }, note("loading…"));
     const shiftBox = el("div", { class: "chart", testid: "layer-shift-chart" }, note("loading…"));
+    const scoreBox = el("div", { class: "chart", testid: "layer-score-chart", hidden: true });
     const layerTable = el("div", {});
     const siteLine = el("p", { class: "muted", testid: "layers-site" });
     view.append(
@@ -564,6 +565,7 @@
         el("h2", {}, "Per-layer steering"),
         siteLine,
         el("div", { class: "chart-row" }, normBox, shiftBox),
+        el("div", { class: "chart-row" }, scoreBox),
         layerTable,
       ),
     );
@@ -620,6 +622,7 @@
     })();
 
     function renderLayers(info) {
+      renderSelection(info.selection);
       const rows = (info.layers || []).slice().sort((a, b) => a.layer - b.layer);
       siteLine.textContent = `site ${info.site || DASH} · kind ${info.kind || DASH} · ${rows.length} steered layer${rows.length === 1 ? "" : "s"}`;
       if (!rows.length) {
@@ -669,6 +672,34 @@
               ),
             ),
           ),
+        ),
+      );
+    }
+
+    /** site.layers "auto": every layer's score, the chosen layers highlighted. */
+    function renderSelection(selection) {
+      scoreBox.hidden = !selection;
+      if (!selection) return;
+      const budget = selection.max_layers !== null && selection.max_layers !== undefined
+        ? `max_layers ${selection.max_layers}`
+        : `max_parameters ${fmtInt(selection.max_parameters)}`;
+      put(scoreBox,
+        D.barChart({
+          title: `Layer selection score (chosen: ${selection.chosen.join(", ")})`,
+          items: selection.layers.map((r) => ({
+            label: String(r.layer),
+            value: r.score,
+            color: r.chosen ? "#16a34a" : "#cbd5e1",
+            highlight: r.chosen ? "chosen" : null,
+          })),
+          yLabel: "first-order loss drop",
+          color: "#cbd5e1",
+          testid: "layer-score-svg",
+        }),
+        note(
+          `layers "auto" (${budget}): the chosen layers in green, scored on ${selection.probe_batches} ` +
+            `training batches (${fmtInt(selection.probe_tokens)} tokens) before training`,
+          "selection-note",
         ),
       );
     }

@@ -142,7 +142,8 @@
     return svg;
   }
 
-  /** barChart({title, items: [{label, value | null}], yLabel, color}) */
+  /** barChart({title, items: [{label, value | null, color?, highlight?}], yLabel, color}):
+   * an item's own color wins; highlighted bars carry data-highlight (the chosen layers). */
   function barChart({ title, items, yLabel, color, width = 560, height = 280, testid }) {
     const m = { l: 62, r: 18, t: 30, b: 44 };
     const pw = width - m.l - m.r;
@@ -186,8 +187,18 @@
         bars.append(
           svgEl(
             "rect",
-            { x: cx - barW / 2, y, width: barW, height: Math.max(0.5, m.t + ph - y), fill: color, class: "bar", testid: "bar", "data-layer": d.label },
-            svgEl("title", {}, `layer ${d.label}: ${fmt(d.value)}`),
+            {
+              x: cx - barW / 2,
+              y,
+              width: barW,
+              height: Math.max(0.5, m.t + ph - y),
+              fill: d.color || color,
+              class: d.highlight ? "bar bar-highlight" : "bar",
+              testid: "bar",
+              "data-layer": d.label,
+              "data-highlight": d.highlight ? "true" : null,
+            },
+            svgEl("title", {}, `layer ${d.label}: ${fmt(d.value)}${d.highlight ? ` (${d.highlight})` : ""}`),
           ),
         );
         if (items.length <= 16) {

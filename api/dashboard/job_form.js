@@ -148,6 +148,7 @@
       case "number":
         return field.auto && raw.toLowerCase() === "auto" ? "auto" : numberOr(raw);
       case "list":
+        if (field.auto && raw.toLowerCase() === "auto") return "auto";
         return raw.split(/[\s,]+/).filter(Boolean).map((v) => (field.numeric ? numberOr(v) : v));
       case "json":
         try {

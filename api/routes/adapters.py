@@ -296,6 +296,7 @@ def adapter_layers(
     tenant: str = Depends(get_tenant),
 ) -> dict:
     """Per steered layer: the adapter's parameter norm, and the trained shift's norm relative to
-    the residual stream's (measured at the end of training)."""
+    the residual stream's (measured at the end of training); for layers the engine chose
+    (``site.layers: "auto"``), every layer's score and the choice."""
     row = _adapter(settings, reference, tenant)
     return describe(row.id, service.verified_files(settings, row))

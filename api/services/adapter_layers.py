@@ -3,7 +3,10 @@
 ``parameter_norm`` is computed here from the safetensors file, read with the standard library
 (``steering_core.safetensors_header``, which the worker's artifact check shares); the shift and
 residual norms come from the ``layer_stats`` the engine measured at the end of training (absent
-for adapters trained before it did, and for ZeRO-3 runs).
+for adapters trained before it did, and for ZeRO-3 runs). An adapter whose layers the engine
+chose (``site.layers: "auto"``) also has ``selection``: every decoder layer's score, the
+chosen ones marked, and the budget (the manifest's ``layer_selection``); each steered layer's
+``score`` is its own (null without a selection).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ def adapter_layers(adapter_id: str, files: dict[str, Path]) -> dict[str, Any]:
         entry["layer"]: entry
         for entry in ((config.get("training_manifest") or {}).get("layer_stats") or [])
     }
+    selection = _selection((config.get("training_manifest") or {}).get("layer_selection"))
+    scores = {entry["layer"]: entry["score"] for entry in (selection or {}).get("layers", [])}
     site = method.get("site") or {}
     adapter = method.get("adapter") or {}
     return {
@@ -64,7 +69,29 @@ def adapter_layers(adapter_id: str, files: dict[str, Path]) -> dict[str, Any]:
                 "shift_norm": measured.get(layer, {}).get("shift_norm"),
                 "residual_norm": measured.get(layer, {}).get("residual_norm"),
                 "relative_shift": measured.get(layer, {}).get("relative_shift"),
+                "score": scores.get(layer),
             }
             for layer, norm in norms.items()
+        ],
+        "selection": selection,
+    }
+
+
+def _selection(recorded: Any) -> dict[str, Any] | None:
+    """The engine's layer choice as the route shows it (None: the layers were listed)."""
+    if not isinstance(recorded, dict):
+        return None
+    chosen = set(recorded.get("chosen") or [])
+    return {
+        "score": recorded.get("score"),
+        "site": recorded.get("site"),
+        "max_layers": recorded.get("max_layers"),
+        "max_parameters": recorded.get("max_parameters"),
+        "probe_batches": recorded.get("probe_batches"),
+        "probe_tokens": recorded.get("probe_tokens"),
+        "chosen": sorted(chosen),
+        "layers": [
+            {"layer": layer, "score": score, "chosen": layer in chosen}
+            for layer, score in enumerate(recorded.get("scores") or [])
         ],
     }

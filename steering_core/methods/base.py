@@ -160,6 +160,11 @@ def get_method_handler(method_type: str) -> MethodHandler:
 # -- helpers shared by methods -----------------------------------------------------------------
 def resolve_layers(model: nn.Module, site: SiteConfig) -> list[int]:
     """The layer indices to steer (their range was checked by ``check_sizes`` on attach)."""
+    if site.layers == "auto":  # chosen on training data: the engine resolves it before attaching
+        raise ConfigValidationError(
+            'site.layers "auto" is resolved by training (steering_core.layer_selection); '
+            "attach a config that lists the layers"
+        )
     if site.layers is None:
         return list(range(len(decoder_layers(model))))
     return list(site.layers)

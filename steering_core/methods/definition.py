@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from steering_core.compute import ALL_STAGES
-from steering_core.config import SiteConfig, StrictModel
+from steering_core.config import AdapterConfig, SiteConfig, StrictModel
 from steering_core.data_formats import DATA_FORMATS
 from steering_core.errors import ConfigValidationError
+from steering_core.layer_budget import BudgetError, is_auto, layer_budget
 
 Scheduler = Literal["linear", "cosine", "constant"]
 
@@ -116,7 +117,19 @@ class MethodDefinition:
         :class:`MethodSizeError` naming the field and the accepted range (and ``model``, the
         model's name, when given)."""
         site = self.site(config)
-        layers = (site.layers if site is not None else None) or []
+        if is_auto(site):
+            try:
+                layer_budget(
+                    site,
+                    getattr(config, "adapter", AdapterConfig()),
+                    n_layers,
+                    hidden_size,
+                    prefix=str(self.site_field),
+                    model=model,
+                )
+            except BudgetError as exc:
+                raise MethodSizeError(exc.field, str(exc)) from exc
+        layers = site.layers if site is not None and isinstance(site.layers, list) else []
         too_deep = [i for i in layers if i >= n_layers]
         if too_deep:
             field = f"{self.site_field}.layers"

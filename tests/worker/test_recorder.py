@@ -68,7 +68,7 @@ def _metrics(leased: LeasedJob) -> list[tuple[int, str, float]]:
 def test_every_event_kind_has_a_record_function_or_needs_no_row() -> None:
     (union, _field) = typing.get_args(TrainingEvent)
     kinds = {event.model_fields["event"].default for event in typing.get_args(union)}
-    assert set(RECORDS) == {"start", "step", "eval", "checkpoint"}
+    assert set(RECORDS) == {"start", "step", "eval", "checkpoint", "layer_selection"}
     assert kinds == set(RECORDS) | {"error", "end"}
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from steering_core.config import AdapterConfig, SiteConfig, StrictModel
+from steering_core.config import AdapterConfig, StrictModel
+from steering_core.layer_budget import SelectableSiteConfig
 
 
 class PostBlockMethod(StrictModel):
-    """Steering adapters at a site of each layer (block_output by default: the paper's method)."""
+    """Steering adapters at a site of each layer (block_output by default: the paper's method);
+    ``site.layers: "auto"`` lets the engine choose the layers (``steering_core.layer_budget``)."""
 
     type: Literal["post_block"] = "post_block"
-    site: SiteConfig = SiteConfig()
+    site: SelectableSiteConfig = SelectableSiteConfig()
     adapter: AdapterConfig = AdapterConfig()
