@@ -14,10 +14,13 @@ from steering_core.errors import ConfigValidationError
 from steering_core.methods.registry import method_definition
 
 
-def parse_layers(text: str | None) -> list[int] | None:
-    """``0-11`` or ``2,5,7`` (or both: ``0-3,8``) as a list of layer indices."""
+def parse_layers(text: str | None) -> list[int] | str | None:
+    """``0-11`` or ``2,5,7`` (or both: ``0-3,8``) as a list of layer indices; ``auto`` as is
+    (the job scores every layer and steers the best, within ``--max-layers``)."""
     if not text:
         return None
+    if text.strip() == "auto":
+        return "auto"
     layers: list[int] = []
     for part in text.split(","):
         first, _, last = part.strip().partition("-")
@@ -112,6 +115,7 @@ def build_job_body(
     site: str | None,
     layers: str | None,
     rank: int | None,
+    max_layers: int | None = None,
     hyperparameters: dict[str, Any],
     suffix: str | None,
     seed: int | None,
@@ -132,11 +136,12 @@ def build_job_body(
     block_in = dict(body.get("method") or {"type": "post_block"})
     kind = method or block_in.get("type", "post_block")
     inner = dict(block_in.get(kind) or {}) if block_in.get("type") == kind else {}
-    if site or layers:
+    if site or layers or max_layers is not None:
         inner["site"] = {
             **inner.get("site", {}),
             **({"name": site} if site else {}),
             **({"layers": parse_layers(layers)} if layers else {}),
+            **({"max_layers": max_layers} if max_layers is not None else {}),
         }
     if rank is not None:
         _set_field(inner, _rank_field(kind), rank)

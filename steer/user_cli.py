@@ -163,7 +163,12 @@ def jobs_create(
     recipe: Annotated[Path | None, typer.Option(help="JSON/YAML job body; flags override")] = None,
     method: Annotated[MethodName | None, typer.Option(help="the training method")] = None,
     site: Annotated[str | None, typer.Option(help="block_output, mlp_output, attn_output")] = None,
-    layers: Annotated[str | None, typer.Option(help="e.g. 0-11 or 2,5,7")] = None,
+    layers: Annotated[
+        str | None, typer.Option(help="e.g. 0-11 or 2,5,7; auto: the best --max-layers")
+    ] = None,
+    max_layers: Annotated[
+        int | None, typer.Option(help="with --layers auto: how many layers to steer")
+    ] = None,
     rank: Annotated[int | None, typer.Option()] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
@@ -202,6 +207,7 @@ def jobs_create(
         site=site,
         layers=layers,
         rank=rank,
+        max_layers=max_layers,
         hyperparameters={
             "n_epochs": epochs,
             "learning_rate": learning_rate,

@@ -351,3 +351,16 @@ def test_jobs_pause_and_resume(seeded: Seeded) -> None:
     resumed = steer(seeded.tmp, "jobs", "resume", job_id, url=url)
     assert (resumed.returncode, resumed.stdout.strip()) == (0, f"{job_id}: queued")
     assert seeded.api.get_json(f"/v1/fine_tuning/jobs/{job_id}")["status"] == "queued"
+
+
+def test_jobs_create_with_auto_layers(seeded: Seeded) -> None:
+    url = seeded.api.base_url
+    common = ["jobs", "create", "--model", "tiny-llama", "--file", seeded.file_id]
+    made = steer(seeded.tmp, *common, "--layers", "auto", "--max-layers", "2", "--json", url=url)
+    assert made.returncode == 0, made.stderr
+    job = seeded.api.get_json(f"/v1/fine_tuning/jobs/{json.loads(made.stdout)['id']}")
+    site = job["method"]["post_block"]["site"]
+    assert (site["layers"], site["max_layers"]) == ("auto", 2)
+    refused = steer(seeded.tmp, *common, "--layers", "auto", url=url)  # no budget
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "max_layers" in refused.stderr or "budget" in refused.stderr
