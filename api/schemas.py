@@ -215,9 +215,9 @@ class EventObject(BaseModel):
 
 
 class CheckpointMetrics(BaseModel):
-    """OpenAI's checkpoint metrics: the job's training and validation loss at the checkpoint's
-    step (``valid_loss`` only when an evaluation ran at that step); token accuracies are not
-    measured."""
+    """OpenAI's checkpoint metrics: the job's training and validation loss and mean token
+    accuracy at the checkpoint's step (``valid_*`` only when a validation ran at that step);
+    ``full_valid_*`` are not measured (every validation covers the whole file)."""
 
     step: int
     train_loss: float | None = None

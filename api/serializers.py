@@ -16,7 +16,7 @@ from api.schemas import (
 )
 from registry.checkpoints import checkpoint_model_id
 from registry.models import Adapter, Checkpoint, File, Job, JobEvent
-from steering_core.spec import Hyperparameters, resolve_hyperparameters
+from steering_core.spec import Hyperparameters, shown_hyperparameters
 
 
 def unix(value: datetime | None) -> int | None:
@@ -43,7 +43,7 @@ def file_object(row: File) -> FileObject:
 
 def job_object(row: Job) -> JobObject:
     hp = Hyperparameters.model_validate(row.hyperparameters or {})
-    resolved = resolve_hyperparameters(row.method["type"], hp).model_dump()
+    resolved = shown_hyperparameters(row.method["type"], hp)
     percent = None
     if row.total_steps:
         percent = round(100.0 * (row.current_step or 0) / row.total_steps, 1)

@@ -31,13 +31,13 @@ from registry.storage import StoredArtifact, artifact_digest
 
 ARTIFACT_DIR = "adapter"  # in a checkpoint's directory (steering_core.train.ARTIFACT_DIR)
 # The metrics of a checkpoint: OpenAI's names, from the job's metric rows at its step.
-CHECKPOINT_METRICS = ("train_loss", "valid_loss")
-NOT_MEASURED = (
+CHECKPOINT_METRICS = (
+    "train_loss",
+    "valid_loss",
     "train_mean_token_accuracy",
     "valid_mean_token_accuracy",
-    "full_valid_loss",
-    "full_valid_mean_token_accuracy",
 )
+NOT_MEASURED = ("full_valid_loss", "full_valid_mean_token_accuracy")
 _MODEL_ID = re.compile(r"^(?P<job>.+):ckpt-step-(?P<step>[0-9]{1,9})$")
 
 
@@ -65,9 +65,11 @@ def digest_artifact(checkpoint_path: str | Path) -> StoredArtifact | None:
 def metrics_at_steps(
     session: Session, job_id: str, steps: Collection[int]
 ) -> dict[int, dict[str, Any]]:
-    """Each step's checkpoint metrics: ``step``, ``train_loss`` and ``valid_loss`` as the job's
-    metric rows hold them at that step (None where none was measured: a step without an
-    evaluation has no ``valid_loss``), and OpenAI's token accuracies, which are not measured."""
+    """Each step's checkpoint metrics: ``step``, ``train_loss``, ``valid_loss`` and the mean
+    token accuracies as the job's metric rows hold them at that step (None where none was
+    measured: a step without a validation has no ``valid_*``), and OpenAI's ``full_valid_*``,
+    which are not measured (every validation here runs on the whole validation file, so it
+    would repeat ``valid_*``)."""
     found: dict[int, dict[str, Any]] = {
         step: {"step": step, **dict.fromkeys(CHECKPOINT_METRICS), **dict.fromkeys(NOT_MEASURED)}
         for step in steps

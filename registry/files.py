@@ -10,6 +10,9 @@ from registry.ids import new_id
 from registry.models import File, Job
 from registry.states import TERMINAL
 
+# A finished job's metrics, as OpenAI's result files (CSV, written by the worker).
+RESULTS_PURPOSE = "fine-tune-results"
+
 
 def create_file(session: Session, **fields) -> File:
     record = File(id=new_id("file"), **fields)

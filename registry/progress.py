@@ -1,9 +1,9 @@
 """A running job's progress: metrics, checkpoints, and the engine's events recorded as rows.
 
-The training subprocess reports ``start``, ``step``, ``eval`` and ``checkpoint`` events; each
-kind is recorded by one function here (``record_*``; the worker's recorder maps kinds to them),
-inside the worker's transaction fenced by its lease. Their messages are what users read in the
-job's events and the dashboard plots.
+The training subprocess reports ``start``, ``step``, ``eval``, ``checkpoint`` and ``end``
+events; each kind is recorded by one function here (``record_*``; the worker's recorder maps
+kinds to them), inside the worker's transaction fenced by its lease. Their messages are what
+users read in the job's events and the dashboard plots.
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ from registry.models import Checkpoint, Job, Metric
 from registry.storage import StoredArtifact
 from registry.training_events import (
     TrainingCheckpoint,
+    TrainingEnded,
     TrainingEvaluation,
     TrainingLayerSelection,
     TrainingStarted,
     TrainingStep,
 )
+
+# Hyperparameters the engine chooses from the data when a job leaves them "auto".
+DATA_SIZED = ("n_epochs", "batch_size")
 
 
 def _now() -> datetime:
@@ -133,8 +137,15 @@ def record_allocation(
 
 def record_start(session: Session, job: Job, event: TrainingStarted) -> None:
     """The plan, and what the run really is: its ranks, backend and ZeRO stage join the job's
-    ``compute`` block."""
+    ``compute`` block, and the epochs and batch size the engine chose for ``"auto"`` replace
+    it in the job's hyperparameters (so a later attempt runs with the same numbers)."""
     job.total_steps = event.total_steps
+    asked = dict(job.hyperparameters or {})
+    chosen = {
+        name: getattr(event, name) for name in DATA_SIZED if asked.get(name, "auto") == "auto"
+    }
+    if chosen:
+        job.hyperparameters = {**asked, **chosen}  # a new dict: SQLAlchemy sees the change
     _merge_compute(
         job, world_size=event.world_size, backend=event.backend, zero_stage=event.zero_stage
     )
@@ -149,14 +160,25 @@ def record_start(session: Session, job: Job, event: TrainingStarted) -> None:
         f"{event.trainable_percent:.3f}%) on {ranks} ({event.backend}{zero}){resumed}",
         data=event.model_dump(mode="json"),
     )
+    if chosen:
+        add_event(
+            session,
+            job.id,
+            f"Chosen for {event.n_examples} training examples (auto): "
+            + ", ".join(f"{name}={value}" for name, value in chosen.items()),
+            data={"n_examples": event.n_examples, **chosen},
+        )
+
+
+def _accuracy_text(accuracy: float | None) -> str:
+    return "" if accuracy is None else f", token accuracy={accuracy:.4f}"
 
 
 def record_step(session: Session, job: Job, event: TrainingStep) -> None:
-    metrics = {
-        "train_loss": event.loss,
-        "learning_rate": event.learning_rate,
-        "tokens_per_second": event.tokens_per_second,
-    }
+    metrics = {"train_loss": event.loss}
+    if event.mean_token_accuracy is not None:
+        metrics["train_mean_token_accuracy"] = event.mean_token_accuracy
+    metrics |= {"learning_rate": event.learning_rate, "tokens_per_second": event.tokens_per_second}
     record_progress(
         session,
         job,
@@ -169,14 +191,20 @@ def record_step(session: Session, job: Job, event: TrainingStep) -> None:
     add_event(
         session,
         job.id,
-        f"Step {event.step}/{event.total_steps}: training loss={event.loss:.4f}",
+        f"Step {event.step}/{event.total_steps}: training loss={event.loss:.4f}"
+        + _accuracy_text(event.mean_token_accuracy),
         type="metrics",
         data={"step": event.step, **metrics, "total_steps": event.total_steps},
     )
 
 
 def record_evaluation(session: Session, job: Job, event: TrainingEvaluation) -> None:
+    metrics: dict[str, float] = {}
     if event.validation_loss is not None:
+        metrics["valid_loss"] = event.validation_loss
+    if event.validation_mean_token_accuracy is not None:
+        metrics["valid_mean_token_accuracy"] = event.validation_mean_token_accuracy
+    if metrics:
         record_progress(
             session,
             job,
@@ -184,14 +212,15 @@ def record_evaluation(session: Session, job: Job, event: TrainingEvaluation) -> 
             total=job.total_steps or event.step,
             trained_tokens=job.trained_tokens or 0,
             eta_seconds=None,
-            metrics={"valid_loss": event.validation_loss},
+            metrics=metrics,
         )
     add_event(
         session,
         job.id,
-        f"Step {event.step}: validation loss={event.validation_loss}",
+        f"Step {event.step}: validation loss={event.validation_loss}"
+        + _accuracy_text(event.validation_mean_token_accuracy),
         type="metrics",
-        data={"step": event.step, "valid_loss": event.validation_loss},
+        data={"step": event.step, "valid_loss": event.validation_loss, **metrics},
     )
 
 
@@ -212,6 +241,29 @@ def record_checkpoint(session: Session, job: Job, event: TrainingCheckpoint) -> 
         if row.step != event.step and not Path(row.storage_path).exists():
             session.delete(row)
     add_event(session, job.id, f"Checkpoint saved at step {event.step}")
+
+
+def record_end(session: Session, job: Job, event: TrainingEnded) -> None:
+    """An early stop is told; the other outcomes need no row here (the exit code and the
+    artifact tell the finisher)."""
+    if event.status != "early_stopped":
+        return
+    kept = (
+        ""
+        if event.restored_step is None
+        else f"; the adapter of step {event.restored_step}, the lowest validation loss, is kept"
+    )
+    add_event(
+        session,
+        job.id,
+        f"Early stopping at step {event.step} of {job.total_steps}: the validation loss "
+        f"stopped improving{kept}",
+        data={
+            "step": event.step,
+            "total_steps": job.total_steps,
+            "restored_step": event.restored_step,
+        },
+    )
 
 
 def record_layer_selection(session: Session, job: Job, event: TrainingLayerSelection) -> None:

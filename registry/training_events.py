@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 class TrainingStarted(Protocol):
     total_steps: int
+    n_epochs: int
+    batch_size: int
     n_examples: int
     trainable_parameters: int
     trainable_percent: float
@@ -29,6 +31,7 @@ class TrainingStep(Protocol):
     step: int
     total_steps: int
     loss: float
+    mean_token_accuracy: float | None
     learning_rate: float
     tokens_per_second: float
     trained_tokens: int
@@ -38,6 +41,7 @@ class TrainingStep(Protocol):
 class TrainingEvaluation(Protocol):
     step: int
     validation_loss: float | None
+    validation_mean_token_accuracy: float | None
 
 
 class TrainingCheckpoint(Protocol):
@@ -53,3 +57,11 @@ class TrainingLayerSelection(Protocol):
     probe_tokens: int
 
     def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
+class TrainingEnded(Protocol):
+    step: int
+    restored_step: int | None
+
+    @property
+    def status(self) -> str: ...  # read-only: the event's own type is a Literal of outcomes

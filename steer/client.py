@@ -153,7 +153,8 @@ class SteerClient:
         return list(self._json("GET", f"/v1/fine_tuning/jobs/{job_id}/checkpoints")["data"])
 
     def metrics_csv(self, job: dict[str, Any]) -> str:
-        """The finished job's metrics (step, name, value) as CSV text."""
+        """The finished job's result file as CSV text: step, train_loss, train_accuracy,
+        valid_loss, valid_mean_token_accuracy (OpenAI's columns)."""
         if not job.get("result_files"):
             raise ValueError(f"job {job['id']} has no result file (status {job['status']})")
         response = self.http.get(f"/v1/files/{job['result_files'][0]}/content")

@@ -21,7 +21,8 @@ class _Event(BaseModel):
 class StartEvent(_Event):
     event: Literal["start"] = "start"
     total_steps: int
-    n_epochs: int
+    n_epochs: int  # resolved: an "auto" one chosen from n_examples
+    batch_size: int  # likewise
     n_examples: int
     trainable_parameters: int
     trainable_percent: float
@@ -39,6 +40,9 @@ class StepEvent(_Event):
     total_steps: int
     epoch: int
     loss: float
+    # of the step's labelled tokens (all ranks), those whose arg-max prediction is the label;
+    # None for a method whose loss is not the answer tokens' cross-entropy
+    mean_token_accuracy: float | None = None
     learning_rate: float
     grad_norm: float | None
     tokens_per_second: float
@@ -66,6 +70,7 @@ class EvalEvent(_Event):
     event: Literal["eval"] = "eval"
     step: int
     validation_loss: float | None = None
+    validation_mean_token_accuracy: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
@@ -83,6 +88,8 @@ class EndEvent(_Event):
     artifact: str | None
     train_seconds: float
     trained_tokens: int
+    # the earlier step of the best validation loss, whose adapter was saved instead of the last
+    restored_step: int | None = None
 
 
 class ErrorEvent(_Event):

@@ -14,7 +14,7 @@ from steering_core.fingerprint import model_content_hash
 from steering_core.io import library_versions
 from steering_core.methods.base import AttachedMethod
 from steering_core.runtime import dist_env, hardware_summary
-from steering_core.spec import TrainingSpec, resolve_hyperparameters
+from steering_core.spec import ResolvedHyperparameters, TrainingSpec
 
 
 def tokenizer_hash(tokenizer: Any) -> str:
@@ -29,6 +29,7 @@ def tokenizer_hash(tokenizer: Any) -> str:
 
 def build_manifest(
     spec: TrainingSpec,
+    hyperparameters: ResolvedHyperparameters,
     attached: AttachedMethod,
     tokenizer: Any,
     device: torch.device,
@@ -52,9 +53,7 @@ def build_manifest(
             if path is not None
         },
         "spec": spec.model_dump(mode="json"),
-        "resolved_hyperparameters": resolve_hyperparameters(
-            spec.method.type, spec.hyperparameters
-        ).model_dump(mode="json"),
+        "resolved_hyperparameters": hyperparameters.model_dump(mode="json"),
         "library_versions": {**library_versions(), **_optional_versions()},
         "deepspeed_config": deepspeed_config,
         "compute": {

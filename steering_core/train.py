@@ -10,7 +10,9 @@ through DeepSpeed. ``batch_size`` is the global batch, split evenly across the r
 micro-batches and ranks: each rank knows the whole data plan, so it counts the step's labelled
 tokens of every rank itself, without a collective, and weights its micro-batch's mean loss by
 its share of them. One rank and several ranks so train the same objective on the same rows,
-and reach the same adapter up to the order of floating-point sums. A stop request is agreed by
+and reach the same adapter up to the order of floating-point sums. A step's mean token accuracy
+is every rank's correct arg-max predictions over every rank's labelled tokens, summed in the
+all-reduce that sums the loss. A stop request is agreed by
 all ranks at the step boundary (one rank leaving a collective early would hang the others).
 """
 
@@ -52,6 +54,7 @@ from steering_core.events import (
 from steering_core.io import save_artifact
 from steering_core.layer_selection import resolve_auto_layers, selection_record
 from steering_core.layer_stats import layer_statistics
+from steering_core.loss import counting_correct_tokens
 from steering_core.manifest import build_manifest
 from steering_core.methods.base import AttachedMethod, MethodHandler, get_method_handler
 from steering_core.methods.registry import method_definition
@@ -120,24 +123,33 @@ def _load_rows(spec: TrainingSpec, tokenizer: Any, what: str) -> Any:
     return handler.tokenize(dataset, tokenizer, spec.max_seq_length)
 
 
+@dataclass(frozen=True)
+class Validation:
+    loss: float
+    mean_token_accuracy: float | None  # None: the method's loss is not the answer tokens' CE
+
+
 @torch.no_grad()
-def validation_loss(
+def validate(
     backend: Any, handler: MethodHandler, rows: Any, pad_id: int, batch_size: int, device
-) -> float:
-    """The method's loss over ``rows``, weighted by each batch's supervised tokens."""
+) -> Validation:
+    """The method's loss over ``rows``, weighted by each batch's supervised tokens, and the
+    fraction of those tokens whose arg-max prediction is the label. Every rank runs the whole
+    set (a ZeRO-3 forward needs them all), so each holds the same figures."""
     backend.eval()
     total, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        end = min(len(rows), start + batch_size)
-        batch = handler.collate([rows[i] for i in range(start, end)], pad_id)
-        n = handler.supervised_tokens(batch)
-        if n == 0:
-            continue
-        loss = backend.forward({k: v.to(device) for k, v in batch.items()})
-        total += float(loss) * n
-        count += n
+    with counting_correct_tokens() as counts:
+        for start in range(0, len(rows), batch_size):
+            end = min(len(rows), start + batch_size)
+            batch = handler.collate([rows[i] for i in range(start, end)], pad_id)
+            n = handler.supervised_tokens(batch)
+            if n == 0:
+                continue
+            loss = backend.forward({k: v.to(device) for k, v in batch.items()})
+            total += float(loss) * n
+            count += n
     backend.train()
-    return total / max(1, count)
+    return Validation(loss=total / max(1, count), mean_token_accuracy=counts.accuracy)
 
 
 def train(
@@ -171,6 +183,14 @@ def train(
 
     definition = method_definition(spec.method.type)
     definition.check_training(spec.method, spec)
+    if spec.validation_file is None and (
+        needing := spec.hyperparameters.fields_needing_validation()
+    ):
+        raise ConfigValidationError(
+            f"hyperparameters.{needing[0]} needs a validation_file: without one nothing is "
+            "validated; give a validation file or leave it out"
+        )
+    validation = spec.validation_plan()
     ds_spec = spec.deepspeed
     if ds_spec is None and env.world_size > 1:
         ds_spec = DeepSpeedSpec()  # several ranks always train through DeepSpeed
@@ -192,7 +212,12 @@ def train(
     train_rows = _load_rows(spec, tokenizer, "train_file")
     val_rows = _load_rows(spec, tokenizer, "validation_file")
     pad_id = pad_token_id_for(tokenizer)
-    hp = resolve_hyperparameters(spec.method.type, spec.hyperparameters)
+    hp = resolve_hyperparameters(
+        spec.method.type,
+        spec.hyperparameters,
+        n_examples=len(train_rows),
+        world_size=env.world_size,
+    )
     if hp.batch_size % env.world_size:
         raise ConfigValidationError(
             f"batch_size {hp.batch_size} is the global batch, split across {env.world_size} "
@@ -302,6 +327,7 @@ def train(
         StartEvent(
             total_steps=total,
             n_epochs=hp.n_epochs,
+            batch_size=hp.batch_size,
             n_examples=len(train_rows),
             trainable_parameters=counts.trainable,
             trainable_percent=counts.percent,
@@ -374,20 +400,22 @@ def train(
             )
             loss_sum, tokens = 0.0, 0
             lr = backend.learning_rate()  # the lr this step's update uses
-            for batches in micro_batches.values():
-                batch = batches[env.rank]
-                tokens += sum(int(b["attention_mask"].sum()) for b in batches)
-                share = handler.supervised_tokens(batch) / labelled
-                # DeepSpeed averages gradients over ranks: world_size x share sums them.
-                mean = backend.forward_backward(
-                    {k: v.to(device) for k, v in batch.items()}, share * env.world_size
-                )
-                loss_sum += mean * share
+            with counting_correct_tokens() as counts:
+                for batches in micro_batches.values():
+                    batch = batches[env.rank]
+                    tokens += sum(int(b["attention_mask"].sum()) for b in batches)
+                    share = handler.supervised_tokens(batch) / labelled
+                    # DeepSpeed averages gradients over ranks: world_size x share sums them.
+                    mean = backend.forward_backward(
+                        {k: v.to(device) for k, v in batch.items()}, share * env.world_size
+                    )
+                    loss_sum += mean * share
             grad_norm = backend.step()
             # Only joint acts here, and joint's projection runs under ZeRO 0 alone, so the
             # parameters are never partitioned at this point: no gather needed.
             attached.after_optimizer_step(step)
-            loss = _sum_over_ranks(loss_sum)
+            # The loss and the token counts of every rank, in one collective.
+            loss, correct, counted = _sum_over_ranks(loss_sum, counts.correct, counts.total)
             state["step"], state["trained_tokens"] = step, state["trained_tokens"] + tokens
             state["losses"].append(loss)
             elapsed = time.perf_counter() - started
@@ -396,6 +424,7 @@ def train(
                 total_steps=total,
                 epoch=plan.epoch_of((step - 1) * plan.grad_accum),
                 loss=loss,
+                mean_token_accuracy=correct / counted if counted else None,
                 learning_rate=lr,
                 grad_norm=grad_norm,
                 tokens_per_second=tokens / max(1e-9, time.perf_counter() - step_started),
@@ -403,16 +432,16 @@ def train(
                 eta_seconds=elapsed / (step - start_step) * (total - step),
             )
             emit_and_keep(step_event)
-            if (
-                val_rows is not None
-                and spec.eval_every_n_steps
-                and step % spec.eval_every_n_steps == 0
+            every = validation.every_n_steps
+            if val_rows is not None and (
+                (every and step % every == 0) or (validation.each_epoch and plan.ends_epoch(step))
             ):
-                value = validation_loss(
+                measured = validate(
                     backend, handler, val_rows, pad_id, spec.eval_batch_size, device
                 )
+                value = measured.loss
                 state["validation"].append([step, value])
-                emit_and_keep(EvalEvent(step=step, validation_loss=value))
+                emit_and_keep(_eval_event(step, measured))
                 if state["best_validation"] is None or value < state["best_validation"]:
                     state["best_validation"], state["evals_since_best"] = value, 0
                     state["best_step"] = step
@@ -422,7 +451,7 @@ def train(
                         }
                 else:
                     state["evals_since_best"] += 1
-                    patience = spec.early_stopping_patience
+                    patience = validation.early_stopping_patience
                     if patience is not None and state["evals_since_best"] >= patience:
                         status = "early_stopped"
                         break
@@ -451,7 +480,7 @@ def train(
         )
         raise
 
-    keep_best = status == "early_stopped" or spec.keep_best_validation
+    keep_best = status == "early_stopped" or validation.keep_best
     restored = keep_best and best_snapshot is not None and state["best_step"] != step
     if restored:
         with gathered(params, modify=True), torch.no_grad():
@@ -460,13 +489,13 @@ def train(
     last_eval_step = state["validation"][-1][0] if state["validation"] else None
     if val_rows is not None and (restored or last_eval_step != step):
         # The saved adapter's own validation loss (the best one's, when it was restored).
-        value = validation_loss(backend, handler, val_rows, pad_id, spec.eval_batch_size, device)
-        state["validation"].append([step, value])
-        reporter.emit(EvalEvent(step=step, validation_loss=value))
+        measured = validate(backend, handler, val_rows, pad_id, spec.eval_batch_size, device)
+        state["validation"].append([step, measured.loss])
+        reporter.emit(_eval_event(step, measured))
     train_seconds = time.perf_counter() - started
     artifact = out_dir / ARTIFACT_DIR
     manifest = build_manifest(
-        spec, attached, tokenizer, device, ds_config, state, train_seconds, backend.name
+        spec, hp, attached, tokenizer, device, ds_config, state, train_seconds, backend.name
     )
     if state["layer_selection"] is not None:
         manifest["layer_selection"] = state["layer_selection"]
@@ -489,6 +518,7 @@ def train(
             artifact=str(artifact),
             train_seconds=train_seconds,
             trained_tokens=state["trained_tokens"],
+            restored_step=state["best_step"] if restored else None,
         )
     )
     return TrainingResult(
@@ -506,6 +536,14 @@ def train(
 
 
 _LAYOUT_KEYS = ("world_size", "zero_stage")
+
+
+def _eval_event(step: int, measured: Validation) -> EvalEvent:
+    return EvalEvent(
+        step=step,
+        validation_loss=measured.loss,
+        validation_mean_token_accuracy=measured.mean_token_accuracy,
+    )
 
 
 def _resume_layout(
@@ -534,12 +572,13 @@ def _resume_layout(
     return "weights"
 
 
-def _sum_over_ranks(value: float) -> float:
+def _sum_over_ranks(*values: float) -> tuple[float, ...]:
+    """Each value summed over the ranks, in one all-reduce (float64: token counts stay exact)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64)
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
     torch.distributed.all_reduce(tensor)
-    return float(tensor.item())
+    return tuple(float(value) for value in tensor.tolist())
 
 
 def _any_rank(*flags: bool) -> tuple[bool, ...]:

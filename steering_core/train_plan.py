@@ -68,6 +68,11 @@ class DataPlan:
     def epoch_of(self, micro: int) -> int:
         return micro // self.micro_per_epoch
 
+    def ends_epoch(self, step: int) -> bool:
+        """Whether optimizer step ``step`` (1-based) accumulates the last micro-batch of an
+        epoch (with accumulation, an epoch may end inside a step)."""
+        return self.epoch_of(step * self.grad_accum) > self.epoch_of((step - 1) * self.grad_accum)
+
     def permutation(self, epoch: int) -> list[int]:
         return list(self._epoch_order(epoch))
 

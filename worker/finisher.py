@@ -198,24 +198,42 @@ def register_success(settings: Settings, leased: LeasedJob, artifact: CheckedArt
     return "cancelled" if cancelled else "succeeded"
 
 
-def metrics_csv(session: Session, job: Job) -> bytes:
+# OpenAI's result file: its columns, each from the job's metric of that name.
+RESULT_COLUMNS = {
+    "train_loss": "train_loss",
+    "train_accuracy": "train_mean_token_accuracy",
+    "valid_loss": "valid_loss",
+    "valid_mean_token_accuracy": "valid_mean_token_accuracy",
+}
+
+
+def results_csv(session: Session, job: Job) -> bytes:
+    """``step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy``: one row per
+    step with any of them, a cell left empty where its metric was not measured (a step without
+    a validation), each value as the metrics route gives it."""
+    by_step: dict[int, dict[str, float]] = {}
+    for metric in progress.metrics_of(session, job.id):  # the newest row of a (step, name) wins
+        by_step.setdefault(metric.step, {})[metric.name] = metric.value
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["step", "name", "value"])
-    for metric in progress.metrics_of(session, job.id):
-        writer.writerow([metric.step, metric.name, metric.value])
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step", *RESULT_COLUMNS])
+    for step, values in sorted(by_step.items()):
+        cells = [values.get(name) for name in RESULT_COLUMNS.values()]
+        if any(cell is not None for cell in cells):
+            writer.writerow([step, *("" if cell is None else repr(cell) for cell in cells)])
     return buffer.getvalue().encode()
 
 
 def record_results_file(session: Session, files_dir: Path, job: Job) -> File:
-    """The job's metrics as a CSV file (OpenAI's ``result_files``), stored content-addressed
-    like an upload, under the same content lock."""
-    stored = storage.store_content(session, files_dir, metrics_csv(session, job), RESULTS_SUFFIX)
+    """The job's metrics as OpenAI's results CSV (``result_files``, purpose
+    ``fine-tune-results``), stored content-addressed like an upload, under the same content
+    lock."""
+    stored = storage.store_content(session, files_dir, results_csv(session, job), RESULTS_SUFFIX)
     return files_repo.create_file(
         session,
         tenant_id=job.tenant_id,
         filename=f"{job.id}-metrics.csv",
-        purpose="fine-tune-results",
+        purpose=files_repo.RESULTS_PURPOSE,
         bytes=stored.bytes,
         sha256=stored.sha256,
         storage_path=stored.storage_path,

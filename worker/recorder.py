@@ -20,13 +20,14 @@ from worker.leased_job import LeasedJob
 RecordFunction = Callable[[Session, Job, Any], None]
 
 # ``error`` has no row of its own: the job fails with its message and code once the exit code
-# is known (the finisher). ``end`` needs none either: the exit code and the artifact tell.
+# is known (the finisher). ``end`` tells an early stop; its other outcomes the exit code tells.
 RECORDS: dict[str, RecordFunction] = {
     "start": progress.record_start,
     "step": progress.record_step,
     "eval": progress.record_evaluation,
     "checkpoint": progress.record_checkpoint,
     "layer_selection": progress.record_layer_selection,
+    "end": progress.record_end,
 }
 
 

@@ -17,9 +17,11 @@ SPEC_FILE = "spec.json"
 
 def training_spec_for(session: Session, settings: Settings, job: Job) -> TrainingSpec:
     """The spec the training subprocess runs for ``job``. Checkpoints every
-    ``checkpoint_every_n_steps`` (a resumed attempt starts from the last), and an evaluation as
-    often when the job has a validation file; the tenant's ``max_training_tokens`` quota is
-    enforced by the engine once it has tokenized the data. The job's DeepSpeed settings
+    ``checkpoint_every_n_steps`` (a resumed attempt starts from the last); with a validation
+    file, a validation at the end of every epoch and as often as the checkpoints, unless the
+    job's ``eval_every_n_steps`` hyperparameter says otherwise (the engine's
+    ``TrainingSpec.validation_plan``); the tenant's ``max_training_tokens`` quota is enforced
+    by the engine once it has tokenized the data. The job's DeepSpeed settings
     (``compute.deepspeed``, already normalised: present whenever it runs on several ranks) are
     the spec's ``deepspeed``."""
     train = files_repo.get_file(session, job.training_file)
@@ -40,6 +42,7 @@ def training_spec_for(session: Session, settings: Settings, job: Job) -> Trainin
                 session, settings, job.tenant_id
             ).max_training_tokens,
             "eval_every_n_steps": every if validation else None,
+            "eval_each_epoch": validation is not None,
             "deepspeed": (job.compute or {}).get("deepspeed"),
         }
     )

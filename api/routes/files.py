@@ -96,8 +96,9 @@ def file_content(
 ) -> FileResponse:
     with session_scope(settings.resolved_database_url) as session:
         row = repo.get_file(session, file_id, tenant)
+    media_type = "text/csv" if row.purpose == repo.RESULTS_PURPOSE else "application/jsonl"
     return FileResponse(
-        service.stored_content(settings, row), media_type="application/jsonl", filename=row.filename
+        service.stored_content(settings, row), media_type=media_type, filename=row.filename
     )
 
 

@@ -142,8 +142,9 @@ def metrics(
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ) -> dict:
-    """Every recorded metric value, by step: train_loss, learning_rate, tokens_per_second,
-    valid_loss (what the dashboard plots; the same as the result CSV, but live)."""
+    """Every recorded metric value, by step: train_loss, train_mean_token_accuracy,
+    learning_rate, tokens_per_second, valid_loss, valid_mean_token_accuracy (what the
+    dashboard plots; the result CSV's figures, but live)."""
     with session_scope(settings.resolved_database_url) as session:
         repo.get_job(session, job_id, tenant)
         rows = progress.metrics_of(session, job_id)

@@ -13,7 +13,7 @@ from api.schemas import JobCreate
 from steering_core.compute import ComputeRequest, resolve_zero_stage
 from steering_core.errors import ConfigValidationError
 from steering_core.methods.registry import method_definition
-from steering_core.spec import ResolvedHyperparameters
+from steering_core.spec import Hyperparameters
 
 
 def compute_request(body: JobCreate) -> ComputeRequest:
@@ -46,15 +46,13 @@ def compute_request(body: JobCreate) -> ComputeRequest:
         ) from exc
 
 
-def check_compute(
-    method: Any, hyperparameters: ResolvedHyperparameters, compute: ComputeRequest
-) -> None:
+def check_compute(method: Any, hyperparameters: Hyperparameters, compute: ComputeRequest) -> None:
     """Refuse a ZeRO stage the method cannot train under, and a global batch that does not
-    split evenly across the ranks."""
+    split evenly across the ranks (an ``"auto"`` one is chosen as a multiple of them)."""
     prefix = f"method.{method.type}"
     world = compute.world_size
     batch = hyperparameters.batch_size
-    if batch % world:
+    if batch != "auto" and batch % world:
         lower, upper = batch - batch % world, batch + world - batch % world
         options = f"{lower} or {upper}" if lower else str(upper)
         raise ApiError(

@@ -25,7 +25,7 @@ from steering_core.catalogue import model_dimensions
 from steering_core.errors import SteeringUserError
 from steering_core.methods.definition import MethodSizeError
 from steering_core.methods.registry import method_definition, method_names, parse_method
-from steering_core.spec import Hyperparameters, resolve_hyperparameters
+from steering_core.spec import Hyperparameters
 
 
 def _first_error(exc: ValidationError, prefix: str) -> ApiError:
@@ -114,8 +114,15 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
         hyperparameters = Hyperparameters.model_validate({**top, **block_hp})
     except ValidationError as exc:
         raise _first_error(exc, f"{prefix}.hyperparameters") from exc
+    if body.validation_file is None and (needing := hyperparameters.fields_needing_validation()):
+        raise ApiError(
+            400,
+            f"{prefix}.hyperparameters.{needing[0]} needs a validation_file: without one "
+            "nothing is validated; give a validation_file or leave it out",
+            param=f"{prefix}.hyperparameters.{needing[0]}",
+        )
     compute = compute_request(body)
-    check_compute(method, resolve_hyperparameters(method.type, hyperparameters), compute)
+    check_compute(method, hyperparameters, compute)
     _check_against_model(method, body.model, prefix)
     training = _training_data(session, tenant, body.training_file, "training_file", method)
     quotas.check_new_job(session, settings, tenant)

@@ -130,8 +130,8 @@ def test_joint_trains_under_zero_0_only_unless_its_projection_is_off(
 
 
 def test_batch_size_is_the_global_batch(shared_api: Api, shared_file: str) -> None:
-    """8 ("auto") splits over 2 or 4 ranks; 12 over 3 and 4."""
-    for processes in (2, 4):
+    """An "auto" batch is chosen as a multiple of any number of ranks; 12 splits over 3 and 4."""
+    for processes in (2, 3, 4):
         assert shared_api.job_ok(shared_file, compute={"processes": processes})
     method = {"type": "post_block", "post_block": {"hyperparameters": {"batch_size": 12}}}
     assert shared_api.job_ok(shared_file, method=method, compute={"gpus": 3})
@@ -202,8 +202,8 @@ INVALID: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
         ("boolean",),
     ),
     (
-        "auto-batch-over-3-ranks",
-        {"compute": {"processes": 3}},
+        "batch-over-3-ranks",
+        {"compute": {"processes": 3}, "hyperparameters": {"batch_size": 8}},
         BATCH,
         ("batch_size 8", "3 processes", "global", "6 or 9"),
     ),

@@ -22,8 +22,8 @@ DEFAULT_ADAPTER = {
 }
 DEFAULT_LORA = {"rank": 8, "alpha": 8.0, "dropout": 0.0, "target_modules": None}
 POST_BLOCK_RESOLVED = {
-    "n_epochs": 1,
-    "batch_size": 8,
+    "n_epochs": "auto",  # chosen from the data when the job starts
+    "batch_size": "auto",
     "learning_rate": 9e-4,
     "steering_learning_rate": None,
     "gradient_accumulation_steps": 2,
@@ -33,6 +33,9 @@ POST_BLOCK_RESOLVED = {
     "max_grad_norm": 1.0,
     "max_steps": None,
     "group_by_length": False,
+    "eval_every_n_steps": None,
+    "early_stopping_patience": None,
+    "keep_best_validation": False,
 }
 
 
@@ -204,7 +207,7 @@ def test_hyperparameters_precedence_and_auto(shared_api: Api, shared_file: str) 
     )
     resolved = job["hyperparameters"]
     assert resolved["n_epochs"] == 5  # the method block wins
-    assert resolved["batch_size"] == 8  # "auto"
+    assert resolved["batch_size"] == "auto"  # until the job starts
     assert resolved["learning_rate"] == pytest.approx(2 * 9e-4)
     assert resolved["group_by_length"] is False
 

@@ -45,7 +45,9 @@ def test_upload_train_download_load(tmp_path: Path, backend: str) -> None:
             suffix="sums",
             method={
                 "type": "post_block",
-                "post_block": {"hyperparameters": {"n_epochs": 2, "learning_rate": 0.01}},
+                "post_block": {
+                    "hyperparameters": {"n_epochs": 2, "batch_size": 8, "learning_rate": 0.01}
+                },
             },
         )
         assert job["status"] == "queued"
@@ -63,7 +65,9 @@ def test_upload_train_download_load(tmp_path: Path, backend: str) -> None:
         # 48 rows, batch 8, accumulation 2, 2 epochs = 6 steps; a checkpoint every 4 steps
         assert [c["step_number"] for c in checkpoints["data"]] == [4]
         metrics_csv = service.http.get(f"/v1/files/{done['result_files'][0]}/content").text
-        assert metrics_csv.startswith("step,name,value") and "train_loss" in metrics_csv
+        header, first, *_ = metrics_csv.splitlines()
+        assert header == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+        assert first.startswith("1,")
 
         adapter = service.http.get(f"/v1/adapters/{done['fine_tuned_model']}").json()
         assert adapter["reference"] == "sums@1" and adapter["base_model"] == "tiny-llama"

@@ -32,7 +32,10 @@ FINAL = {"succeeded", "failed", "cancelled"}
 LONG_JOB = {
     "model": "tiny-llama",
     "seed": 11,
-    "method": {"type": "post_block", "post_block": {"hyperparameters": {"n_epochs": 75}}},
+    "method": {
+        "type": "post_block",
+        "post_block": {"hyperparameters": {"n_epochs": 75, "batch_size": 8}},
+    },
 }
 LONG_STEPS = 300
 FAST = {

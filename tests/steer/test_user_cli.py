@@ -53,6 +53,7 @@ def test_a_full_job_from_the_command_line(tmp_path: Path) -> None:
             tmp_path,
             *("jobs", "create", "--model", "tiny-llama", "--file", str(data)),
             *("--method", "post_block", "--layers", "0-2", "--rank", "4", "--epochs", "2"),
+            *("--batch-size", "8"),
             *("--suffix", "cli", "--watch"),
         )
         assert created.returncode == 0, created.stdout + created.stderr

@@ -49,7 +49,7 @@ def test_zero3_buckets_are_sized_to_the_model() -> None:
     from steering_core.backends import deepspeed_config
     from steering_core.spec import Hyperparameters, resolve_hyperparameters
 
-    hp = resolve_hyperparameters("full", Hyperparameters())
+    hp = resolve_hyperparameters("full", Hyperparameters(), n_examples=100)
     common = {"offload_optimizer": False, "offload_param": False, "hp": hp, "per_rank_batch": 2}
     zero3 = deepspeed_config(zero_stage=3, hidden_size=576, **common)["zero_optimization"]
     assert zero3["reduce_bucket_size"] == 576 * 576

@@ -154,18 +154,59 @@ def test_hyperparameters_resolve_to_method_defaults() -> None:
     from steering_core.spec import Hyperparameters, TrainingSpec, resolve_hyperparameters
 
     spec = TrainingSpec.model_validate({"model": "tiny-llama", "method": {"type": "joint"}})
-    resolved = resolve_hyperparameters(spec.method.type, spec.hyperparameters)
+    resolved = resolve_hyperparameters(spec.method.type, spec.hyperparameters, n_examples=1000)
     assert (resolved.learning_rate, resolved.lr_scheduler, resolved.warmup_ratio) == (
         2e-4,
         "cosine",
         0.06,
     )
-    steering = resolve_hyperparameters("post_block", Hyperparameters(learning_rate_multiplier=2.0))
+    steering = resolve_hyperparameters(
+        "post_block", Hyperparameters(learning_rate_multiplier=2.0), n_examples=1000
+    )
     assert steering.learning_rate == 2 * 9e-4 and steering.lr_scheduler == "linear"
     assert (steering.batch_size, steering.gradient_accumulation_steps) == (8, 2)
     assert spec.seed == 42
     with pytest.raises(ValidationError, match="learning_rate"):
         Hyperparameters(learning_rate=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("n_examples", "world_size", "n_epochs", "batch_size"),
+    [
+        (1, 1, 25, 1),  # 100 examples seen would take 100 epochs: at most 25; one row a batch
+        (5, 2, 20, 6),  # 100 seen; the batch is the 5 rows, rounded up to split across 2 ranks
+        (16, 1, 7, 8),  # ceil(100 / 16) epochs
+        (34, 1, 3, 8),  # 102 seen in 3 epochs
+        (4_000, 1, 3, 8),  # 0.2% = 8
+        (6_000, 3, 3, 18),  # 0.2% = 12, nearest power of two 16, a multiple of 3 ranks
+        (10_000, 1, 2, 16),  # 25,000 seen at most: 2 epochs
+        (40_000, 1, 1, 64),  # 0.2% = 80: at most 64; never under 1 epoch
+    ],
+)
+def test_auto_epochs_and_batch_size_follow_the_number_of_examples(
+    n_examples: int, world_size: int, n_epochs: int, batch_size: int
+) -> None:
+    from steering_core.spec import Hyperparameters, resolve_hyperparameters
+
+    resolved = resolve_hyperparameters(
+        "post_block", Hyperparameters(), n_examples=n_examples, world_size=world_size
+    )
+    assert (resolved.n_epochs, resolved.batch_size) == (n_epochs, batch_size)
+    given = Hyperparameters(n_epochs=2, batch_size=4)
+    explicit = resolve_hyperparameters("post_block", given, n_examples=n_examples)
+    assert (explicit.n_epochs, explicit.batch_size) == (2, 4)
+
+
+def test_a_jobs_validation_settings_win_over_the_specs() -> None:
+    from steering_core.spec import TrainingSpec, ValidationPlan
+
+    spec = {"model": "tiny-llama", "eval_every_n_steps": 5, "eval_each_epoch": True}
+    assert TrainingSpec.model_validate(spec).validation_plan() == ValidationPlan(
+        5, True, None, False
+    )
+    job = {"eval_every_n_steps": 3, "early_stopping_patience": 2, "keep_best_validation": True}
+    plan = TrainingSpec.model_validate({**spec, "hyperparameters": job}).validation_plan()
+    assert plan == ValidationPlan(3, True, 2, True)
 
 
 def test_catalogue_dimensions_match_the_models() -> None:

@@ -82,17 +82,22 @@ def test_two_ranks_train_one_artifact(tmp_path: Path) -> None:
 def test_two_ranks_reach_the_one_rank_adapter(tmp_path: Path) -> None:
     """Same global batch, seed and rows: the adapter of 2 ranks under ZeRO-2 equals the plain
     one-rank run's to 1e-5 after 10 steps, though the ranks' answers differ in length (the
-    loss is normalised by the step's labelled tokens of all ranks, not per rank)."""
+    loss is normalised by the step's labelled tokens of all ranks, not per rank); each step's
+    mean token accuracy counts every rank's labelled tokens, so the two runs report the same."""
     data = write_ragged_answers(tmp_path / "train.jsonl")
     spec = spec_dict(
         data,
         hyperparameters={"batch_size": 4, "max_steps": 10, "learning_rate": 2e-2},
         precision="fp32",
     )
-    code, _, _, stderr = train_cli(tmp_path, spec, name="one")
+    code, one_events, _, stderr = train_cli(tmp_path, spec, name="one")
     assert code == 0, stderr[-3000:]
     two = torchrun(tmp_path, {**spec, "deepspeed": {"zero_stage": 2}}, "two")
     assert two.returncode == 0, two.stderr[-3000:]
+    two_events = [e for e in map(parse_event, two.stdout.splitlines()) if e is not None]
+    one_accuracy = [e.mean_token_accuracy for e in one_events if e.event == "step"]
+    two_accuracy = [e.mean_token_accuracy for e in two_events if e.event == "step"]
+    assert len(one_accuracy) == 10 and one_accuracy == two_accuracy
     one_w = load_file(str(tmp_path / "one" / "adapter" / "adapter_model.safetensors"))
     two_w = load_file(str(tmp_path / "two" / "adapter" / "adapter_model.safetensors"))
     assert one_w.keys() == two_w.keys()

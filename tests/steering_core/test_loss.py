@@ -85,3 +85,26 @@ def test_only_the_kept_positions_reach_the_lm_head() -> None:
     batch = _answer_only_batch()
     causal_lm_loss(model, batch)
     assert rows_seen == [7]  # of 12 positions
+
+
+def test_the_token_accuracy_counts_the_arg_max_hits_on_labelled_tokens() -> None:
+    from steering_core.loss import counting_correct_tokens
+
+    torch.manual_seed(0)
+    attached = attach_method(build_tiny_model("llama"), METHODS["post_block"])
+    batch = _answer_only_batch()
+    with torch.no_grad():
+        logits = attached.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+    batch["labels"][0, 9] = int(logits[0, 8].argmax())  # one label the model predicts
+    labels = batch["labels"][:, 1:]
+    labelled = labels != IGNORE_INDEX
+    hits = int(((logits[:, :-1].argmax(-1) == labels) & labelled).sum())
+    with counting_correct_tokens() as counts:
+        causal_lm_loss(attached.model, batch)
+        causal_lm_loss(attached.model, batch)  # counts add up over the block
+    assert int(labelled.sum()) == 9 and hits > 0
+    assert (counts.correct, counts.total, counts.accuracy) == (2 * hits, 2 * 9, hits / 9)
+    causal_lm_loss(attached.model, batch)  # outside a block: nothing counted
+    assert counts.total == 2 * 9

@@ -62,7 +62,7 @@ def test_the_built_in_defaults_are_the_method_md_ones() -> None:
         "full": (2e-5, "linear", 0.03),
     }
     for name, (lr, scheduler, warmup) in expected.items():
-        resolved = resolve_hyperparameters(name, Hyperparameters())
+        resolved = resolve_hyperparameters(name, Hyperparameters(), n_examples=100)
         assert (resolved.learning_rate, resolved.lr_scheduler, resolved.warmup_ratio) == (
             lr,
             scheduler,

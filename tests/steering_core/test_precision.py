@@ -38,7 +38,7 @@ def _loss(model: torch.nn.Module, shift: float) -> float:
         model,
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0),
         None,  # type: ignore[arg-type]  # no step is taken
-        resolve_hyperparameters("post_block", Hyperparameters()),
+        resolve_hyperparameters("post_block", Hyperparameters(), n_examples=1),
         torch.bfloat16,
     )
     ids = torch.tensor([[5, 9, 13, 21, 7, 3]])

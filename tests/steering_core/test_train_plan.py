@@ -119,3 +119,16 @@ def test_a_step_accumulates_its_own_micro_batches() -> None:
     plan = _plan(40, False, grad_accum=3)
     assert list(plan.step_micro_batches(1)) == [0, 1, 2]
     assert list(plan.step_micro_batches(2)) == [3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "grad_accum", "ending"),
+    [
+        (16, 1, [2, 4, 6]),  # 2 micro-batches an epoch, one a step
+        (24, 2, [2, 3]),  # 3 an epoch, 2 a step: epoch 1 ends inside step 2, epoch 2 with step 3
+        (8, 2, [1]),  # 1 an epoch, 2 a step: the one step holds the ends of two epochs
+    ],
+)
+def test_the_steps_that_end_an_epoch(n_rows: int, grad_accum: int, ending: list[int]) -> None:
+    plan = _plan(n_rows, grouped=False, grad_accum=grad_accum, n_epochs=3)
+    assert [s for s in range(1, plan.total_steps + 1) if plan.ends_epoch(s)] == ending

@@ -223,15 +223,19 @@ def test_success_registers_the_adapter_its_copy_and_the_result_file(
     source = artifacts["post_block"]
     with session_scope(leased.url) as session:
         job = get_job(session, leased.job_id)
-        for step, loss in ((1, 2.5), (2, 1.25)):
+        for step, metrics in (
+            (1, {"train_loss": 2.5, "train_mean_token_accuracy": 0.25, "learning_rate": 0.01}),
+            (2, {"train_loss": 1.25, "valid_loss": 1.5, "valid_mean_token_accuracy": 0.5}),
+            (3, {"learning_rate": 0.01}),  # none of the result file's: no row
+        ):
             record_progress(
                 session,
                 job,
                 step=step,
-                total=2,
+                total=3,
                 trained_tokens=10,
                 eta_seconds=None,
-                metrics={"train_loss": loss},
+                metrics=metrics,
             )
 
     assert finish_job(worker_settings, leased, source, SUCCEEDED, None) == "succeeded"
@@ -256,7 +260,11 @@ def test_success_registers_the_adapter_its_copy_and_the_result_file(
 
     (results,) = _result_files(leased.url)
     assert job.result_files == [results.id]
-    csv = b"step,name,value\r\n1,train_loss,2.5\r\n2,train_loss,1.25\r\n"
+    csv = (
+        b"step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n"
+        b"1,2.5,0.25,,\n"
+        b"2,1.25,,1.5,0.5\n"
+    )
     sha = hashlib.sha256(csv).hexdigest()
     assert (results.filename, results.purpose, results.status) == (
         f"{job.id}-metrics.csv",

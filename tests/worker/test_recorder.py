@@ -32,6 +32,7 @@ def _start(**overrides: object) -> StartEvent:
     fields: dict[str, object] = {
         "total_steps": 6,
         "n_epochs": 2,
+        "batch_size": 8,
         "n_examples": 48,
         "trainable_parameters": 1536,
         "trainable_percent": 3.4285714,
@@ -68,8 +69,8 @@ def _metrics(leased: LeasedJob) -> list[tuple[int, str, float]]:
 def test_every_event_kind_has_a_record_function_or_needs_no_row() -> None:
     (union, _field) = typing.get_args(TrainingEvent)
     kinds = {event.model_fields["event"].default for event in typing.get_args(union)}
-    assert set(RECORDS) == {"start", "step", "eval", "checkpoint", "layer_selection"}
-    assert kinds == set(RECORDS) | {"error", "end"}
+    assert {"start", "step", "eval", "checkpoint", "end"} <= set(RECORDS)
+    assert kinds == set(RECORDS) | {"error"}  # an error fails the job, at the finisher
 
 
 @pytest.mark.parametrize("resumed", [0, 4])
@@ -78,15 +79,29 @@ def test_start_sets_the_total_and_tells_the_plan(leased: LeasedJob, resumed: int
     event = _start(resumed_from_step=resumed)
     EventRecorder(leased).record(event)
 
-    assert job_row(leased.url, leased.job_id).total_steps == 6
+    job = job_row(leased.url, leased.job_id)
+    assert job.total_steps == 6
+    # The job left both "auto": the engine's numbers replace it, for later attempts too.
+    assert job.hyperparameters == {"n_epochs": 2, "batch_size": 8}
     message = "Training 48 examples for 6 steps (1,536 trainable parameters, 3.429%) on 1 rank"
     message += " (torch)"
     if resumed:
         message += ", resumed from step 4"
+    chosen = {"n_examples": 48, "n_epochs": 2, "batch_size": 8}
     assert _new_events(leased, before) == [
-        (message, "info", "message", event.model_dump(mode="json"))
+        (message, "info", "message", event.model_dump(mode="json")),
+        (
+            "Chosen for 48 training examples (auto): n_epochs=2, batch_size=8",
+            "info",
+            "message",
+            chosen,
+        ),
     ]
     assert _metrics(leased) == []
+
+    # Told once: the next attempt's start finds the numbers in the job.
+    EventRecorder(leased).record(event)
+    assert len(_new_events(leased, before)) == 3
 
 
 def test_a_step_records_progress_metrics_and_an_event(leased: LeasedJob) -> None:
@@ -129,6 +144,28 @@ def test_a_step_records_progress_metrics_and_an_event(leased: LeasedJob) -> None
     ]
 
 
+def test_token_accuracies_are_metrics_beside_the_losses(leased: LeasedJob) -> None:
+    recorder = EventRecorder(leased)
+    before = len(events_of(leased.url, leased.job_id))
+    recorder.record(_step(mean_token_accuracy=0.25))
+    recorder.record(EvalEvent(step=2, validation_loss=0.75, validation_mean_token_accuracy=0.5))
+    assert _metrics(leased) == [
+        (2, "train_loss", 1.23456),
+        (2, "train_mean_token_accuracy", 0.25),
+        (2, "learning_rate", 0.01),
+        (2, "tokens_per_second", 1000.0),
+        (2, "valid_loss", 0.75),
+        (2, "valid_mean_token_accuracy", 0.5),
+    ]
+    messages = [(message, data) for message, _, _, data in _new_events(leased, before)]
+    assert messages[0][0] == "Step 2/6: training loss=1.2346, token accuracy=0.2500"
+    assert messages[0][1]["train_mean_token_accuracy"] == 0.25  # type: ignore[index]
+    assert messages[1] == (
+        "Step 2: validation loss=0.75, token accuracy=0.5000",
+        {"step": 2, "valid_loss": 0.75, "valid_mean_token_accuracy": 0.5},
+    )
+
+
 def test_an_evaluation_records_the_validation_loss(leased: LeasedJob) -> None:
     recorder = EventRecorder(leased)
     recorder.record(_step())
@@ -164,6 +201,32 @@ def test_a_checkpoint_is_a_row_and_an_event(leased: LeasedJob) -> None:
     assert _new_events(leased, before) == [
         ("Checkpoint saved at step 4", "info", "message", None),
         ("Checkpoint saved at step 4", "info", "message", None),
+    ]
+
+
+def test_an_early_stop_is_told(leased: LeasedJob) -> None:
+    recorder = EventRecorder(leased)
+    recorder.record(_start(total_steps=40))
+    before = len(events_of(leased.url, leased.job_id))
+    recorder.record(
+        EndEvent(
+            status="early_stopped",
+            step=12,
+            final_loss=0.1,
+            artifact="run/adapter",
+            train_seconds=1.0,
+            trained_tokens=600,
+            restored_step=8,
+        )
+    )
+    assert _new_events(leased, before) == [
+        (
+            "Early stopping at step 12 of 40: the validation loss stopped improving; the "
+            "adapter of step 8, the lowest validation loss, is kept",
+            "info",
+            "message",
+            {"step": 12, "total_steps": 40, "restored_step": 8},
+        )
     ]
 
 
