@@ -18,7 +18,7 @@ from steer.client import SteerAPIError, SteerClient
 from steer.output import say
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
-SHOWN_METRICS = ("train_loss", "valid_loss", "valid_accuracy")
+SHOWN_METRICS = ("train_loss", "valid_loss", "valid_mean_token_accuracy")
 
 
 def step_text(step: int, total: int | None) -> str:

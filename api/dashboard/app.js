@@ -14,7 +14,15 @@
   const { el, put, fmt, fmtInt, fmtTime, fmtClock, badge, facts, note, emptyChart, api, ApiError, showError, clearError, FINAL, DASH } = D;
   const JOBS_REFRESH_MS = 2000;
   const JOB_REFRESH_MS = 1500;
-  const COLORS = { train_loss: "#2563eb", valid_loss: "#ea580c", valid_accuracy: "#16a34a" };
+  const COLORS = {
+    train_loss: "#2563eb",
+    valid_loss: "#ea580c",
+    train_mean_token_accuracy: "#0d9488",
+    valid_mean_token_accuracy: "#16a34a",
+    valid_accuracy: "#65a30d",
+  };
+  // what the engine records (token accuracies), and a task accuracy where a job has one
+  const ACCURACY_METRICS = ["train_mean_token_accuracy", "valid_mean_token_accuracy", "valid_accuracy"];
   const CHECKPOINT_PAGES = 20; // at most 20 pages of 100 checkpoints
 
   // ---------------------------------------------------------------------------------------
@@ -399,12 +407,15 @@
           ? D.lineChart({ title: "Loss", series: lossSeries, xLabel: "step", yLabel: "loss", testid: "loss-svg" })
           : emptyChart("Loss", FINAL.has(job && job.status) ? "no loss recorded for this job" : "waiting for the first training step…", "loss-note"),
       );
-      if (by.valid_accuracy && by.valid_accuracy.length) {
-        const inUnit = by.valid_accuracy.every(([, v]) => v >= 0 && v <= 1);
+      const accuracySeries = ACCURACY_METRICS
+        .filter((n) => by[n] && by[n].length)
+        .map((n) => ({ name: n, points: by[n], color: COLORS[n] }));
+      if (accuracySeries.length) {
+        const inUnit = accuracySeries.every((s) => s.points.every(([, v]) => v >= 0 && v <= 1));
         put(accBox,
           D.lineChart({
-            title: "Validation accuracy",
-            series: [{ name: "valid_accuracy", points: by.valid_accuracy, color: COLORS.valid_accuracy }],
+            title: "Mean token accuracy",
+            series: accuracySeries,
             xLabel: "step",
             yLabel: "accuracy",
             yDomain: inUnit ? [0, 1] : null,
@@ -413,7 +424,7 @@
         );
       } else {
         put(accBox,
-          emptyChart("Validation accuracy", "no accuracy metric for this job", "accuracy-note"),
+          emptyChart("Mean token accuracy", "no accuracy metric for this job", "accuracy-note"),
         );
       }
       const extra = ["learning_rate", "tokens_per_second"].filter((n) => by[n] && by[n].length);

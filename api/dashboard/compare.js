@@ -70,7 +70,7 @@
           trained_tokens: e.job.trained_tokens,
           "final train_loss": last("train_loss"),
           "best valid_loss": best("valid_loss"),
-          "final valid_accuracy": last("valid_accuracy"),
+          "final valid_mean_token_accuracy": last("valid_mean_token_accuracy"),
           adapter: e.adapterText,
         };
       }],
@@ -160,8 +160,8 @@
         for (const [name, dash] of [["train_loss", null], ["valid_loss", "6 4"]]) {
           if (e.series[name]) loss.push({ name, label: `${e.id} ${name}`, points: e.series[name], color: e.color, dash, attrs });
         }
-        if (e.series.valid_accuracy) {
-          accuracy.push({ name: "valid_accuracy", label: e.id, points: e.series.valid_accuracy, color: e.color, attrs });
+        if (e.series.valid_mean_token_accuracy) {
+          accuracy.push({ name: "valid_mean_token_accuracy", label: e.id, points: e.series.valid_mean_token_accuracy, color: e.color, attrs });
         }
       }
       put(lossBox,
@@ -173,7 +173,7 @@
       put(accBox,
         accuracy.length
           ? D.lineChart({
-            title: "Validation accuracy", series: accuracy, xLabel: "step", yLabel: "accuracy",
+            title: "Validation mean token accuracy", series: accuracy, xLabel: "step", yLabel: "accuracy",
             yDomain: inUnit ? [0, 1] : null, legend: false, testid: "compare-accuracy-svg",
           })
           : D.emptyChart("Validation accuracy", "no accuracy metric for these jobs", "compare-accuracy-note"),

@@ -269,9 +269,9 @@ def test_dashboard_draws_accuracy_unrecorded_shifts_and_cancels(
         {"step": s, "name": name, "value": value}
         for s, name, value in [
             (3, "valid_loss", 1.1),
-            (3, "valid_accuracy", 0.4),
+            (3, "valid_mean_token_accuracy", 0.4),
             (6, "valid_loss", 0.7),
-            (6, "valid_accuracy", 0.65),
+            (6, "valid_mean_token_accuracy", 0.65),
         ]
     ]
     adapter = {
@@ -328,7 +328,7 @@ def test_dashboard_draws_accuracy_unrecorded_shifts_and_cancels(
                 page.locator(f'[data-testid="loss-chart"] polyline[data-series="{series}"]')
             ).to_have_count(1)
         accuracy = page.locator('[data-testid="accuracy-chart"] polyline')
-        expect(accuracy).to_have_attribute("data-series", "valid_accuracy")
+        expect(accuracy).to_have_attribute("data-series", "valid_mean_token_accuracy")
         assert len((accuracy.get_attribute("points") or "").split()) == 2
         expect(page.get_by_test_id("job-download")).to_be_hidden()
         shot = screenshot(page, "job-accuracy.png")
@@ -493,7 +493,7 @@ def finished_job(
             if step in valid:
                 metrics["valid_loss"], accuracy = valid[step]
                 if accuracy is not None:
-                    metrics["valid_accuracy"] = accuracy
+                    metrics["valid_mean_token_accuracy"] = accuracy
             progress.record_progress(
                 session,
                 row,
