@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from steering_core.compute import DeepSpeedSpec
 from steering_core.config import StrictModel
 from steering_core.methods.definition import Scheduler
 from steering_core.methods.post_block.config import PostBlockMethod
 from steering_core.methods.registry import MethodConfig, method_definition
+from steering_core.tasks.registry import TASK_NAMES
 
 # "auto" n_epochs and batch_size, from the number of training examples (the rows left once the
 # file is tokenized: a row that truncation leaves without a supervised token does not count).
@@ -109,6 +110,24 @@ class Hyperparameters(StrictModel):
         description="Keep the adapter of the lowest validation loss seen instead of the last "
         "one (early stopping always does). Needs a validation file.",
     )
+    strength_report: bool = Field(
+        default=True,
+        description="After training, score the steering at strengths 0 to 1.5 on up to 64 "
+        "validation items and measure its off-task KL (within 10% of the training time); a "
+        "post_block or joint adapter with a validation file. false: skip it.",
+    )
+    strength_report_task: str | None = Field(
+        default=None,
+        description="The built-in task whose scorer the strength report uses (listops, "
+        "arithmetic, ...); default: exact match of the completion.",
+    )
+
+    @field_validator("strength_report_task")
+    @classmethod
+    def _known_task(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in TASK_NAMES:
+            raise ValueError(f"unknown task {value!r}; known tasks: {', '.join(TASK_NAMES)}")
+        return value
 
     def fields_needing_validation(self) -> list[str]:
         """The validation settings given here, which a run without a validation file could not
@@ -134,6 +153,8 @@ class ResolvedHyperparameters(StrictModel):
     eval_every_n_steps: int | None
     early_stopping_patience: int | None
     keep_best_validation: bool
+    strength_report: bool = True
+    strength_report_task: str | None = None
 
 
 def _method_filled(method_type: str, hp: Hyperparameters) -> dict[str, Any]:
@@ -151,6 +172,8 @@ def _method_filled(method_type: str, hp: Hyperparameters) -> dict[str, Any]:
         "max_steps": hp.max_steps,
         "group_by_length": hp.group_by_length,
         **{name: getattr(hp, name) for name in VALIDATION_FIELDS},
+        "strength_report": hp.strength_report,
+        "strength_report_task": hp.strength_report_task,
     }
 
 

@@ -43,6 +43,7 @@ from steering_core.compute import DeepSpeedSpec, resolve_zero_stage
 from steering_core.data import pad_token_id_for
 from steering_core.data_formats import parse_jsonl
 from steering_core.errors import ConfigValidationError, QuotaExceededError, SteeringUserError
+from steering_core.evaluate import read_records
 from steering_core.events import (
     CheckpointEvent,
     EndEvent,
@@ -67,6 +68,7 @@ from steering_core.runtime import (
     select_device,
 )
 from steering_core.spec import TrainingSpec, resolve_hyperparameters
+from steering_core.strength_report import MAX_ITEMS, strength_report
 from steering_core.train_plan import DataPlan, lr_lambda
 
 ARTIFACT_DIR = "adapter"
@@ -505,6 +507,9 @@ def train(
             attached,
             (handler.collate([train_rows[i] for i in plan.rows_for(m, 0)], pad_id) for m in probe),
         )
+        report = _strength_report(spec, attached, tokenizer, budget_seconds=0.1 * train_seconds)
+        if report is not None:
+            manifest["result"]["strength_report"] = report
     with gathered(params):
         if env.is_main:
             save_artifact(attached, artifact, base_model_id=spec.model, training_manifest=manifest)
@@ -533,6 +538,29 @@ def train(
         validation_losses=[(int(s), float(v)) for s, v in state["validation"]],
         restored_step=state["best_step"] if restored else None,
     )
+
+
+STRENGTH_REPORT_METHODS = ("post_block", "joint")  # adapters whose steering has a strength
+
+
+def _strength_report(
+    spec: TrainingSpec, attached: Any, tokenizer: Any, *, budget_seconds: float
+) -> dict[str, Any] | None:
+    """The trained adapter's strength report (``steering_core.strength_report``), when the run
+    has a validation file and a steering adapter and the job did not switch it off."""
+    hp = spec.hyperparameters
+    if (
+        spec.validation_file is None
+        or not hp.strength_report
+        or spec.method.type not in STRENGTH_REPORT_METHODS
+        or attached.steering is None
+    ):
+        return None
+    records = read_records(spec.validation_file, limit=MAX_ITEMS)
+    report = strength_report(
+        attached, tokenizer, records, task=hp.strength_report_task, budget_seconds=budget_seconds
+    )
+    return report.model_dump(mode="json")
 
 
 _LAYOUT_KEYS = ("world_size", "zero_stage")

@@ -566,10 +566,12 @@
     const scoreBox = el("div", { class: "chart", testid: "layer-score-chart", hidden: true });
     const layerTable = el("div", {});
     const siteLine = el("p", { class: "muted", testid: "layers-site" });
+    const strengthSection = el("section", { class: "card", testid: "strength-report", hidden: true });
     view.append(
       el("p", {}, el("a", { href: "#/jobs" }, "← all jobs")),
       el("h1", {}, "Adapter ", title),
       el("section", { class: "card" }, factsBox, el("div", { class: "row actions" }, downloadButton)),
+      strengthSection,
       el(
         "section",
         { class: "card" },
@@ -610,6 +612,7 @@
             ["Files", Object.keys(adapter.files || {}).sort().join(", "), "adapter-files"],
           ]),
         );
+        renderStrength(adapter.strength_report);
       } catch (exc) {
         if (current(gen)) {
           const gone = exc instanceof ApiError && exc.status === 404;
@@ -631,6 +634,44 @@
         if (!(exc instanceof ApiError && exc.status === 404)) showError(exc, "poll");
       }
     })();
+
+    // The strength report: score and off-task KL at each strength, the recommended one marked.
+    function renderStrength(report) {
+      strengthSection.hidden = !report || !(report.points || []).length;
+      if (strengthSection.hidden) return;
+      const points = report.points;
+      const recommended = report.recommended_strength;
+      put(strengthSection,
+        el("h2", {}, "Strength report"),
+        el("p", { class: "muted", testid: "strength-summary" },
+          `Recommended strength ${recommended === null ? DASH : fmt(recommended)} ` +
+          `(the smallest reaching 99% of the best score) · ${report.items} validation items ` +
+          `scored by ${report.task} · KL on ${report.neutral_prompts} neutral prompts against ` +
+          `strength 0 · ${fmt(report.seconds)} s of a ${fmt(report.budget_seconds)} s budget` +
+          (report.complete ? "" : " (budget spent: not every strength measured)")),
+        el("div", { class: "chart-row" },
+          el("div", { class: "chart" }, D.lineChart({
+            title: "Score by strength",
+            series: [{ name: "score", points: points.map((p) => [p.strength, p.score]), color: "#16a34a" }],
+            xLabel: "strength", yLabel: "score", yDomain: [0, 1], testid: "strength-score-svg",
+          })),
+          el("div", { class: "chart" }, D.lineChart({
+            title: "Off-task KL by strength (nats)",
+            series: [{ name: "kl", points: points.map((p) => [p.strength, p.kl]), color: "#ea580c" }],
+            xLabel: "strength", yLabel: "KL", testid: "strength-kl-svg",
+          })),
+        ),
+        el("table", { class: "layers", testid: "strength-table" },
+          el("thead", {}, el("tr", {}, ["Strength", "Score", "KL"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, ...points.map((p) => {
+            const row = el("tr", { testid: "strength-row" },
+              el("td", {}, fmt(p.strength)), el("td", {}, fmt(p.score)), el("td", {}, fmt(p.kl)));
+            if (p.strength === recommended) row.classList.add("chosen");
+            return row;
+          })),
+        ),
+      );
+    }
 
     function renderLayers(info) {
       renderSelection(info.selection);

@@ -289,6 +289,20 @@ def test_dashboard_draws_accuracy_unrecorded_shifts_and_cancels(
         "files": {"adapter_model.safetensors": "1" * 64},
         "trainable_parameters": 1536,
         "metrics": None,
+        "strength_report": {
+            "points": [
+                {"strength": s, "score": score, "kl": kl}
+                for s, score, kl in [(0.0, 0.1, 0.0), (0.5, 0.6, 0.02), (1.0, 0.9, 0.08)]
+            ],
+            "recommended_strength": 1.0,
+            "task": "exact",
+            "items": 64,
+            "neutral_prompts": 32,
+            "seconds": 3.5,
+            "budget_seconds": 4.0,
+            "complete": False,
+            "reference": "strength 0",
+        },
     }
     layers = {
         "object": "adapter.layers",
@@ -354,6 +368,14 @@ def test_dashboard_draws_accuracy_unrecorded_shifts_and_cancels(
         expect(shift.locator("rect.bar-missing")).to_have_count(2)
         expect(shift).to_contain_text("not recorded")
         expect(page.get_by_test_id("layer-row").nth(1)).to_contain_text("not recorded")
+        summary = page.get_by_test_id("strength-summary")
+        expect(summary).to_contain_text("Recommended strength 1")
+        expect(summary).to_contain_text("not every strength measured")
+        expect(page.get_by_test_id("strength-row")).to_have_count(3)
+        expect(page.locator('[data-testid="strength-row"].chosen')).to_contain_text("0.9")
+        points = page.locator('[data-testid="strength-score-svg"] polyline').get_attribute("points")
+        assert len((points or "").split()) == 3
+        screenshot(page, "adapter-strength.png")
 
         page.goto(f"{api.base_url}/dashboard#/jobs/ftjob-nope")
         expect(page.get_by_test_id("error-banner")).to_contain_text("404")

@@ -36,6 +36,8 @@ POST_BLOCK_RESOLVED = {
     "eval_every_n_steps": None,
     "early_stopping_patience": None,
     "keep_best_validation": False,
+    "strength_report": True,
+    "strength_report_task": None,
 }
 
 
@@ -448,6 +450,12 @@ INVALID_BODIES: list[tuple[str, Any, str | None, tuple[str, ...]]] = [
     ),
     ("integrations-not-list", _body(integrations="wandb"), "integrations", ("integrations",)),
     ("empty-object", {}, "model", ("model", "training_file")),
+    (
+        "strength-report-unknown-task",
+        _post_block(hyperparameters={"strength_report_task": "chess"}),
+        "method.post_block.hyperparameters.strength_report_task",
+        ("chess", "listops"),
+    ),
 ]
 
 

@@ -164,6 +164,7 @@ def test_early_stopping_stops_the_job_and_needs_a_validation_file(
         "lr_scheduler": "constant",
         "eval_every_n_steps": 2,
         "early_stopping_patience": 2,
+        "strength_report": False,  # switched off: the adapter has none
     }
     method: Any = {"type": "post_block", "post_block": {"hyperparameters": hyperparameters}}
     patience_only: Any = {
@@ -194,3 +195,28 @@ def test_early_stopping_stops_the_job_and_needs_a_validation_file(
         f"Early stopping at step {progress['step']} of {progress['total_steps']}"
     )
     assert "the lowest validation loss, is kept" in stop
+    assert _adapter(trained, done.fine_tuned_model)["strength_report"] is None
+
+
+def _adapter(trained: Trained, reference: str | None) -> dict[str, Any]:
+    answer = trained.api.client.get(
+        f"/v1/adapters/{reference}", headers={"authorization": f"Bearer {ADMIN}"}
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_the_adapter_carries_its_strength_report(trained: Trained) -> None:
+    """On by default with a validation file; bounded by 10% of the training time, so on this
+    tiny run (a few seconds of training) it may stop after the first strengths, and says so."""
+    adapter = _adapter(trained, trained.job.fine_tuned_model)
+    report = adapter["strength_report"]
+    assert report is not None and "strength_report" not in adapter["metrics"]
+    points = report["points"]
+    assert points and points[0]["strength"] == 0.0 and points[0]["kl"] == 0.0
+    strengths = [p["strength"] for p in points]
+    assert strengths == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5][: len(points)]
+    assert report["complete"] == (len(points) == 7)
+    assert (report["items"], report["task"]) == (8, "exact")  # the 8 validation records
+    assert report["recommended_strength"] in strengths
+    assert 0 < report["budget_seconds"] <= 0.1 * adapter["metrics"]["train_seconds"] + 0.01
