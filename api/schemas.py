@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
+from registry.integrations import TRACKER_TYPES, IntegrationBlock
 from steering_core.compute import ComputeRequest
 from steering_core.config import InputModel
 from steering_core.methods.definition import MethodDefinition
@@ -123,7 +124,13 @@ class JobCreate(Strict):
         description=f"At most {MAX_METADATA_PAIRS} pairs; keys at most {MAX_METADATA_KEY} "
         f"characters, values at most {MAX_METADATA_VALUE} (as OpenAI)",
     )
-    integrations: list[Any] | None = None
+    integrations: list[IntegrationBlock] | None = Field(
+        default=None,
+        max_length=len(TRACKER_TYPES),
+        description="Experiment trackers the job logs its settings, metrics and outcome to, at "
+        'most one of each: {"type": "wandb", "wandb": {"project": ...}} or {"type": "mlflow", '
+        '"mlflow": {"tracking_uri": ..., "experiment_name": ...}}',
+    )
     gpus: int = Field(
         default=0, ge=0, le=64, description="GPUs the job needs (0: a CPU job); = compute.gpus"
     )
@@ -192,7 +199,9 @@ class JobObject(BaseModel):
     error: JobError | None
     seed: int
     estimated_finish: int | None
-    integrations: list[Any] = []
+    integrations: list[Any] = Field(
+        default_factory=list, description="The job's experiment trackers, as it was created with"
+    )
     metadata: dict[str, str] | None
     method: dict[str, Any]
     user_provided_suffix: str | None = None

@@ -65,6 +65,7 @@ def job_object(row: Job) -> JobObject:
         error=JobError(**row.error) if row.error else None,
         seed=row.seed,
         estimated_finish=unix(row.estimated_finish),
+        integrations=list(row.integrations or []),
         metadata=row.metadata_,
         method=_method_block(row),
         user_provided_suffix=row.suffix,

@@ -89,6 +89,8 @@ class Job(Base):
     # the worker allocated ("worker", "devices", "cpu_slots") and what the engine reported
     # ("world_size", "backend", "zero_stage")
     compute: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # the experiment trackers it logs to, as the request gave them (registry/integrations.py)
+    integrations: Mapped[list[Any] | None] = mapped_column(JSON)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(256))

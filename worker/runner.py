@@ -11,7 +11,8 @@ module:
 - the engine's spec from the job's row (``training_spec``);
 - the training processes (one per rank, ``launch``) under the lease, stopped on cancel, or
   checkpointed and stopped on pause (``supervisor``), its events turned into rows
-  (``recorder``);
+  (``recorder``), and handed to the job's experiment trackers (``trackers``; W&B, MLflow),
+  which log from threads of their own;
 - the artifact checked in-process, stored and registered with the job's success, or the failure
   recorded with its code (``finisher``).
 
@@ -34,6 +35,7 @@ from worker.launch import RankLaunch
 from worker.leased_job import LeasedJob
 from worker.recorder import EventRecorder
 from worker.supervisor import LeaseKeeper, TrainingSupervisor
+from worker.trackers import JobTrackers
 from worker.training_spec import training_spec_for, write_spec_file
 
 log = logging.getLogger("steer.worker")
@@ -120,9 +122,11 @@ def _run_allocated(
     )
     keeper = LeaseKeeper(leased)  # from the claim to the last write
     keeper.start()
+    trackers = JobTrackers(settings)
     outcome = "lease_lost"
     try:
         job_dir = settings.jobs_dir / job_id
+        trackers.start(leased, job_dir)
         spec = leased.read(lambda session, job: training_spec_for(session, settings, job))
         spec = spec.model_copy(
             update={"collective_timeout_seconds": settings.collective_timeout_seconds}
@@ -142,7 +146,7 @@ def _run_allocated(
         )
         recorder = EventRecorder(leased)
         training = TrainingSupervisor(settings, job_dir, keeper, launch).run(
-            write_spec_file(spec, job_dir), recorder.record
+            write_spec_file(spec, job_dir), trackers.following(recorder.record)
         )
         outcome = finish_job(
             settings, leased, job_dir / ARTIFACT_DIR, training, recorder.reported_error
@@ -152,4 +156,5 @@ def _run_allocated(
         return outcome
     finally:
         keeper.stop()
+        trackers.close(outcome)
         log.info("job %s: %s", job_id, outcome)

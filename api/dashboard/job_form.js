@@ -14,7 +14,8 @@
 
   // JobCreate fields the form draws its own way (selects, the method block, a key=value box) or
   // leaves out: top-level `hyperparameters` and `gpus` are older spellings of
-  // method.<type>.hyperparameters and compute.gpus; `integrations` (OpenAI's) are not used.
+  // method.<type>.hyperparameters and compute.gpus; `integrations` (experiment trackers) are
+  // left to the API and the SDK.
   const OWN = new Set(["model", "training_file", "validation_file", "method", "metadata"]);
   const LEFT_OUT = new Set(["hyperparameters", "gpus", "integrations"]);
 

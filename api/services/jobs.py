@@ -13,6 +13,7 @@ from api.broker import enqueue_job
 from api.errors import ApiError, error_param
 from api.schemas import JobCreate
 from api.services.compute import check_compute, compute_request
+from api.services.integrations import checked_integrations
 from registry import files as files_repo
 from registry import jobs as jobs_repo
 from registry import quotas, workers
@@ -131,6 +132,7 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
         validation = _training_data(
             session, tenant, body.validation_file, "validation_file", method
         )
+    integrations = checked_integrations(settings, body.integrations)
     stored_compute = compute.normalised()
     admitted = workers.admission(
         session, stored_compute, recent_seconds=settings.worker_seen_seconds
@@ -151,6 +153,7 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
         queue=queue_for(compute.gpus),
         gpus=compute.gpus,
         compute=stored_compute,
+        integrations=integrations,
         max_attempts=settings.max_attempts,
     )
     if admitted.verdict == "warn":
