@@ -262,6 +262,11 @@ class AdapterObject(BaseModel):
     files: dict[str, str]
     trainable_parameters: int | None
     metrics: dict[str, Any] | None
+    strength_report: dict[str, Any] | None = Field(
+        default=None,
+        description="score and off-task KL at strengths 0 to 1.5, and the recommended strength "
+        "(steering_core.strength_report); None when the job measured none",
+    )
 
 
 class ModelObject(BaseModel):

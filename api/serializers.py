@@ -123,5 +123,9 @@ def adapter_object(row: Adapter) -> AdapterObject:
         bytes=row.bytes,
         files=row.files,
         trainable_parameters=row.trainable_parameters,
-        metrics=row.metrics,
+        # the training result's figures; its strength report has a field of its own
+        metrics={k: v for k, v in row.metrics.items() if k != "strength_report"}
+        if row.metrics is not None
+        else None,
+        strength_report=(row.metrics or {}).get("strength_report"),
     )
