@@ -23,7 +23,7 @@ COPY api ./api
 COPY worker ./worker
 COPY steer ./steer
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -e ".[api]"
+    pip install -e ".[api,wandb,mlflow]"
 
 # Non-root; uid 10001 and /data as in worker.Dockerfile, so both write the shared volume.
 RUN useradd --create-home --uid 10001 --user-group steer \

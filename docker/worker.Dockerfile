@@ -66,7 +66,7 @@ COPY api ./api
 COPY worker ./worker
 COPY steer ./steer
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -e ".[train,worker]" \
+    pip install -e ".[train,worker,wandb,mlflow]" \
     && python -c "import torch, transformers, peft, deepspeed; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 # Non-root; uid 10001 and /data as in api.Dockerfile, so both write the shared volume. The home

@@ -393,7 +393,12 @@ def test_images_run_as_the_same_non_root_user(dockerfile):
 
 @pytest.mark.parametrize(
     ("dockerfile", "extras"),
-    [("api.Dockerfile", {"api"}), ("worker.Dockerfile", {"train", "worker"})],
+    [
+        # the tracker extras in both: the API checks a job's tracker is installed, the worker
+        # logs to it
+        ("api.Dockerfile", {"api", "wandb", "mlflow"}),
+        ("worker.Dockerfile", {"train", "worker", "wandb", "mlflow"}),
+    ],
 )
 def test_dockerfiles_install_the_project_with_its_extras(dockerfile, extras):
     installs = _editable_extras(dockerfile)
