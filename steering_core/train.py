@@ -307,7 +307,10 @@ def train(
         "zero_stage": zero_stage,
         # The step and eval events since the previous checkpoint, saved with the next one: a run
         # killed after a checkpoint may have printed them faster than its reader recorded them.
+        # the step and eval events a resume reports again: since the checkpoint before the
+        # oldest one kept (see ``checkpoint``), bounded to keep_checkpoints + 1 intervals
         "events_since_checkpoint": [],
+        "checkpoint_steps": [],
         "layer_selection": selection_record(selection) if selection is not None else None,
     }
     best_snapshot: dict[str, torch.Tensor] | None = None
@@ -358,6 +361,16 @@ def train(
         reporter.emit(event)
 
     def checkpoint(step: int) -> None:
+        # A resume reports again the events this checkpoint holds, for a worker that died before
+        # recording them. Its recording can lag the training by more than one interval, so the
+        # checkpoint holds every event since the checkpoint before the oldest one kept: a resume
+        # from it repeats all that the kept checkpoints do not already account for.
+        steps = [*state["checkpoint_steps"], step][-(spec.keep_checkpoints + 1) :]
+        floor = steps[0] if len(steps) > spec.keep_checkpoints else 0
+        state["checkpoint_steps"] = steps
+        state["events_since_checkpoint"] = [
+            e for e in state["events_since_checkpoint"] if e["step"] > floor
+        ]
         final = checkpoint_dir(out_dir, step)
         partial = final.with_name(final.name + ".partial")
         if env.is_main:
@@ -380,7 +393,6 @@ def train(
             partial.rename(final)
             prune_checkpoints(out_dir, spec.keep_checkpoints)
             reporter.emit(CheckpointEvent(step=step, path=str(final)))
-        state["events_since_checkpoint"] = []  # saved with this checkpoint
         _barrier()
 
     backend.train()

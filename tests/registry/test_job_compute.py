@@ -29,6 +29,7 @@ def _start(**overrides: Any) -> StartEvent:
     fields: dict[str, Any] = {
         "total_steps": 6,
         "n_epochs": 1,
+        "batch_size": 8,
         "n_examples": 48,
         "trainable_parameters": 1536,
         "trainable_percent": 3.4285714,
@@ -39,10 +40,13 @@ def _start(**overrides: Any) -> StartEvent:
     return StartEvent.model_validate({**fields, **overrides})
 
 
-def _newest_event(url: str, job_id: str) -> tuple[str, str, Any]:
+def _newest_event(url: str, job_id: str, starting: str = "") -> tuple[str, str, Any]:
+    """The newest event, or the newest whose message starts with ``starting`` (a job of "auto"
+    hyperparameters gets the numbers chosen for it right after its start event)."""
     with session_scope(url) as session:
-        events, _ = list_events(session, job_id, after=None, limit=1)
-        return events[0].message, events[0].level, events[0].data
+        events, _ = list_events(session, job_id, after=None, limit=10)
+        found = next(e for e in events if e.message.startswith(starting))
+        return found.message, found.level, found.data
 
 
 def test_allocation_then_start_merge_into_the_stored_block(db_url: str) -> None:
@@ -70,7 +74,7 @@ def test_allocation_then_start_merge_into_the_stored_block(db_url: str) -> None:
             "backend": "deepspeed",
             "zero_stage": 2,
         }
-    message, level, data = _newest_event(db_url, job_id)
+    message, level, data = _newest_event(db_url, job_id, "Training")
     assert message == (
         "Training 48 examples for 6 steps (1,536 trainable parameters, 3.429%) "
         "on 2 ranks (deepspeed, ZeRO 2)"
@@ -86,7 +90,7 @@ def test_a_cpu_job_on_one_rank_of_plain_torch(db_url: str) -> None:
     with session_scope(db_url) as session:
         event = _start(backend="torch", world_size=1, zero_stage=None, resumed_from_step=4)
         record_start(session, get_job(session, job_id), event)
-    assert _newest_event(db_url, job_id)[0].endswith(
+    assert _newest_event(db_url, job_id, "Training")[0].endswith(
         "3.429%) on 1 rank (torch), resumed from step 4"
     )
     with session_scope(db_url) as session:

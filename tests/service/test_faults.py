@@ -7,6 +7,7 @@ Each test writes its figures through ``tests.reliability_record.record``; the sc
 
 from __future__ import annotations
 
+import csv
 import errno
 import io
 import os
@@ -129,8 +130,9 @@ def test_worker_killed_mid_job_resumes_from_its_checkpoint_and_matches(tmp_path:
         assert worst <= 1e-6, worst
         assert len(_adapters_of(service, job["id"])) == 1
         metrics = service.http.get(f"/v1/files/{done['result_files'][0]}/content").text
-        losses = [line for line in metrics.splitlines() if ",train_loss," in line]
-        assert [int(line.split(",")[0]) for line in losses] == list(range(1, LONG_STEPS + 1))
+        rows = csv.DictReader(io.StringIO(metrics))  # OpenAI's wide CSV, one row a step
+        trained = [int(row["step"]) for row in rows if row["train_loss"]]
+        assert trained == list(range(1, LONG_STEPS + 1))
         tally = _tally(service, [reference["id"], job["id"]])
     record(
         "worker_kill_9",
@@ -287,8 +289,9 @@ def test_postgres_restart_gives_503_then_recovers(tmp_path: Path) -> None:
         assert done["progress"]["attempts"] == 1  # the worker waited for the database
         assert "database unreachable, retrying" in service.worker_log("w1")
         metrics = service.http.get(f"/v1/files/{done['result_files'][0]}/content").text
-        losses = [line for line in metrics.splitlines() if ",train_loss," in line]
-        assert [int(line.split(",")[0]) for line in losses] == list(range(1, LONG_STEPS + 1))
+        rows = csv.DictReader(io.StringIO(metrics))  # OpenAI's wide CSV, one row a step
+        trained = [int(row["step"]) for row in rows if row["train_loss"]]
+        assert trained == list(range(1, LONG_STEPS + 1))
         assert (
             len(service.http.get("/v1/fine_tuning/jobs").json()["data"]) == 1
         )  # the 503 POST stored nothing

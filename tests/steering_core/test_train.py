@@ -271,3 +271,24 @@ def test_manifest_records_per_layer_shift_statistics(tmp_path: Path) -> None:
     batch = collate([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}], 0)
     zero = layer_statistics(fresh, [batch])
     assert all(s["shift_norm"] == 0 and s["residual_norm"] > 0 for s in zero)
+
+
+def test_a_resume_reports_again_every_event_the_kept_checkpoints_do_not_account_for(
+    tmp_path: Path,
+) -> None:
+    """A worker's recording can lag the training by more than a checkpoint interval; if it dies
+    then, the resume must report again every step since the checkpoint before the oldest kept
+    one, not only those since the newest (which left a hole in the job's metrics)."""
+    spec = _spec(tmp_path, checkpoint_every_n_steps=2, keep_checkpoints=2)
+    with pytest.raises(TrainingCancelled):
+        train(spec, tmp_path / "run", should_stop=_stop_on_call(7))  # checkpoints 2, 4, 6
+    reporter = Collect()
+    train(spec, tmp_path / "run", reporter, resume=True)
+    assert reporter.events[0].resumed_from_step == 6
+    replayed = []
+    for event in reporter.events[1:]:
+        if event.event == "checkpoint":
+            break
+        if event.event == "step":
+            replayed.append(event.step)
+    assert replayed == [3, 4, 5, 6]  # since checkpoint 2, the one before the oldest kept (4)
