@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 
 from api.deps import get_app_settings, get_tenant, threaded, threaded_slow
 from api.errors import ApiError
@@ -68,27 +68,7 @@ def adapter_content(
     tenant: str = Depends(get_tenant),
 ):
     """The artifact as one ``.tar.gz``, or one file of it with ``?file=NAME``."""
-    row = _adapter(settings, reference, tenant)
-    if file is None:
-        return Response(
-            service.archive(settings, row),
-            media_type="application/gzip",
-            headers={
-                "Content-Disposition": f'attachment; filename="{row.name}-v{row.version}.tar.gz"',
-                "X-Content-SHA256": row.sha256,
-            },
-        )
-    if file not in row.files:
-        raise ApiError(
-            404,
-            f"adapter {row.id} has no file {file!r}; files: {sorted(row.files)}",
-            param="file",
-            code="not_found",
-        )
-    path = service.verified_files(settings, row)[file]
-    return FileResponse(
-        path, filename=file.replace("/", "_"), headers={"X-Content-SHA256": row.files[file]}
-    )
+    return service.stored_adapter(settings, _adapter(settings, reference, tenant)).response(file)
 
 
 @router.get("/v1/adapters/{reference}/export")
