@@ -51,6 +51,18 @@
     );
   }
 
+  /** The horizontal grid lines and value labels of a y axis, as two groups (grid, labels) that
+   * the caller fills further (x ticks) and appends. */
+  function yGrid(yt, sy, m, pw) {
+    const grid = svgEl("g", { class: "grid" });
+    const labels = svgEl("g", { class: "tick-labels" });
+    for (const v of yt.values) {
+      grid.append(svgEl("line", { x1: m.l, x2: m.l + pw, y1: sy(v), y2: sy(v) }));
+      labels.append(svgEl("text", { x: m.l - 6, y: sy(v) + 4, "text-anchor": "end" }, yt.label(v)));
+    }
+    return { grid, labels };
+  }
+
   /** lineChart({title, series: [{name, points: [[x, y], ...], color}], xLabel, yLabel}).
    * A series may also have `label` (its legend and tooltip text, default name), `dash` (an SVG
    * stroke-dasharray) and `attrs` (more attributes of its polyline). legend: false leaves the
@@ -82,12 +94,7 @@
     const sy = (y) => m.t + ph - ((y - y0) / (y1 - y0)) * ph;
 
     const svg = chartFrame(width, height, title, testid);
-    const grid = svgEl("g", { class: "grid" });
-    const labels = svgEl("g", { class: "tick-labels" });
-    for (const v of yt.values) {
-      grid.append(svgEl("line", { x1: m.l, x2: m.l + pw, y1: sy(v), y2: sy(v) }));
-      labels.append(svgEl("text", { x: m.l - 6, y: sy(v) + 4, "text-anchor": "end" }, yt.label(v)));
-    }
+    const { grid, labels } = yGrid(yt, sy, m, pw);
     for (const v of xt.values) {
       grid.append(svgEl("line", { x1: sx(v), x2: sx(v), y1: m.t, y2: m.t + ph, class: "vgrid" }));
       labels.append(svgEl("text", { x: sx(v), y: m.t + ph + 16, "text-anchor": "middle" }, xt.label(v)));
@@ -157,12 +164,7 @@
     const barW = Math.max(2, band * 0.68);
 
     const svg = chartFrame(width, height, title, testid);
-    const grid = svgEl("g", { class: "grid" });
-    const labels = svgEl("g", { class: "tick-labels" });
-    for (const v of yt.values) {
-      grid.append(svgEl("line", { x1: m.l, x2: m.l + pw, y1: sy(v), y2: sy(v) }));
-      labels.append(svgEl("text", { x: m.l - 6, y: sy(v) + 4, "text-anchor": "end" }, yt.label(v)));
-    }
+    const { grid, labels } = yGrid(yt, sy, m, pw);
     svg.append(grid, labels);
     const bars = svgEl("g", { class: "bars" });
     const every = Math.ceil(items.length / 24);

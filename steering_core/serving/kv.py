@@ -57,8 +57,9 @@ def keep_rows(
     cache: DynamicCache, mask: torch.Tensor, rows: torch.Tensor
 ) -> tuple[DynamicCache, torch.Tensor]:
     """Only ``rows`` (indices, in that order), with padding no kept row needs trimmed away."""
+    # the cache is on the model's device, the mask on the CPU: the indices moved once for all
+    on_device = rows.to(cache.layers[0].keys.device) if cache.layers else rows
     for layer in cache.layers:
-        on_device = rows.to(layer.keys.device)
         layer.keys = layer.keys.index_select(0, on_device)
         layer.values = layer.values.index_select(0, on_device)
     mask = mask.index_select(0, rows)
