@@ -207,14 +207,24 @@ def served_models(app: FastAPI, settings: Settings) -> Any:
                 import torch
 
                 torch.set_num_threads(settings.torch_threads)
-            served = serving.ServedModels(
-                cache_dir=settings.model_cache_dir,
-                adapter_pool_bytes=int(settings.generation_adapter_pool_mb * 2**20),
-                max_batch=settings.generation_max_batch,
-                full_copies=settings.generation_cache_size,
-                device=settings.generation_device,
-                dtype=settings.generation_dtype,
-            )
+            from steering_core.errors import SteeringUserError
+
+            try:
+                served = serving.ServedModels(
+                    cache_dir=settings.model_cache_dir,
+                    adapter_pool_bytes=int(settings.generation_adapter_pool_mb * 2**20),
+                    max_batch=settings.generation_max_batch,
+                    full_copies=settings.generation_cache_size,
+                    device=settings.generation_device,
+                    dtype=settings.generation_dtype,
+                )
+            except SteeringUserError as exc:  # the server's settings, not the request, are wrong
+                raise ApiError(
+                    503,
+                    f"steered generation is not available on this API process: {exc}",
+                    type="server_error",
+                    code="generation_unavailable",
+                ) from exc
             app.state.served_models = served
     return served
 

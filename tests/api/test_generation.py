@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from steering_core.attach import attach_method
 from steering_core.evaluate import generate_greedy
@@ -216,3 +217,13 @@ def test_accepted_options_that_change_nothing_here(shared_api: Api) -> None:
     response = shared_api.client.post(CHAT, json=body)
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["completion_tokens"] >= 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the check is for a machine without a GPU")
+def test_a_gpu_setting_on_a_machine_without_one_is_the_servers_503(
+    make_api: Callable[..., Api],
+) -> None:
+    api = make_api(generation_device="cuda")
+    response = api.client.post(CHAT, json={"model": "tiny-llama", "messages": MESSAGES})
+    assert_error(response, 503, code="generation_unavailable")
+    assert "torch sees no GPU" in response.json()["error"]["message"]
