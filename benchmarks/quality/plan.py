@@ -59,6 +59,10 @@ class MethodPlan:
     # its bottom (below) edge; a protocol allows at most ``max_extensions`` of each
     above: tuple[float, ...] = ()
     below: tuple[float, ...] = ()
+    # (protocol, method): that protocol's runs of that method at the same learning rate and
+    # seed train exactly this configuration under the same rules; they count as this method's
+    # runs here (copied in by :func:`adopt_same_runs`, marked ``reused_from``)
+    same_runs_as: tuple[str, str] | None = None
 
 
 # Priority order: the targets' comparisons first (post-block vs full, ReFT, post-MLP; LoRA and
@@ -191,6 +195,12 @@ class Protocol:
     eval_every_n_steps: int | None = None
     early_stopping_patience: int | None = None
     keep_best_validation: bool = False
+    # which summary page the protocol's report joins (v1: summary.md, v2: summary-v2.md, ...)
+    study: str = "v1"
+    # how the learning rates were chosen, when not by this protocol's own sweeps
+    rates_note: str | None = None
+    # the paired comparisons (A, B) of the report; None: the method study's (report.py)
+    comparisons: tuple[tuple[str, str], ...] | None = None
 
     @property
     def runs_dir(self) -> Path:
@@ -219,6 +229,8 @@ class Protocol:
             "eval_every_n_steps": self.eval_every_n_steps,
             "early_stopping_patience": self.early_stopping_patience,
             "keep_best_validation": self.keep_best_validation,
+            "study": self.study,
+            "rates_note": self.rates_note,
         }
 
 
@@ -298,7 +310,7 @@ V2_TRAINING: dict[str, Any] = {
 
 
 def _v2(protocol: Protocol, **changes: Any) -> Protocol:
-    return replace(protocol, name=f"{protocol.name}-v2", **V2_TRAINING, **changes)
+    return replace(protocol, name=f"{protocol.name}-v2", study="v2", **V2_TRAINING, **changes)
 
 
 V2_PROTOCOLS = {
@@ -313,7 +325,96 @@ V2_PROTOCOLS = {
         methods=("post_block", "full", "reft"),
     ),
 }
-PROTOCOLS = {**PROTOCOLS_V1, **V2_PROTOCOLS}
+
+# The layer study: at an equal budget of a third of SmolLM2's 30 layers at r=8, the layers
+# ``site.layers: "auto"`` chooses against the last third and against evenly spaced layers, and
+# all 30 layers (three times the budget) beside them; v2's training and selection rules, three
+# seeds, one learning rate per task (``LAYER_RATES``), no sweep.
+SMOLLM2_LAYERS = 30
+LAYER_BUDGET = SMOLLM2_LAYERS // 3
+LAYER_COMPARISONS = (
+    ("auto", "last_third"),
+    ("auto", "even"),
+    ("auto", "all"),
+    ("last_third", "even"),
+)
+
+
+def evenly_spaced(n_layers: int, k: int) -> list[int]:
+    """``k`` layers spread over ``n_layers``, each the middle of its share (30, 10: 1, 4 ... 28)."""
+    return sorted({min(n_layers - 1, int((i + 0.5) * n_layers / k)) for i in range(k)})
+
+
+def _post_block_on(layers: list[int] | str | None, lr: float) -> dict:
+    method = _post_block()
+    if layers == "auto":
+        method["site"].update(layers="auto", max_layers=LAYER_BUDGET)
+    elif layers is not None:
+        method["site"]["layers"] = layers
+    return method
+
+
+def layer_methods(lr: float, all_layers_from: str) -> tuple[MethodPlan, ...]:
+    n, k = SMOLLM2_LAYERS, LAYER_BUDGET
+    return (
+        MethodPlan(
+            "auto",
+            f'post-block r=8, layers "auto", max_layers {k}',
+            _post_block_on("auto", lr),
+            (lr,),
+        ),
+        MethodPlan(
+            "last_third",
+            f"post-block r=8, the last third (layers {n - k}-{n - 1})",
+            _post_block_on(list(range(n - k, n)), lr),
+            (lr,),
+        ),
+        MethodPlan(
+            "even",
+            f"post-block r=8, {k} evenly spaced layers ({evenly_spaced(n, k)})",
+            _post_block_on(evenly_spaced(n, k), lr),
+            (lr,),
+        ),
+        MethodPlan(
+            "all",
+            f"post-block r=8, all {n} layers (3x the budget)",
+            _post_block_on(None, lr),
+            (lr,),
+            same_runs_as=(all_layers_from, "post_block"),
+        ),
+    )
+
+
+# ListOps: v2's post-block sweep is complete and chose 2e-3 (results-listops-smollm2-v2.md);
+# arithmetic: v2's sweep has not run, so v1's choice, 5e-3 (results-arithmetic-smollm2.md).
+LAYER_RATES = {
+    "listops": (2e-3, "v2's validation sweep for post-block on this task chose 2e-3"),
+    "arithmetic": (
+        5e-3,
+        "v1's validation sweep for post-block on this task chose 5e-3 (v2's has not run yet)",
+    ),
+}
+
+
+def _layers(protocol: Protocol) -> Protocol:
+    lr, note = LAYER_RATES[protocol.task]
+    v2 = _v2(protocol)
+    return replace(
+        v2,
+        name=f"{protocol.name}-layers",
+        study="layers",
+        method_table=layer_methods(lr, v2.name),
+        max_extensions=0,
+        rates_note=f"one learning rate for every arm, {lr:g}: {note}",
+        comparisons=LAYER_COMPARISONS,
+    )
+
+
+LAYER_PROTOCOLS = {
+    "listops-smollm2-layers": lambda: _layers(listops_protocol("smollm2")),
+    "arithmetic-smollm2-layers": lambda: _layers(arithmetic_protocol("smollm2")),
+}
+PROTOCOLS = {**PROTOCOLS_V1, **V2_PROTOCOLS, **LAYER_PROTOCOLS}
 # What ``run.py`` runs unless told otherwise: v2 (v1 is complete for SmolLM2; its pending
 # Gemma-3 runs are not run).
 STUDY = tuple(V2_PROTOCOLS)
@@ -506,6 +607,65 @@ def next_runs(
                     PlannedRun(key, method, selection.learning_rate, seed, steering_lr, "seed")
                 )
     return pending
+
+
+# What must match for another protocol's run to count as this one's (see ``same_runs_as``).
+SAME_RUN_FIELDS = (
+    "model",
+    "task",
+    "method",
+    "learning_rate",
+    "n_epochs",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "max_seq_length",
+    "train_file",
+    "validation_file",
+    "test_file",
+    "protocol_version",
+    "eval_every_n_steps",
+    "early_stopping_patience",
+    "keep_best_validation",
+)
+
+
+def adopt_same_runs(protocol: Protocol, runs_dir_of: Callable[[str], Path]) -> list[str]:
+    """Copy in the runs that another protocol already made of this one's methods (see
+    ``MethodPlan.same_runs_as``), each marked ``reused_from``, once its configuration is checked
+    to be the one this protocol would run. Returns the keys adopted."""
+    adopted = []
+    for method in methods_of(protocol):
+        if method.same_runs_as is None:
+            continue
+        source, source_method = method.same_runs_as
+        for lr in method.grid:
+            for seed in protocol.seeds:
+                key = run_key(method.name, lr, seed)
+                target = protocol.runs_dir / f"{key}.json"
+                found = runs_dir_of(source) / f"{run_key(source_method, lr, seed)}.json"
+                if target.exists() or not found.is_file():
+                    continue
+                record = json.loads(found.read_text(encoding="utf-8"))
+                planned = PlannedRun(key, method, lr, seed)
+                wanted = run_config(protocol, planned, Path("."))
+                if any(
+                    _path_or_value(record["config"].get(f)) != _path_or_value(wanted[f])
+                    for f in SAME_RUN_FIELDS
+                ):
+                    continue
+                record["reused_from"] = f"{source}/{record['key']}"
+                record["key"] = key
+                protocol.runs_dir.mkdir(parents=True, exist_ok=True)
+                target.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+                adopted.append(key)
+    return adopted
+
+
+def _path_or_value(value: Any) -> Any:
+    """Data files compare by their path under the repository (checkouts differ in root)."""
+    if isinstance(value, str) and value.endswith(".jsonl"):
+        return Path(value).relative_to(Path(value).parents[2]).as_posix()
+    return value
 
 
 def run_config(protocol: Protocol, planned: PlannedRun, work_dir: Path) -> dict[str, Any]:

@@ -99,6 +99,7 @@ def method_summary(
         "tokens_per_second": spread([r["tokens_per_second"] for r in runs]).mean,
         "peak_rss_train_gib": max(r["peak_rss_train_mib"] for r in runs) / 1024.0,
         "generation_agreement": min(r["generation_check"]["agreement"] for r in runs),
+        "layers_chosen": [r["layer_selection"]["chosen"] for r in runs if r.get("layer_selection")],
         "generation_accuracy": spread(
             [100.0 * r["generation_check"]["generation_accuracy"] for r in runs]
         ).mean,
@@ -106,9 +107,12 @@ def method_summary(
     }
 
 
-def compare(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def compare(
+    summaries: dict[str, dict[str, Any]],
+    comparisons: tuple[tuple[str, str], ...] = COMPARISONS,
+) -> list[dict[str, Any]]:
     rows = []
-    for a, b in COMPARISONS:
+    for a, b in comparisons:
         if a not in summaries or b not in summaries:
             continue
         bits_a, bits_b = summaries[a]["_bits"], summaries[b]["_bits"]
@@ -197,6 +201,41 @@ def verdicts(
     return lines
 
 
+def layer_verdicts(summaries: dict[str, dict[str, Any]], tests: list[dict[str, Any]]) -> list[str]:
+    """The layer study's expectation, tested: the layers "auto" chooses do at least as well as
+    the hand-picked thirds at the same budget (met when auto's mean over seeds is at least the
+    other's; the seed-aware interval says how sure), and where auto stands against all layers."""
+    lines = []
+    for other, label in (
+        ("last_third", "the last third"),
+        ("even", "evenly spaced layers"),
+        ("all", "all layers (3x the parameters)"),
+    ):
+        a, b = summaries.get("auto"), summaries.get(other)
+        found = next((t for t in tests if t["a"] == "auto" and t["b"] == other), None)
+        claim = "auto at least as good as " + label
+        if a is None or b is None or found is None or not (a["complete"] and b["complete"]):
+            lines.append(f"{claim}: pending (runs missing)")
+            continue
+        mean_a, mean_b = a["test_accuracy"]["mean"], b["test_accuracy"]["mean"]
+        verdict = "met" if mean_a >= mean_b else "missed"
+        sure = (
+            "auto better beyond noise"
+            if found.get("a_better_seed_aware")
+            else "auto worse beyond noise"
+            if (found.get("seed_item_interval_points") or [None, 0])[1] is not None
+            and found["seed_item_interval_points"][1] < 0
+            else "within noise"
+        )
+        lines.append(
+            f"{claim}: **{verdict}** (auto {mean_a:.1f}%, {other} {mean_b:.1f}%, paired "
+            f"difference {found['difference_points']:+.2f} points, per seed "
+            f"{_seed_differences(found)}; seeds and items resampled: 95% interval "
+            f"{_interval(found, 'seed_item_interval_points')}, {sure})"
+        )
+    return lines
+
+
 def _interval(test: dict[str, Any], key: str = "ci95_points") -> str:
     found = test.get(key)
     if not found or None in found:
@@ -224,7 +263,7 @@ def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) 
         found = method_summary(method, protocol, results, groups)
         if found is not None:
             summaries[method.name] = found
-    tests = compare(summaries)
+    tests = compare(summaries, protocol.comparisons or COMPARISONS)
     pending = [
         m.name for m in methods if m.name not in summaries or not summaries[m.name]["complete"]
     ]
@@ -241,6 +280,8 @@ def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) 
         "targets": (
             ["not judged: a quick smoke run (a few items, one seed) measures nothing"]
             if protocol.quick
+            else layer_verdicts(summaries, tests)
+            if protocol.study == "layers"
             else verdicts(summaries, tests, {m.name for m in methods})
         ),
         "pending_methods": pending,
@@ -252,6 +293,7 @@ def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) 
                 "validation_loss": round(r["validation_loss"], 4),
                 "train_seconds": r["train_seconds"],
                 "generation_agreement": r["generation_check"]["agreement"],
+                "reused_from": r.get("reused_from"),
             }
             for key, r in sorted(results.items())
         ],
@@ -267,6 +309,12 @@ def write(report: dict[str, Any], out_stem: Path) -> None:
 def _rates_sentence(setup: dict[str, Any]) -> str:
     """How the learning rates were chosen: on this protocol's own sweep, or on another's."""
     seeds = setup["seeds"]
+    if setup.get("rates_note"):
+        return (
+            f"{setup['rates_note']}; seeds {', '.join(map(str, seeds))}; each run trains up to "
+            f"{setup['n_epochs']} epochs, evaluated every {setup['eval_every_n_steps']} steps, "
+            "keeping the checkpoint of best validation loss (protocol v2's rules, README.md)"
+        )
     if setup.get("lr_from"):
         return (
             "**learning rates not swept on this model**: each method runs at the rate that "
@@ -393,6 +441,26 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
             "",
             "Pending (runs not all in yet): " + ", ".join(report["pending_methods"]) + ".",
         ]
+    chosen = [m for m in report["methods"] if m.get("layers_chosen")]
+    if chosen:
+        lines += ["", "## Layers chosen", ""]
+        lines += [
+            f"- {m['label']}: "
+            + "; ".join(
+                f"seed {seed}: {layers}"
+                for seed, layers in zip(m["seeds"], m["layers_chosen"], strict=True)
+            )
+            for m in chosen
+        ]
+    reused = [r for r in report["runs"] if r.get("reused_from")]
+    if reused:
+        lines += [
+            "",
+            "Runs shared with another protocol (the same configuration, training rules and "
+            "seed; run once): "
+            + ", ".join(f"{r['key']} = `{r['reused_from']}`" for r in reused)
+            + ".",
+        ]
     lines += ["", f"![test accuracy by method]({png_name})", ""]
     lines += [
         "## Every run so far",
@@ -447,12 +515,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def summary(reports: list[dict[str, Any]]) -> str:
+def summary(reports: list[dict[str, Any]], title: str = "Quality study at a glance") -> str:
     """Every protocol on one page: test accuracy per method and task, the targets' verdicts,
     and the paired differences behind them."""
     names = [r["protocol"] for r in reports]
     lines = [
-        "# Quality study at a glance",
+        f"# {title}",
         "",
         "Built by `python benchmarks/quality/run.py` from the per-task reports beside it "
         "(" + ", ".join(f"`results-{name}.md`" for name in names) + "), which hold the "
@@ -483,7 +551,7 @@ def summary(reports: list[dict[str, Any]]) -> str:
     lines += ["", "(In brackets: trainable parameters, % of the model.)", ""]
     for report in reports:
         lines += [f"## {report['protocol']}", "", *[f"- {t}" for t in report["targets"]], ""]
-        tests = [t for t in report["comparisons"] if t["a"] in ("post_block", "joint")]
+        tests = report["comparisons"]
         if tests:
             lines += [
                 "| A - B | points | per seed | seeds+items 95% | t interval | McNemar p (pooled) |",

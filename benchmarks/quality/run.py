@@ -45,6 +45,7 @@ from plan import (
     STUDY,
     PlannedRun,
     Protocol,
+    adopt_same_runs,
     load_results,
     methods_of,
     next_runs,
@@ -114,10 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown methods {sorted(wanted - known)}; known: {sorted(known)}")
     for protocol in protocols:
         protocol.runs_dir.mkdir(parents=True, exist_ok=True)
+        for key in adopt_same_runs(
+            protocol, lambda name: at_root(PROTOCOLS[name](), args.results_root).runs_dir
+        ):
+            print(f"{protocol.name}/{key}: the same run as another protocol's, adopted", flush=True)
     by_name = {protocol.name: protocol for protocol in protocols}
 
-    # A summary covers every task of the study's protocol version, whichever --protocol this
-    # run was given (v1's in summary.md, v2's in summary-v2.md).
+    # A summary covers every task of the protocol's study, whichever --protocol this run was
+    # given (v1's in summary.md, v2's in summary-v2.md, the layer study's in summary-layers.md).
     every = (
         protocols
         if args.quick
@@ -229,28 +234,33 @@ def at_root(protocol: Protocol, root: Path) -> Protocol:
     )
 
 
-SUMMARIES = {1: "summary.md", 2: "summary-v2.md"}
+SUMMARIES = {
+    "v1": ("summary.md", "Quality study at a glance"),
+    "v2": ("summary-v2.md", "Quality study at a glance (protocol v2)"),
+    "layers": ("summary-layers.md", "Where to steer at a third of the budget: layer study"),
+}
 
 
 def write_reports(every: list[Protocol], selected: tuple[Protocol, ...], command: str) -> set[str]:
-    """Rebuild the reports of ``selected`` and each protocol version's summary over ``every``
-    protocol of that version (each built once, from its runs); a protocol without runs gets no
-    report. Returns the names of the reports written."""
+    """Rebuild the reports of ``selected`` and each study's summary over ``every`` protocol of
+    that study (each built once, from its runs); a protocol without runs gets no report.
+    Returns the names of the reports written."""
     names = {protocol.name for protocol in selected}
-    versions = {protocol.version for protocol in selected}
-    built: dict[int, list[dict]] = {}
+    studies = {protocol.study for protocol in selected}
+    built: dict[str, list[dict]] = {}
     for protocol in every:
-        if protocol.version not in versions:
+        if protocol.study not in studies:
             continue
         results = load_results(protocol.runs_dir)
         if not results:
             continue
         report = build(protocol, results, command)
-        built.setdefault(protocol.version, []).append(report)
+        built.setdefault(protocol.study, []).append(report)
         if protocol.name in names:
             write(report, protocol.report_stem)
-    for version, reports in built.items():
-        (every[0].out_dir / SUMMARIES[version]).write_text(summary(reports))
+    for study, reports in built.items():
+        file_name, title = SUMMARIES[study]
+        (every[0].out_dir / file_name).write_text(summary(reports, title))
     return {r["protocol"] for reports in built.values() for r in reports} & names
 
 

@@ -126,6 +126,8 @@ class RunResult(BaseModel):
     code_commit: str | None = None
     code_dirty: bool | None = None
     training_status: str | None = None  # succeeded | early_stopped
+    # site.layers "auto": every layer's score and the layers chosen (the engine's event)
+    layer_selection: dict[str, Any] | None = None
     best_validation_step: int | None = None  # the kept checkpoint, when not the last step
 
 
@@ -184,6 +186,7 @@ def run(config: RunConfig) -> RunResult:
         "final_loss": None,
         "training_status": None,
         "best_validation_step": None,
+        "layer_selection": None,
     }
     commit, dirty = code_version()
     if config.method is not None:
@@ -234,6 +237,8 @@ def _train(config: RunConfig, work: Path) -> dict[str, Any]:
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
         "steering_learning_rate": config.steering_learning_rate,  # joint only; else None
+        # the study scores every split itself; the service's report would only add time
+        "strength_report": False,
     }
     spec = TrainingSpec(
         model=config.model,
@@ -252,6 +257,7 @@ def _train(config: RunConfig, work: Path) -> dict[str, Any]:
     collect = _Collect()
     result = train(spec, work, collect)
     start = next(e for e in collect.events if e.event == "start")
+    selection = next((e for e in collect.events if e.event == "layer_selection"), None)
     return {
         "trainable_parameters": start.trainable_parameters,
         "trainable_percent": start.trainable_percent,
@@ -263,6 +269,9 @@ def _train(config: RunConfig, work: Path) -> dict[str, Any]:
         "final_loss": result.losses[-1],
         "training_status": result.status,
         "best_validation_step": result.restored_step,
+        "layer_selection": (
+            selection.model_dump(mode="json", exclude={"time"}) if selection is not None else None
+        ),
     }
 
 
