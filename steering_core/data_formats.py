@@ -1,7 +1,7 @@
 """Training files: JSONL parsing and validation, torch-free (the API imports this module).
 
-Three formats, detected per file from the first line that is a JSON object with recognisable
-keys, and then required on every line:
+Four formats, detected per file from the first line that is a JSON object with recognisable
+keys, and then required on every line. Three are supervised (answer-only next-token loss):
 
 - ``chat`` (OpenAI): ``{"messages": [{"role": "system"|"user"|"assistant", "content": str,
   "weight": 0|1 (optional, assistant messages only)}, ...]}``. Loss on assistant messages with
@@ -11,8 +11,18 @@ keys, and then required on every line:
   The prompt is ``instruction + ("\\n\\n" + input if input != "" else "") + "\\n"`` and the
   completion is ``output`` (:func:`alpaca_prompt`).
 
-Non-chat examples become two segments ``[(prompt, False), (completion, True)]``; chat examples
-keep their messages. The tokenizer (``steering_core.data``) appends and supervises EOS.
+and one holds preference pairs (OpenAI's DPO files):
+
+- ``preference``: ``{"input": {"messages": [...], "tools": [] (optional, must be empty)},
+  "preferred_output": [{"role": "assistant", "content": str}], "non_preferred_output": [...]}``.
+  The input's messages are the prompt (its last message is the user's; assistant messages in it
+  are context, weight 0); each output is exactly one non-empty assistant message, trained
+  (weight 1), and the two must differ. Other keys (``parallel_tool_calls``) are ignored.
+  A line with ``preferred_output`` or ``non_preferred_output`` is in this format.
+
+Supervised non-chat examples become two segments ``[(prompt, False), (completion, True)]``;
+chat examples keep their messages; preference examples are :class:`PreferenceExample`. The
+tokenizer (``steering_core.data``) appends and supervises EOS.
 
 Lines are split on ``\\n`` (a trailing ``\\r`` is dropped), blank lines are skipped, a UTF-8 BOM
 at the start of the file is ignored, and line numbers are 1-based physical lines. Field paths
@@ -34,8 +44,12 @@ from steering_core.errors import SteeringUserError
 from steering_core.hashing import sha256_file
 from steering_core.text import lone_surrogate, shown
 
-DataFormat = Literal["chat", "prompt_completion", "alpaca"]
+DataFormat = Literal["chat", "prompt_completion", "alpaca", "preference"]
+# the supervised formats (answer-only next-token loss); preference pairs are not among them
 DATA_FORMATS: tuple[DataFormat, ...] = ("chat", "prompt_completion", "alpaca")
+PREFERENCE_FORMAT: DataFormat = "preference"
+ALL_DATA_FORMATS: tuple[DataFormat, ...] = (*DATA_FORMATS, PREFERENCE_FORMAT)
+PREFERENCE_OUTPUTS = ("preferred_output", "non_preferred_output")
 CHAT_ROLES = ("system", "user", "assistant")
 DEFAULT_MAX_LINE_BYTES = 1_000_000
 MAX_REPORTED_PROBLEMS = 1000  # a report keeps the first ones and counts the rest
@@ -93,7 +107,16 @@ class ChatMessage(NamedTuple):
         return self.role == "assistant" and self.weight == 1
 
 
-Example = list[Segment] | list[ChatMessage]
+class PreferenceExample(NamedTuple):
+    """A preference pair: the prompt's messages (assistant ones are context, weight 0) and the
+    preferred and non-preferred answers (assistant messages, weight 1)."""
+
+    prompt: list[ChatMessage]
+    preferred: ChatMessage
+    non_preferred: ChatMessage
+
+
+Example = list[Segment] | list[ChatMessage] | PreferenceExample
 
 
 @dataclass(frozen=True)
@@ -141,7 +164,10 @@ def alpaca_prompt(instruction: str, input_text: str | None) -> str:
 
 
 def detect_format(obj: dict[str, Any]) -> DataFormat | None:
-    """The format a JSON object's keys point to (``messages`` wins over the others)."""
+    """The format a JSON object's keys point to: a preference output key wins over the others
+    (no other format has one), then ``messages``."""
+    if any(key in obj for key in PREFERENCE_OUTPUTS):
+        return PREFERENCE_FORMAT
     if "messages" in obj:
         return "chat"
     if "prompt" in obj or "completion" in obj:
@@ -185,6 +211,28 @@ def _string_field(
     return value
 
 
+def _message_fields(
+    item: Any, path: str, errors: list[tuple[str, str]], roles: tuple[str, ...] = CHAT_ROLES
+) -> tuple[str, str] | None:
+    """A message's role (one of ``roles``) and content (a string); None when either is wrong."""
+    if not isinstance(item, dict):
+        errors.append((path, f"expected an object, got {_json_type(item)}"))
+        return None
+    n_before = len(errors)
+    role = item.get("role")
+    if "role" not in item:
+        errors.append((f"{path}.role", "missing required field"))
+    elif not isinstance(role, str):
+        errors.append((f"{path}.role", f"expected a string, got {_json_type(role)}"))
+    elif role not in roles:
+        expected = (
+            f"is not {roles[0]!r}" if len(roles) == 1 else f"is not one of {', '.join(roles)}"
+        )
+        errors.append((f"{path}.role", f"{role!r} {expected}"))
+    content = _string_field(item, "content", f"{path}.content", errors)
+    return (str(role), content) if len(errors) == n_before else None
+
+
 def _parse_chat(obj: dict[str, Any], errors: list[tuple[str, str]]) -> list[ChatMessage]:
     raw = obj["messages"]
     if not isinstance(raw, list):
@@ -193,26 +241,19 @@ def _parse_chat(obj: dict[str, Any], errors: list[tuple[str, str]]) -> list[Chat
     messages: list[ChatMessage] = []
     for index, item in enumerate(raw):
         path = f"messages[{index}]"
-        if not isinstance(item, dict):
-            errors.append((path, f"expected an object, got {_json_type(item)}"))
-            continue
         n_before = len(errors)
+        fields = _message_fields(item, path, errors)
+        if fields is None and not isinstance(item, dict):
+            continue
         role = item.get("role")
-        if "role" not in item:
-            errors.append((f"{path}.role", "missing required field"))
-        elif not isinstance(role, str):
-            errors.append((f"{path}.role", f"expected a string, got {_json_type(role)}"))
-        elif role not in CHAT_ROLES:
-            errors.append((f"{path}.role", f"{role!r} is not one of {', '.join(CHAT_ROLES)}"))
-        content = _string_field(item, "content", f"{path}.content", errors)
         weight = item.get("weight", 1)
         if "weight" in item:
             if isinstance(weight, bool) or weight not in (0, 1):
                 errors.append((f"{path}.weight", f"{weight!r} is not 0 or 1"))
             elif role in ("system", "user"):
                 errors.append((f"{path}.weight", "only assistant messages take a weight"))
-        if len(errors) == n_before:
-            messages.append(ChatMessage(str(role), content, int(weight)))
+        if fields is not None and len(errors) == n_before:
+            messages.append(ChatMessage(fields[0], fields[1], int(weight)))
     if errors:
         return messages
     if not any(m.role == "assistant" for m in messages):
@@ -222,9 +263,105 @@ def _parse_chat(obj: dict[str, Any], errors: list[tuple[str, str]]) -> list[Chat
     return messages
 
 
+_NO_WEIGHT = "preference messages take no weight (the input is context, the outputs are trained)"
+
+
+def _parse_preference_input(
+    obj: dict[str, Any], errors: list[tuple[str, str]]
+) -> list[ChatMessage]:
+    if "input" not in obj:
+        errors.append(("input", "missing required field"))
+        return []
+    raw = obj["input"]
+    if not isinstance(raw, dict):
+        errors.append(("input", f"expected an object, got {_json_type(raw)}"))
+        return []
+    tools = raw.get("tools")
+    if isinstance(tools, list) and tools:
+        errors.append(("input.tools", "tools are not supported (leave it out or empty)"))
+    elif tools is not None and not isinstance(tools, list):
+        errors.append(("input.tools", f"expected an array, got {_json_type(tools)}"))
+    if "messages" not in raw:
+        errors.append(("input.messages", "missing required field"))
+        return []
+    items = raw["messages"]
+    if not isinstance(items, list):
+        errors.append(("input.messages", f"expected an array of messages, got {_json_type(items)}"))
+        return []
+    if not items:
+        errors.append(("input.messages", "no messages (a preference answers a user message)"))
+        return []
+    prompt: list[ChatMessage] = []
+    for index, item in enumerate(items):
+        path = f"input.messages[{index}]"
+        fields = _message_fields(item, path, errors)
+        if isinstance(item, dict) and "weight" in item:
+            errors.append((f"{path}.weight", _NO_WEIGHT))
+        elif fields is not None:
+            role, content = fields
+            prompt.append(ChatMessage(role, content, 0 if role == "assistant" else 1))
+    if len(prompt) == len(items) and prompt[-1].role != "user":
+        errors.append(
+            (
+                f"input.messages[{len(items) - 1}].role",
+                f"the last input message must be the user's (a preference answers a user "
+                f"turn), got {prompt[-1].role!r}",
+            )
+        )
+    return prompt
+
+
+def _parse_preference_output(
+    obj: dict[str, Any], key: str, errors: list[tuple[str, str]]
+) -> ChatMessage | None:
+    if key not in obj:
+        errors.append((key, "missing required field"))
+        return None
+    raw = obj[key]
+    if not isinstance(raw, list):
+        errors.append((key, f"expected an array of one message, got {_json_type(raw)}"))
+        return None
+    if len(raw) != 1:
+        errors.append((key, f"expected exactly one message, got {len(raw)}"))
+        return None
+    path = f"{key}[0]"
+    fields = _message_fields(raw[0], path, errors, roles=("assistant",))
+    if isinstance(raw[0], dict) and "weight" in raw[0]:
+        errors.append((f"{path}.weight", _NO_WEIGHT))
+        return None
+    if fields is None:
+        return None
+    if fields[1] == "":
+        errors.append((f"{path}.content", "must not be empty (an answer to prefer or reject)"))
+        return None
+    return ChatMessage("assistant", fields[1], 1)
+
+
+def _parse_preference(obj: dict[str, Any], errors: list[tuple[str, str]]) -> PreferenceExample:
+    prompt = _parse_preference_input(obj, errors)
+    preferred, non_preferred = (
+        _parse_preference_output(obj, k, errors) for k in PREFERENCE_OUTPUTS
+    )
+    if (
+        preferred is not None
+        and non_preferred is not None
+        and preferred.content == non_preferred.content
+    ):
+        errors.append(
+            (
+                "non_preferred_output[0].content",
+                "equals the preferred output's content, so the pair teaches nothing",
+            )
+        )
+    missing = ChatMessage("assistant", "")  # stands in for an output with problems
+    return PreferenceExample(prompt, preferred or missing, non_preferred or missing)
+
+
 def parse_example(obj: dict[str, Any], fmt: DataFormat) -> tuple[Example, list[tuple[str, str]]]:
     """One JSON object as an example of ``fmt``, and its (field, problem) pairs."""
     errors: list[tuple[str, str]] = []
+    if fmt == PREFERENCE_FORMAT:
+        return _parse_preference(obj, errors), errors
     if fmt == "chat":
         if "messages" not in obj:
             return [], [("messages", "missing required field")]
@@ -328,7 +465,8 @@ def _scan(source: Source, max_line_bytes: int) -> tuple[ValidationReport, list[E
                         number,
                         None,
                         "cannot tell the format: expected 'messages' (chat), 'prompt' and "
-                        "'completion', or 'instruction' and 'output' (alpaca); "
+                        "'completion', 'instruction' and 'output' (alpaca), or 'input', "
+                        "'preferred_output' and 'non_preferred_output' (preference); "
                         f"found keys: {keys}",
                     )
                     continue
