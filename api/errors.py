@@ -84,18 +84,26 @@ def field_path(loc: Any) -> str:
     return ".".join(parts)
 
 
-_LEADING_NAME = re.compile(r"^(?:Value error, )?([A-Za-z_][A-Za-z0-9_]*)")
+_LEADING_NAME = re.compile(
+    r"^(?:Value error, )?([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
+)
 
 
 def error_param(error: Mapping[str, Any]) -> str:
     """The dotted field a pydantic error is about. A rule across fields (a model validator) is
     located at its model; when its message starts with one of the model's input fields
-    (``processes=3 with gpus=2: ...``), that field is the one to change."""
+    (``processes=3 with gpus=2: ...``), or a dotted path into one (``trains.site.layers ...``),
+    that field is the one to change."""
     path = field_path(error.get("loc", ()))
     value = error.get("input")
     named = _LEADING_NAME.match(str(error.get("msg", "")))
     field = named.group(1) if named else None
-    if error.get("type") == "value_error" and isinstance(value, dict) and field in value:
+    if (
+        error.get("type") == "value_error"
+        and isinstance(value, dict)
+        and field is not None
+        and field.split(".")[0] in value
+    ):
         return f"{path}.{field}" if path else str(field)
     return path
 

@@ -17,9 +17,10 @@ from pydantic import Field, field_validator
 
 from steering_core.compute import DeepSpeedSpec
 from steering_core.config import StrictModel
+from steering_core.errors import ConfigValidationError
 from steering_core.methods.definition import Scheduler
 from steering_core.methods.post_block.config import PostBlockMethod
-from steering_core.methods.registry import MethodConfig, method_definition
+from steering_core.methods.registry import MethodConfig, method_definition, method_definitions
 from steering_core.tasks.registry import TASK_NAMES
 
 # "auto" n_epochs and batch_size, from the number of training examples (the rows left once the
@@ -35,6 +36,7 @@ AUTO_MAX_EPOCHS = 25
 AUTO_BATCH_FRACTION = 0.002
 AUTO_MIN_BATCH = 8
 AUTO_MAX_BATCH = 64
+DEFAULT_DPO_BETA = 0.1  # OpenAI's and the DPO paper's
 
 
 def auto_n_epochs(n_examples: int) -> int:
@@ -79,6 +81,11 @@ class Hyperparameters(StrictModel):
     learning_rate: float | None = Field(default=None, gt=0, le=1.0)
     steering_learning_rate: float | None = Field(
         default=None, gt=0, le=1.0, description="joint only: lr of the steering adapters."
+    )
+    beta: Annotated[float, Field(gt=0, le=100)] | Literal["auto"] | None = Field(
+        default=None,
+        description=f"dpo only: how far the policy may move from the reference (auto: "
+        f"{DEFAULT_DPO_BETA}); larger keeps it closer.",
     )
     gradient_accumulation_steps: int = Field(default=2, ge=1, le=1024)
     warmup_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -138,6 +145,10 @@ class Hyperparameters(StrictModel):
 VALIDATION_FIELDS = ("eval_every_n_steps", "early_stopping_patience", "keep_best_validation")
 
 
+# The hyperparameters only some methods take, each checked against the method's definition.
+METHOD_SPECIFIC = ("beta",)
+
+
 class ResolvedHyperparameters(StrictModel):
     n_epochs: int
     batch_size: int
@@ -155,6 +166,38 @@ class ResolvedHyperparameters(StrictModel):
     keep_best_validation: bool
     strength_report: bool = True
     strength_report_task: str | None = None
+    beta: float | None = None  # dpo's
+
+
+class MethodHyperparameterError(ConfigValidationError):
+    """A method-specific hyperparameter given to a method that does not take it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def check_method_hyperparameters(method_type: str, hp: Hyperparameters) -> None:
+    """Refuse a method-specific hyperparameter (``METHOD_SPECIFIC``) given to a method whose
+    definition does not take it, naming it and the methods that do."""
+    definition = method_definition(method_type)
+    for name in METHOD_SPECIFIC:
+        if getattr(hp, name) is not None and name not in definition.hyperparameters:
+            takers = [d.name for d in method_definitions() if name in d.hyperparameters]
+            raise MethodHyperparameterError(
+                name,
+                f"hyperparameters.{name} applies to the {' and '.join(takers)} method only, "
+                f"not {method_type}; leave it out",
+            )
+
+
+def _method_specific(method_type: str, hp: Hyperparameters) -> dict[str, Any]:
+    """The method-specific hyperparameters, filled for a method that takes them."""
+    check_method_hyperparameters(method_type, hp)
+    definition = method_definition(method_type)
+    if "beta" not in definition.hyperparameters:
+        return {}
+    return {"beta": DEFAULT_DPO_BETA if hp.beta in (None, "auto") else hp.beta}
 
 
 def _method_filled(method_type: str, hp: Hyperparameters) -> dict[str, Any]:
@@ -174,6 +217,7 @@ def _method_filled(method_type: str, hp: Hyperparameters) -> dict[str, Any]:
         **{name: getattr(hp, name) for name in VALIDATION_FIELDS},
         "strength_report": hp.strength_report,
         "strength_report_task": hp.strength_report_task,
+        **_method_specific(method_type, hp),
     }
 
 

@@ -57,7 +57,12 @@ from steering_core.layer_selection import resolve_auto_layers, selection_record
 from steering_core.layer_stats import layer_statistics
 from steering_core.loss import counting_correct_tokens
 from steering_core.manifest import build_manifest
-from steering_core.methods.base import AttachedMethod, MethodHandler, get_method_handler
+from steering_core.methods.base import (
+    AttachedMethod,
+    LossContext,
+    MethodHandler,
+    get_method_handler,
+)
 from steering_core.methods.registry import method_definition
 from steering_core.models import load_model, load_tokenizer
 from steering_core.runtime import (
@@ -267,6 +272,14 @@ def train(
         weight_decay=hp.weight_decay,
         steering_learning_rate=hp.steering_learning_rate,
     )
+    objective = handler.training_loss(
+        attached,
+        LossContext(
+            method=spec.method,
+            hyperparameters=hp,
+            load_base_model=lambda: _frozen_base_copy(spec, cache_dir, device),
+        ),
+    )
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp, total))
     ds_config = None
@@ -285,13 +298,13 @@ def train(
             scheduler,
             hp,
             ds_config,
-            loss=handler.loss,
+            loss=objective,
             autocast_dtype=autocast_dtype,
             collective_timeout_seconds=spec.collective_timeout_seconds,
         )
     else:
         backend = TorchBackend(
-            attached.model, optimizer, scheduler, hp, autocast_dtype, loss=handler.loss
+            attached.model, optimizer, scheduler, hp, autocast_dtype, loss=objective
         )
     params = list(_trainable(attached).values())
 
@@ -552,7 +565,16 @@ def train(
     )
 
 
-STRENGTH_REPORT_METHODS = ("post_block", "joint")  # adapters whose steering has a strength
+def _frozen_base_copy(spec: TrainingSpec, cache_dir: Path | None, device: Any) -> torch.nn.Module:
+    """A second copy of the base model, frozen, in eval mode, on ``device`` (for a method that
+    asks for one: dpo's ``reference: "separate_copy"``)."""
+    copy = load_model(spec.model, cache_dir=cache_dir, dtype=torch.float32)
+    copy.requires_grad_(False)
+    return copy.to(device).eval()
+
+
+# adapters whose steering has a strength (dpo trains a post_block or joint adapter)
+STRENGTH_REPORT_METHODS = ("post_block", "joint", "dpo")
 
 
 def _strength_report(
@@ -568,7 +590,8 @@ def _strength_report(
         or attached.steering is None
     ):
         return None
-    records = read_records(spec.validation_file, limit=MAX_ITEMS)
+    handler = get_method_handler(spec.method.type)
+    records = handler.completion_records(read_records(spec.validation_file, limit=MAX_ITEMS))
     report = strength_report(
         attached, tokenizer, records, task=hp.strength_report_task, budget_seconds=budget_seconds
     )

@@ -26,7 +26,11 @@ from steering_core.catalogue import model_dimensions
 from steering_core.errors import SteeringUserError
 from steering_core.methods.definition import MethodSizeError
 from steering_core.methods.registry import method_definition, method_names, parse_method
-from steering_core.spec import Hyperparameters
+from steering_core.spec import (
+    Hyperparameters,
+    MethodHyperparameterError,
+    check_method_hyperparameters,
+)
 
 
 def _first_error(exc: ValidationError, prefix: str) -> ApiError:
@@ -58,12 +62,15 @@ def translate_method(block: Any) -> tuple[Any, dict[str, Any]]:
         method = parse_method({"type": block.type, **inner})
     except ValidationError as exc:
         errors = exc.errors()
-        loc = [str(p) for p in errors[0]["loc"][2:]]  # skip ("method", "<type>")
+        # skip ("method", "<type>"); a rule of the whole config names its field in its message
+        loc = error_param({**errors[0], "loc": errors[0]["loc"][2:]})
         message = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'][2:]) or block.type}: {e['msg']}"
             for e in errors[:5]
         )
-        raise ApiError(400, f"Invalid {prefix}: {message}", param=".".join([prefix, *loc])) from exc
+        raise ApiError(
+            400, f"Invalid {prefix}: {message}", param=f"{prefix}.{loc}" if loc else prefix
+        ) from exc
     return method, hyperparameters
 
 
@@ -115,6 +122,10 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
         hyperparameters = Hyperparameters.model_validate({**top, **block_hp})
     except ValidationError as exc:
         raise _first_error(exc, f"{prefix}.hyperparameters") from exc
+    try:
+        check_method_hyperparameters(method.type, hyperparameters)
+    except MethodHyperparameterError as exc:
+        raise ApiError(400, str(exc), param=f"{prefix}.hyperparameters.{exc.field}") from exc
     if body.validation_file is None and (needing := hyperparameters.fields_needing_validation()):
         raise ApiError(
             400,

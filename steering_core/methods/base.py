@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -97,6 +98,17 @@ class AttachedMethod:
         with self.steering.disabled():
             yield
 
+    @contextmanager
+    def trained_parts_disabled(self) -> Iterator[None]:
+        """The model as it was before training: every part this method trains switched off
+        (the reference policy of preference training); the steering adapters by default."""
+        if self.steering is None:
+            raise ConfigValidationError(
+                f"a {self.method_type} model has no trained part to switch off"
+            )
+        with self.steering.disabled():
+            yield
+
     def set_inference_mode(self, mode: InferenceMode) -> None:
         if mode != "all":
             raise ConfigValidationError(
@@ -112,6 +124,20 @@ class AttachedMethod:
     def save_payload(self, out_dir: Path) -> list[str]:
         """Write this method's tensors into ``out_dir``; return the file names written."""
         raise NotImplementedError
+
+
+LossFunction = Callable[[Callable[..., Any], Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What a method's training loss may need besides the batch: the method's config, the
+    resolved hyperparameters and a loader of a fresh, frozen copy of the base model on the
+    training device."""
+
+    method: Any
+    hyperparameters: Any
+    load_base_model: Callable[[], nn.Module]
 
 
 class MethodHandler:
@@ -138,6 +164,17 @@ class MethodHandler:
 
     def loss(self, forward: Callable[..., Any], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return causal_lm_loss(forward, batch)
+
+    def training_loss(self, attached: AttachedMethod, context: LossContext) -> LossFunction:
+        """The loss training and validation minimise once ``attached`` is on the model: ``loss``
+        itself, unless the objective needs the attached method (preference training's reference
+        is the model with its trained parts switched off)."""
+        return self.loss
+
+    def completion_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validation records as prompt and expected completion, for the strength report
+        (supervised formats already are)."""
+        return records
 
     @staticmethod
     def supervised_tokens(batch: Mapping[str, torch.Tensor]) -> int:

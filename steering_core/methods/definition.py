@@ -75,6 +75,8 @@ class MethodDefinition:
     ``trains_base_weights``: the method changes the base model itself (full fine-tuning): the
     base loads in fp32 and checkpoints hold no separate adapter artifact.
     ``handler``: ``"module:attribute"`` of the torch-side :class:`MethodHandler`.
+    ``hyperparameters``: the method-specific hyperparameters it takes (``beta`` for dpo); a
+    job giving one to another method is refused (``steering_core.spec``).
     """
 
     name: str
@@ -90,6 +92,7 @@ class MethodDefinition:
     training_checks: tuple[Any, ...] = field(default=(), compare=False)  # (config, spec) -> None
     # (config) -> (the ZeRO stages it trains under, why not the others); None: every stage
     zero_stages: Any = field(default=None, compare=False)
+    hyperparameters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         declared = self.config.model_fields.get("type")
@@ -103,8 +106,11 @@ class MethodDefinition:
     def ranks(self, config: StrictModel) -> dict[str, int]:
         """The config's ranks by dotted field path (only those that apply to this config)."""
         ranks = {path: field_value(config, path) for path in self.rank_fields}
-        if getattr(getattr(config, "adapter", None), "kind", None) == "vector":
-            ranks.pop("adapter.rank", None)  # a vector adapter has no rank
+        for path in list(ranks):  # a vector adapter has no rank
+            if path.endswith("adapter.rank"):
+                adapter = field_value(config, path.removesuffix(".rank"))
+                if getattr(adapter, "kind", None) == "vector":
+                    ranks.pop(path)
         return {path: rank for path, rank in ranks.items() if isinstance(rank, int)}
 
     def site(self, config: StrictModel) -> SiteConfig | None:

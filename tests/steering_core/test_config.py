@@ -38,7 +38,7 @@ def test_type_alone_is_a_valid_method() -> None:
 @pytest.mark.parametrize(
     ("data", "field"),
     [
-        ({"type": "dpo"}, "method"),
+        ({"type": "reinforcement"}, "method"),
         ({"type": "post_block", "adapter": {"rank": 0}}, "rank"),
         ({"type": "post_block", "adapter": {"rank": 100000}}, "rank"),
         ({"type": "post_block", "adapter": {"activation": "softplus"}}, "activation"),

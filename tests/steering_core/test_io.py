@@ -156,7 +156,7 @@ def test_shape_mismatch_gives_a_clear_error(tmp_path: Path) -> None:
     [
         ("{not json", "not valid JSON"),
         ('{"format_version": 2}', "format_version"),
-        ('{"format_version": 1, "method": {"type": "dpo"}}', "method"),
+        ('{"format_version": 1, "method": {"type": "reinforcement"}}', "method"),
     ],
 )
 def test_bad_config_file_gives_a_clear_error(tmp_path: Path, content: str, message: str) -> None:

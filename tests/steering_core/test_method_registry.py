@@ -102,8 +102,9 @@ def test_a_definition_must_match_its_config_type() -> None:
 
 
 def test_an_unknown_method_lists_the_registered_ones() -> None:
-    with pytest.raises(ConfigValidationError, match="unknown method 'dpo'; available: full"):
-        method_definition("dpo")
+    expected = "unknown method 'reinforcement'; available: dpo, full"
+    with pytest.raises(ConfigValidationError, match=expected):
+        method_definition("reinforcement")
 
 
 def test_size_checks_name_the_field() -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
+from torch import nn
 
 from steering_core.accounting import count_parameters
 from steering_core.attach import attach_method
-from steering_core.methods.registry import method_names
+from steering_core.data import IGNORE_INDEX
+from steering_core.methods.base import LossContext, get_method_handler
+from steering_core.methods.registry import method_names, parse_method
 from steering_core.models import build_tiny_model
+from steering_core.spec import Hyperparameters, resolve_hyperparameters
 
 # The method test matrix: one row per method (and the site ablation for post_block):
 # config, learning rate, and the loss ratio (last / first) the row must get below in 40 steps.
@@ -37,6 +44,9 @@ MATRIX: dict[str, tuple[dict, float, float]] = {
         0.8,
     ),
     "full": ({"type": "full"}, 1e-3, 0.8),
+    # preference training from log 2: the +1 continuation preferred to the +2 one
+    "dpo": ({"type": "dpo"}, 1e-2, 0.8),
+    "dpo_joint": ({"type": "dpo", "trains": {"type": "joint"}}, 1e-2, 0.8),
 }
 
 
@@ -52,6 +62,34 @@ def _toy_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return ids, ids.clone()
 
 
+def _toy_preferences() -> dict[str, torch.Tensor]:
+    """Pairs after a shared 4-token prompt: the +1 continuation preferred to the +2 one."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randint(3, 100, (8, 1), generator=generator)
+    preferred = (start + torch.arange(12)) % 100 + 3
+    rejected = preferred.clone()
+    rejected[:, 4:] = (start + 2 * torch.arange(12)[4:]) % 100 + 3
+    ids = torch.cat([preferred, rejected])
+    labels = ids.clone()
+    labels[:, :4] = IGNORE_INDEX
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def _loss_of(name: str, attached: Any) -> Callable[[], torch.Tensor]:
+    """The method's training objective on its toy data (next-token loss, or DPO's)."""
+    config = MATRIX[name][0]
+    if config["type"] != "dpo":
+        ids, labels = _toy_batch()
+        return lambda: attached.model(input_ids=ids, labels=labels).loss
+    hp = resolve_hyperparameters("dpo", Hyperparameters(beta=1.0), n_examples=8)
+    objective = get_method_handler("dpo").training_loss(
+        attached,
+        LossContext(method=parse_method(config), hyperparameters=hp, load_base_model=nn.Module),
+    )
+    batch = _toy_preferences()
+    return lambda: objective(attached.model, batch)
+
+
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_training_reduces_loss_and_touches_only_owned_parameters(name: str) -> None:
     config, lr, max_ratio = MATRIX[name]
@@ -61,10 +99,10 @@ def test_training_reduces_loss_and_touches_only_owned_parameters(name: str) -> N
     attached.model.train()
     owned = {id(p) for _, p in attached.trainable_named_parameters()}
     optimizer = torch.optim.AdamW(attached.parameter_groups(lr))
-    ids, labels = _toy_batch()
+    objective = _loss_of(name, attached)
     losses = []
     for step in range(1, 41):
-        loss = attached.model(input_ids=ids, labels=labels).loss
+        loss = objective()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if step == 1:

@@ -78,3 +78,18 @@ def train_tiny_artifact(root: Path, **overrides: Any) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     spec = TrainingSpec.model_validate(spec_dict(write_sums(root / "train.jsonl"), **overrides))
     return train(spec, root / "out").artifact_dir
+
+
+def write_preferences(path: Path, n: int = 32, seed: int = 0) -> Path:
+    """OpenAI preference lines over sums: the right sum preferred to the sum plus one."""
+    rng = random.Random(seed)
+    with path.open("w") as handle:
+        for _ in range(n):
+            a, b = rng.randint(0, 9), rng.randint(0, 9)
+            line = {
+                "input": {"messages": [{"role": "user", "content": f"{a}+{b}="}]},
+                "preferred_output": [{"role": "assistant", "content": str(a + b)}],
+                "non_preferred_output": [{"role": "assistant", "content": str(a + b + 1)}],
+            }
+            handle.write(json.dumps(line) + "\n")
+    return path

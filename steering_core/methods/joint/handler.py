@@ -13,6 +13,8 @@ A layer is skipped while ``||B|| <= min_lora_norm`` (B = 0 at step 0: its basis 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,13 @@ class JointAttached(AttachedMethod):
                     adapter.up.weight.copy_(w - basis @ (basis.T @ w))
             projected.append(layer)
         return projected
+
+    @contextmanager
+    def trained_parts_disabled(self) -> Iterator[None]:
+        """The base model: steering and LoRA both off (then as they were)."""
+        assert self.steering is not None and isinstance(self.model, PeftModel)
+        with self.steering.disabled(), self.model.disable_adapter():
+            yield
 
     def set_inference_mode(self, mode: InferenceMode) -> None:
         """``all``: LoRA and steering; ``lora_only``: steering off; ``adapter_only``: LoRA off."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from peft import LoraConfig as PeftLoraConfig
@@ -56,6 +58,12 @@ def save_lora(peft_model: PeftModel, out_dir: Path) -> str:
 
 class LoraAttached(AttachedMethod):
     method_type = "lora"
+
+    @contextmanager
+    def trained_parts_disabled(self) -> Iterator[None]:
+        assert isinstance(self.model, PeftModel)
+        with self.model.disable_adapter():
+            yield
 
     def save_payload(self, out_dir: Path) -> list[str]:
         assert isinstance(self.model, PeftModel)
