@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,21 @@ def build_manifest(
             # the step whose adapter was saved, when it is the best validation's and not the last
             "best_validation_step": state.get("best_step"),
             "train_seconds": round(train_seconds, 3),
+            **peak_memory(device),
         },
+    }
+
+
+def peak_memory(device: Any) -> dict[str, float | None]:
+    """This process's peak memory so far, MiB: resident host memory (the most the operating
+    system saw, model loading included) and, on a GPU, the most torch allocated there."""
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    on_gpu = getattr(device, "type", None) == "cuda"
+    return {
+        "peak_host_memory_mib": round(host, 1),
+        "peak_device_memory_mib": (
+            round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if on_gpu else None
+        ),
     }
 
 

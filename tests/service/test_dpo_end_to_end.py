@@ -59,6 +59,8 @@ def test_a_dpo_job_trains_a_steering_adapter_end_to_end(tmp_path: Path) -> None:
         assert done["status"] == "succeeded", done
         adapter = service.http.get(f"/v1/adapters/{done['fine_tuned_model']}").json()
         assert adapter["method"]["type"] == "post_block"
+        assert adapter["metrics"]["peak_host_memory_mib"] > 100  # a model loaded in the engine
+        assert adapter["metrics"]["peak_device_memory_mib"] is None  # a CPU job
         report = adapter["strength_report"]
         assert report is not None and report["points"][0]["strength"] == 0.0
         assert report["points"][0]["kl"] == 0.0 and report["items"] == 8
