@@ -65,6 +65,23 @@ def _rank_field(method: str) -> str:
     return fields[0]
 
 
+def _site_field(method: str) -> str:
+    """The dotted path ``--site``/``--layers`` set (``site``; ``trains.site`` for dpo)."""
+    try:
+        path = method_definition(method).site_field
+    except ConfigValidationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--recipe") from None
+    if path is None:
+        raise typer.BadParameter(f"the {method} method has no site", param_hint="--site")
+    return path
+
+
+def _get_field(block: dict[str, Any], path: str) -> dict[str, Any]:
+    for name in path.split("."):
+        block = block.get(name) or {}
+    return dict(block)
+
+
 def _set_field(block: dict[str, Any], path: str, value: Any) -> None:
     """``block["adapter"]["rank"] = value`` for ``path="adapter.rank"``, keeping the rest."""
     *parents, name = path.split(".")
@@ -137,12 +154,17 @@ def build_job_body(
     kind = method or block_in.get("type", "post_block")
     inner = dict(block_in.get(kind) or {}) if block_in.get("type") == kind else {}
     if site or layers or max_layers is not None:
-        inner["site"] = {
-            **inner.get("site", {}),
-            **({"name": site} if site else {}),
-            **({"layers": parse_layers(layers)} if layers else {}),
-            **({"max_layers": max_layers} if max_layers is not None else {}),
-        }
+        path = _site_field(kind)
+        _set_field(
+            inner,
+            path,
+            {
+                **_get_field(inner, path),
+                **({"name": site} if site else {}),
+                **({"layers": parse_layers(layers)} if layers else {}),
+                **({"max_layers": max_layers} if max_layers is not None else {}),
+            },
+        )
     if rank is not None:
         _set_field(inner, _rank_field(kind), rank)
     given = {k: v for k, v in hyperparameters.items() if v is not None}

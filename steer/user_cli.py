@@ -173,6 +173,9 @@ def jobs_create(
     epochs: Annotated[int | None, typer.Option()] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
+    beta: Annotated[
+        float | None, typer.Option(help="dpo: how far from the reference (default 0.1)")
+    ] = None,
     suffix: Annotated[str | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs, one rank each (0: a CPU job)")] = None,
@@ -212,6 +215,7 @@ def jobs_create(
             "n_epochs": epochs,
             "learning_rate": learning_rate,
             "batch_size": batch_size,
+            "beta": beta,
         },
         suffix=suffix,
         seed=seed,

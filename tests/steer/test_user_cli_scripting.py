@@ -364,3 +364,30 @@ def test_jobs_create_with_auto_layers(seeded: Seeded) -> None:
     refused = steer(seeded.tmp, *common, "--layers", "auto", url=url)  # no budget
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "max_layers" in refused.stderr or "budget" in refused.stderr
+
+
+def test_jobs_create_a_dpo_job_from_flags(seeded: Seeded) -> None:
+    from tests.steering_core.train_helpers import write_preferences
+
+    pairs = write_preferences(seeded.tmp / "pairs.jsonl", n=8)
+    url = seeded.api.base_url
+    made = steer(
+        seeded.tmp,
+        *("jobs", "create", "--model", "tiny-llama", "--file", str(pairs), "--method", "dpo"),
+        *("--beta", "0.3", "--layers", "1-2", "--rank", "4", "--json"),
+        url=url,
+    )
+    assert made.returncode == 0, made.stderr
+    job = seeded.api.get_json(f"/v1/fine_tuning/jobs/{json.loads(made.stdout)['id']}")
+    block = job["method"]["dpo"]
+    assert block["hyperparameters"]["beta"] == 0.3
+    assert block["trains"]["type"] == "post_block"
+    assert block["trains"]["site"]["layers"] == [1, 2]
+    assert block["trains"]["adapter"]["rank"] == 4
+    refused = steer(
+        seeded.tmp,
+        *("jobs", "create", "--model", "tiny-llama", "--file", seeded.file_id, "--beta", "0.3"),
+        url=url,
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "beta applies to the dpo method only" in refused.stderr

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from steering_core.config import StrictModel
 from steering_core.methods.joint.config import JointMethod
 from steering_core.methods.post_block.config import PostBlockMethod
 
-TrainedMethod = Annotated[PostBlockMethod | JointMethod, Field(discriminator="type")]
+
+def _trained_kind(value: Any) -> str:
+    """The kind of a ``trains`` block: its ``type``, post_block where it names none."""
+    if isinstance(value, dict):
+        return str(value.get("type", "post_block"))
+    return str(getattr(value, "type", "post_block"))
+
+
+TrainedMethod = Annotated[
+    Annotated[PostBlockMethod, Tag("post_block")] | Annotated[JointMethod, Tag("joint")],
+    Discriminator(
+        _trained_kind,
+        custom_error_type="trains_type",
+        custom_error_message="trains.type must be post_block or joint",
+    ),
+]
 
 
 class DpoMethod(StrictModel):
