@@ -267,6 +267,11 @@ class AdapterObject(BaseModel):
         description="score and off-task KL at strengths 0 to 1.5, and the recommended strength "
         "(steering_core.strength_report); None when the job measured none",
     )
+    trained_by: dict[str, Any] | None = Field(
+        default=None,
+        description='how it was trained: {"method": the job\'s method} (dpo and distill train '
+        'a post_block or joint adapter), with "source", the adapter distilled, for distill',
+    )
 
 
 class ModelObject(BaseModel):

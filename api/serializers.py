@@ -123,9 +123,14 @@ def adapter_object(row: Adapter) -> AdapterObject:
         bytes=row.bytes,
         files=row.files,
         trainable_parameters=row.trainable_parameters,
-        # the training result's figures; its strength report has a field of its own
-        metrics={k: v for k, v in row.metrics.items() if k != "strength_report"}
+        # the training result's figures; its strength report and provenance have fields of
+        # their own
+        metrics={k: v for k, v in row.metrics.items() if k not in LIFTED_METRICS}
         if row.metrics is not None
         else None,
         strength_report=(row.metrics or {}).get("strength_report"),
+        trained_by=(row.metrics or {}).get("trained_by"),
     )
+
+
+LIFTED_METRICS = ("strength_report", "trained_by")

@@ -133,6 +133,7 @@ def build_job_body(
     layers: str | None,
     rank: int | None,
     max_layers: int | None = None,
+    source: str | None = None,
     hyperparameters: dict[str, Any],
     suffix: str | None,
     seed: int | None,
@@ -167,6 +168,8 @@ def build_job_body(
         )
     if rank is not None:
         _set_field(inner, _rank_field(kind), rank)
+    if source is not None:
+        inner["source"] = source
     given = {k: v for k, v in hyperparameters.items() if v is not None}
     if given:
         inner["hyperparameters"] = {**inner.get("hyperparameters", {}), **given}

@@ -176,6 +176,10 @@ def jobs_create(
     beta: Annotated[
         float | None, typer.Option(help="dpo: how far from the reference (default 0.1)")
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="distill: the adapter to distil (id, name@version or job id)"),
+    ] = None,
     suffix: Annotated[str | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs, one rank each (0: a CPU job)")] = None,
@@ -211,6 +215,7 @@ def jobs_create(
         layers=layers,
         rank=rank,
         max_layers=max_layers,
+        source=source,
         hyperparameters={
             "n_epochs": epochs,
             "learning_rate": learning_rate,

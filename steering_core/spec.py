@@ -258,6 +258,11 @@ class TrainingSpec(StrictModel):
     hyperparameters: Hyperparameters = Hyperparameters()
     train_file: str | None = None
     validation_file: str | None = None
+    source_artifact: str | None = Field(
+        default=None,
+        description="distill: the directory of the source adapter's artifact (on the same "
+        "base model); the service sets it from method.distill.source.",
+    )
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
     max_seq_length: int = Field(default=512, ge=8, le=131072)
     precision: Literal["auto", "fp32", "bf16"] = Field(

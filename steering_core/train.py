@@ -52,7 +52,7 @@ from steering_core.events import (
     StepEvent,
     parse_event,
 )
-from steering_core.io import save_artifact
+from steering_core.io import load_artifact, save_artifact
 from steering_core.layer_selection import resolve_auto_layers, selection_record
 from steering_core.layer_stats import layer_statistics
 from steering_core.loss import counting_correct_tokens
@@ -278,6 +278,9 @@ def train(
             method=spec.method,
             hyperparameters=hp,
             load_base_model=lambda: _frozen_base_copy(spec, cache_dir, device),
+            load_source_model=(
+                (lambda: _frozen_source(spec, cache_dir, device)) if spec.source_artifact else None
+            ),
         ),
     )
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "name"} for g in groups])
@@ -573,8 +576,22 @@ def _frozen_base_copy(spec: TrainingSpec, cache_dir: Path | None, device: Any) -
     return copy.to(device).eval()
 
 
-# adapters whose steering has a strength (dpo trains a post_block or joint adapter)
-STRENGTH_REPORT_METHODS = ("post_block", "joint", "dpo")
+def _frozen_source(spec: TrainingSpec, cache_dir: Path | None, device: Any) -> torch.nn.Module:
+    """The spec's ``source_artifact`` on a copy of its base model, frozen, in eval mode."""
+    if not Path(str(spec.source_artifact)).is_dir():
+        raise SteeringUserError(
+            f"the source adapter's files are not at {spec.source_artifact}: was the adapter "
+            "deleted after the job was created?"
+        )
+    source = load_artifact(
+        load_model(spec.model, cache_dir=cache_dir, dtype=torch.float32), spec.source_artifact
+    ).model
+    source.requires_grad_(False)
+    return source.to(device).eval()
+
+
+# adapters whose steering has a strength (dpo and distill train post_block or joint adapters)
+STRENGTH_REPORT_METHODS = ("post_block", "joint", "dpo", "distill")
 
 
 def _strength_report(

@@ -15,6 +15,7 @@ import io
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -48,6 +49,15 @@ FAILURES: dict[int, str] = {
     ExitCode.OUT_OF_MEMORY: "out_of_memory",
     ExitCode.INTERNAL_ERROR: "internal_error",
 }
+
+
+def trained_by(method: dict[str, Any]) -> dict[str, Any]:
+    """How an adapter was trained, kept with it: the job's method (dpo and distill train an
+    adapter of another method's kind) and, for distill, the source adapter's id."""
+    return {
+        "method": method["type"],
+        **({"source": method["source"]} if "source" in method else {}),
+    }
 
 
 def finish_job(
@@ -173,7 +183,10 @@ def register_success(settings: Settings, leased: LeasedJob, artifact: CheckedArt
             bytes=0,
             files={},
             trainable_parameters=config.parameters.trainable,
-            metrics=(config.training_manifest or {}).get("result"),
+            metrics={
+                **((config.training_manifest or {}).get("result") or {}),
+                "trained_by": trained_by(job.method),
+            },
         )
         target = settings.adapters_dir / adapter.id
         copy = storage.store_artifact(artifact.directory, target)

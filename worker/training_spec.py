@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from registry import files as files_repo
 from registry import quotas
-from registry.models import Job
+from registry.models import Adapter, Job
 from registry.settings import Settings
 from steering_core.spec import TrainingSpec
 
@@ -44,8 +44,20 @@ def training_spec_for(session: Session, settings: Settings, job: Job) -> Trainin
             "eval_every_n_steps": every if validation else None,
             "eval_each_epoch": validation is not None,
             "deepspeed": (job.compute or {}).get("deepspeed"),
+            "source_artifact": _source_artifact(session, settings, job),
         }
     )
+
+
+def _source_artifact(session: Session, settings: Settings, job: Job) -> str | None:
+    """Where the stored adapter a job's method names as its ``source`` lies (distill; the API
+    stored its id). An adapter deleted since gives a path that does not exist: the engine says
+    so, and the job fails with that message."""
+    source = (job.method or {}).get("source")
+    if not isinstance(source, str):
+        return None
+    adapter = session.get(Adapter, source)
+    return str(settings.adapters_dir / (adapter.storage_path if adapter else source))
 
 
 def write_spec_file(spec: TrainingSpec, job_dir: Path) -> Path:

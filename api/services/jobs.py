@@ -14,6 +14,7 @@ from api.errors import ApiError, error_param
 from api.schemas import JobCreate
 from api.services.compute import check_compute, compute_request
 from api.services.integrations import checked_integrations
+from registry import adapters as adapters_repo
 from registry import files as files_repo
 from registry import jobs as jobs_repo
 from registry import quotas, workers
@@ -85,6 +86,43 @@ def _check_against_model(method: Any, model: str, prefix: str) -> None:
         raise ApiError(400, str(exc), param=f"{prefix}.{exc.field}") from exc
 
 
+def _with_source_resolved(
+    session: Session, tenant: str, method: Any, model: str, prefix: str
+) -> Any:
+    """A method that learns from another adapter (distill's ``source``: an adapter id,
+    name@version, or a job id standing for its trained adapter) gets that adapter's id, once
+    it is found among the tenant's and was trained on the job's base model."""
+    source = getattr(method, "source", None)
+    if not isinstance(source, str):
+        return method
+    param = f"{prefix}.source"
+    reference = source
+    if source.startswith("ftjob-"):
+        try:
+            job = jobs_repo.get_job(session, source, tenant)
+        except NotFound:
+            raise ApiError(400, f"{param}: no fine-tuning job {source!r}", param=param) from None
+        if job.fine_tuned_model is None:
+            raise ApiError(
+                400,
+                f"{param}: job {source!r} has no trained adapter yet (it is {job.status})",
+                param=param,
+            )
+        reference = job.fine_tuned_model
+    try:
+        adapter = adapters_repo.get_adapter(session, reference, tenant)
+    except NotFound:
+        raise ApiError(400, f"{param}: no adapter {reference!r}", param=param) from None
+    if adapter.base_model != model:
+        raise ApiError(
+            400,
+            f"{param}: adapter {adapter.id} was trained on {adapter.base_model!r}, not "
+            f"{model!r}: the student trains on its source's base model",
+            param=param,
+        )
+    return method.model_copy(update={"source": adapter.id})
+
+
 def _training_data(session: Session, tenant: str, file_id: str, param: str, method: Any) -> str:
     """The id of a processed file in a data format the method trains on."""
     try:
@@ -136,6 +174,7 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
     compute = compute_request(body)
     check_compute(method, hyperparameters, compute)
     _check_against_model(method, body.model, prefix)
+    method = _with_source_resolved(session, tenant, method, body.model, prefix)
     training = _training_data(session, tenant, body.training_file, "training_file", method)
     quotas.check_new_job(session, settings, tenant)
     validation = None

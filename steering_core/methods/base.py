@@ -132,12 +132,14 @@ LossFunction = Callable[[Callable[..., Any], Mapping[str, torch.Tensor]], torch.
 @dataclass(frozen=True)
 class LossContext:
     """What a method's training loss may need besides the batch: the method's config, the
-    resolved hyperparameters and a loader of a fresh, frozen copy of the base model on the
-    training device."""
+    resolved hyperparameters, a loader of a fresh, frozen copy of the base model on the
+    training device, and (a spec naming a ``source_artifact``) one of the base with that
+    artifact loaded."""
 
     method: Any
     hyperparameters: Any
     load_base_model: Callable[[], nn.Module]
+    load_source_model: Callable[[], nn.Module] | None = None
 
 
 class MethodHandler:

@@ -391,3 +391,26 @@ def test_jobs_create_a_dpo_job_from_flags(seeded: Seeded) -> None:
     )
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "beta applies to the dpo method only" in refused.stderr
+
+
+def test_jobs_create_a_distill_job_from_flags(seeded: Seeded) -> None:
+    url = seeded.api.base_url
+    made = steer(
+        seeded.tmp,
+        *("jobs", "create", "--model", "tiny-llama", "--file", seeded.file_id),
+        *("--method", "distill", "--source", "scripted@1", "--layers", "0-1", "--json"),
+        url=url,
+    )
+    assert made.returncode == 0, made.stderr
+    job = seeded.api.get_json(f"/v1/fine_tuning/jobs/{json.loads(made.stdout)['id']}")
+    block = job["method"]["distill"]
+    assert block["source"] == seeded.adapter_id
+    assert block["trains"]["site"]["layers"] == [0, 1]
+    refused = steer(
+        seeded.tmp,
+        *("jobs", "create", "--model", "tiny-llama", "--file", seeded.file_id),
+        *("--method", "distill", "--source", "nothing@1"),
+        url=url,
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "method.distill.source" in refused.stderr and "nothing@1" in refused.stderr

@@ -102,7 +102,7 @@ def test_a_definition_must_match_its_config_type() -> None:
 
 
 def test_an_unknown_method_lists_the_registered_ones() -> None:
-    expected = "unknown method 'reinforcement'; available: dpo, full"
+    expected = "unknown method 'reinforcement'; available: distill, dpo, full"
     with pytest.raises(ConfigValidationError, match=expected):
         method_definition("reinforcement")
 

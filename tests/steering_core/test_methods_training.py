@@ -47,6 +47,8 @@ MATRIX: dict[str, tuple[dict, float, float]] = {
     # preference training from log 2: the +1 continuation preferred to the +2 one
     "dpo": ({"type": "dpo"}, 1e-2, 0.8),
     "dpo_joint": ({"type": "dpo", "trains": {"type": "joint"}}, 1e-2, 0.8),
+    # distillation from 1 (the whole oracle shift missed) towards a perturbed copy of the model
+    "distill": ({"type": "distill", "source": "a-perturbed-copy"}, 1e-2, 0.8),
 }
 
 
@@ -78,6 +80,8 @@ def _toy_preferences() -> dict[str, torch.Tensor]:
 def _loss_of(name: str, attached: Any) -> Callable[[], torch.Tensor]:
     """The method's training objective on its toy data (next-token loss, or DPO's)."""
     config = MATRIX[name][0]
+    if config["type"] == "distill":
+        return _distill_objective(attached, config)
     if config["type"] != "dpo":
         ids, labels = _toy_batch()
         return lambda: attached.model(input_ids=ids, labels=labels).loss
@@ -87,6 +91,33 @@ def _loss_of(name: str, attached: Any) -> Callable[[], torch.Tensor]:
         LossContext(method=parse_method(config), hyperparameters=hp, load_base_model=nn.Module),
     )
     batch = _toy_preferences()
+    return lambda: objective(attached.model, batch)
+
+
+def _distill_objective(attached: Any, config: dict[str, Any]) -> Callable[[], torch.Tensor]:
+    """Distillation on the toy sequences from the test's model (built again from the same
+    seed, without the student's hooks) with every weight perturbed: a stand-in fine-tune, a
+    real second model with real oracle shifts."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        source = build_tiny_model("llama", initializer_range=0.2)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in source.parameters():
+            param.add_(0.02 * torch.randn(param.shape, generator=generator))
+    source.requires_grad_(False).eval()
+    hp = resolve_hyperparameters("distill", Hyperparameters(), n_examples=16)
+    objective = get_method_handler("distill").training_loss(
+        attached,
+        LossContext(
+            method=parse_method(config),
+            hyperparameters=hp,
+            load_base_model=nn.Module,
+            load_source_model=lambda: source,
+        ),
+    )
+    ids, _ = _toy_batch()
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     return lambda: objective(attached.model, batch)
 
 
