@@ -63,6 +63,10 @@ class MethodPlan:
     # seed train exactly this configuration under the same rules; they count as this method's
     # runs here (copied in by :func:`adopt_same_runs`, marked ``reused_from``)
     same_runs_as: tuple[str, str] | None = None
+    # distillation: (method, learning rate) of the source each run trains first, same seed
+    source: tuple[dict[str, Any], float] | None = None
+    # a row made of another method's runs' ``source`` block (never run on its own)
+    derived_from: str | None = None
 
 
 # Priority order: the targets' comparisons first (post-block vs full, ReFT, post-MLP; LoRA and
@@ -410,11 +414,95 @@ def _layers(protocol: Protocol) -> Protocol:
     )
 
 
+# The distillation study (ListOps, SmolLM2, v2's rules, 3 seeds): each run trains a source (a
+# LoRA or a full fine-tune, at v1's chosen rates: 1.5e-3 and 1e-4; v2's sweeps of them are not
+# complete), scores it, distils it into a post-block adapter (r=8, every layer, at v2's
+# post-block rate 2e-3) and scores that: the study's runs leave no artifact behind, so a source
+# lives only as long as its run. Post-block trained on the labels (v2's runs) stands beside.
+DISTILL_STUDENT = {
+    "type": "distill",
+    "source": "the source trained in the same run",
+    "trains": _post_block(),
+}
+DISTILL_SOURCES = {"lora": ({"type": "lora"}, 1.5e-3), "full": ({"type": "full"}, 1e-4)}
+DISTILL_COMPARISONS = (
+    ("distill_lora", "lora_source"),
+    ("distill_full", "full_source"),
+    ("distill_lora", "post_block"),
+    ("distill_full", "post_block"),
+)
+METHODS_DISTILL: tuple[MethodPlan, ...] = (
+    *(
+        MethodPlan(
+            f"distill_{name}",
+            f"post-block r=8 distilled from {label} (its source, same seed)",
+            DISTILL_STUDENT,
+            (2e-3,),
+            source=DISTILL_SOURCES[name],
+        )
+        for name, label in (("lora", "LoRA"), ("full", "full fine-tuning"))
+    ),
+    *(
+        MethodPlan(
+            f"{name}_source",
+            f"{label} (the source; trained in each distill_{name} run)",
+            DISTILL_SOURCES[name][0],
+            (DISTILL_SOURCES[name][1],),
+            derived_from=f"distill_{name}",
+        )
+        for name, label in (("lora", "LoRA r=8"), ("full", "full fine-tuning"))
+    ),
+    MethodPlan(
+        "post_block",
+        "post-block nonlinear r=8, trained on the labels",
+        _post_block(),
+        (2e-3,),
+        same_runs_as=("listops-smollm2-v2", "post_block"),
+    ),
+)
+
+
+def _distill_study(protocol: Protocol) -> Protocol:
+    return replace(
+        _v2(protocol),
+        name=f"{protocol.name}-distill",
+        study="distill",
+        method_table=METHODS_DISTILL,
+        max_extensions=0,
+        rates_note="sources at v1's chosen rates (LoRA 1.5e-3, full 1e-4), students and "
+        "post-block at v2's post-block rate 2e-3",
+        comparisons=DISTILL_COMPARISONS,
+    )
+
+
+def derived_results(
+    protocol: Protocol, results: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``results`` with the rows ``derived_from`` other runs: each distillation run's source
+    block as a run of the source method at its rate and seed."""
+    out = dict(results)
+    for method in methods_of(protocol):
+        if method.derived_from is None:
+            continue
+        for record in results.values():
+            if not record["key"].startswith(f"{method.derived_from}-") or not record.get("source"):
+                continue
+            seed = record["config"]["seed"]
+            key = run_key(method.name, method.grid[0], seed)
+            config = {**record["config"], "method": method.method, "source": None}
+            config["learning_rate"] = method.grid[0]
+            out[key] = {**record["source"], "key": key, "config": config}
+    return out
+
+
 LAYER_PROTOCOLS = {
     "listops-smollm2-layers": lambda: _layers(listops_protocol("smollm2")),
     "arithmetic-smollm2-layers": lambda: _layers(arithmetic_protocol("smollm2")),
 }
-PROTOCOLS = {**PROTOCOLS_V1, **V2_PROTOCOLS, **LAYER_PROTOCOLS}
+DISTILL_PROTOCOLS = {
+    "listops-smollm2-distill": lambda: _distill_study(listops_protocol("smollm2")),
+}
+PROTOCOLS = {**PROTOCOLS_V1, **V2_PROTOCOLS, **LAYER_PROTOCOLS, **DISTILL_PROTOCOLS}
 # What ``run.py`` runs unless told otherwise: v2 (v1 is complete for SmolLM2; its pending
 # Gemma-3 runs are not run).
 STUDY = tuple(V2_PROTOCOLS)
@@ -567,6 +655,8 @@ def next_runs(
     """Every run still missing whose prerequisites are met, in priority order."""
     pending: list[PlannedRun] = []
     for method in methods_of(protocol, methods):
+        if method.derived_from is not None:
+            continue  # made of another method's runs
         steering_lr = None
         if method.steering_lr_from is not None:
             source = METHODS_BY_NAME[method.steering_lr_from]
@@ -692,4 +782,9 @@ def run_config(protocol: Protocol, planned: PlannedRun, work_dir: Path) -> dict[
         "eval_every_n_steps": protocol.eval_every_n_steps,
         "early_stopping_patience": protocol.early_stopping_patience,
         "keep_best_validation": protocol.keep_best_validation,
+        "source": (
+            {"method": planned.method.source[0], "learning_rate": planned.method.source[1]}
+            if planned.method.source is not None
+            else None
+        ),
     }

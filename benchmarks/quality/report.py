@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plan import MethodPlan, Protocol, methods_of, run_key, selection_for
+from plan import MethodPlan, Protocol, derived_results, methods_of, run_key, selection_for
 from stats import accuracy_by_group, mcnemar, seed_level, spread
 
 # (A, B, what the target asks of A against B)
@@ -236,6 +236,39 @@ def layer_verdicts(summaries: dict[str, dict[str, Any]], tests: list[dict[str, A
     return lines
 
 
+DISTILL_TARGET = 0.9  # the share of its source's accuracy a distilled adapter should reach
+
+
+def distill_verdicts(
+    summaries: dict[str, dict[str, Any]], tests: list[dict[str, Any]]
+) -> list[str]:
+    """Each distilled adapter against its source (at least 90% of its accuracy, met or missed
+    with the shortfall), with the paired test behind it."""
+    lines = []
+    for name, label in (("lora", "LoRA"), ("full", "full fine-tuning")):
+        student, source = summaries.get(f"distill_{name}"), summaries.get(f"{name}_source")
+        found = next(
+            (t for t in tests if t["a"] == f"distill_{name}" and t["b"] == f"{name}_source"), None
+        )
+        claim = f"post-block distilled from {label} reaches 90% of its source's accuracy"
+        if student is None or source is None or found is None or not student["complete"]:
+            lines.append(f"{claim}: pending (runs missing)")
+            continue
+        ours, theirs = student["test_accuracy"]["mean"], source["test_accuracy"]["mean"]
+        share = ours / theirs if theirs else float("nan")
+        verdict = "met" if share >= DISTILL_TARGET else "missed"
+        shortfall = (
+            "" if verdict == "met" else f", short by {DISTILL_TARGET * theirs - ours:.1f} points"
+        )
+        lines.append(
+            f"{claim}: **{verdict}** (distilled {ours:.1f}%, source {theirs:.1f}%: "
+            f"{100 * share:.0f}%{shortfall}; paired difference {found['difference_points']:+.2f} "
+            f"points, per seed {_seed_differences(found)}, seeds and items resampled: 95% "
+            f"interval {_interval(found, 'seed_item_interval_points')})"
+        )
+    return lines
+
+
 def _interval(test: dict[str, Any], key: str = "ci95_points") -> str:
     found = test.get(key)
     if not found or None in found:
@@ -255,7 +288,8 @@ def _seed_t(test: dict[str, Any]) -> str:
     return f"{_interval(test, 'seed_t_interval_points')} ({degrees} df)"
 
 
-def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) -> dict[str, Any]:
+def build(protocol: Protocol, runs: dict[str, dict[str, Any]], command: str) -> dict[str, Any]:
+    results = derived_results(protocol, runs)
     groups = item_groups(protocol)
     summaries = {}
     methods = methods_of(protocol)
@@ -274,7 +308,7 @@ def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) 
         "command": command,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU only",
         "date": time.strftime("%Y-%m-%d"),
-        "runs_done": len(results),
+        "runs_done": len(runs),
         "methods": [{k: v for k, v in s.items() if k != "_bits"} for s in summaries.values()],
         "comparisons": tests,
         "targets": (
@@ -282,6 +316,8 @@ def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) 
             if protocol.quick
             else layer_verdicts(summaries, tests)
             if protocol.study == "layers"
+            else distill_verdicts(summaries, tests)
+            if protocol.study == "distill"
             else verdicts(summaries, tests, {m.name for m in methods})
         ),
         "pending_methods": pending,
@@ -295,7 +331,7 @@ def build(protocol: Protocol, results: dict[str, dict[str, Any]], command: str) 
                 "generation_agreement": r["generation_check"]["agreement"],
                 "reused_from": r.get("reused_from"),
             }
-            for key, r in sorted(results.items())
+            for key, r in sorted(runs.items())
         ],
     }
 

@@ -238,6 +238,7 @@ SUMMARIES = {
     "v1": ("summary.md", "Quality study at a glance"),
     "v2": ("summary-v2.md", "Quality study at a glance (protocol v2)"),
     "layers": ("summary-layers.md", "Where to steer at a third of the budget: layer study"),
+    "distill": ("summary-distill.md", "Distilling a LoRA and a full fine-tune into post-block"),
 }
 
 

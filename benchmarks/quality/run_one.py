@@ -31,6 +31,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 
+class SourceRun(BaseModel):
+    """A distillation run's source: trained first, in the same process, with the run's rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: dict[str, Any]
+    learning_rate: float
+
+
 class RunConfig(BaseModel):
     """What one run trains and scores (written by run.py)."""
 
@@ -60,6 +69,8 @@ class RunConfig(BaseModel):
     eval_every_n_steps: int | None = None
     early_stopping_patience: int | None = None
     keep_best_validation: bool = False
+    # distill: the source model, trained and scored in this run before the student
+    source: SourceRun | None = None
 
 
 IGNORE = -100
@@ -128,6 +139,8 @@ class RunResult(BaseModel):
     training_status: str | None = None  # succeeded | early_stopped
     # site.layers "auto": every layer's score and the layers chosen (the engine's event)
     layer_selection: dict[str, Any] | None = None
+    # distill: the source's own training and scores (the same fields as a run's)
+    source: dict[str, Any] | None = None
     best_validation_step: int | None = None  # the kept checkpoint, when not the last step
 
 
@@ -167,14 +180,49 @@ class _Collect:
 def run(config: RunConfig) -> RunResult:
     import torch
 
-    from steering_core.io import load_artifact
-    from steering_core.models import load_model, load_tokenizer
-
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     work = Path(config.work_dir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    commit, dirty = code_version()
+    source = None
+    if config.source is not None:
+        source_config = config.model_copy(
+            update={
+                "method": config.source.method,
+                "learning_rate": config.source.learning_rate,
+                "steering_learning_rate": None,
+                "source": None,
+            }
+        )
+        source = _trained_and_scored(source_config, work / "source")
+        source["generation_check"] = source["generation_check"].model_dump()
+    result = _trained_and_scored(
+        config, work / "student", work / "source" / "adapter" if source is not None else None
+    )
+    shutil.rmtree(work, ignore_errors=True)  # a full fine-tune's copy is 0.5 GB
+    return RunResult(
+        key=config.key,
+        config=config,
+        **result,
+        torch_threads=torch.get_num_threads(),
+        date=time.strftime("%Y-%m-%d"),
+        engine_loss="labelled positions",
+        code_commit=commit,
+        code_dirty=dirty,
+        source=source,
+    )
+
+
+def _trained_and_scored(
+    config: RunConfig, work: Path, source_artifact: Path | None = None
+) -> dict[str, Any]:
+    """Train ``config``'s method into ``work`` (none: the base model), then score it."""
+    from steering_core.io import load_artifact
+    from steering_core.models import load_model, load_tokenizer
+
+    work.mkdir(parents=True, exist_ok=True)
     trained: dict[str, Any] = {
         "trainable_parameters": 0,
         "trainable_percent": 0.0,
@@ -188,9 +236,8 @@ def run(config: RunConfig) -> RunResult:
         "best_validation_step": None,
         "layer_selection": None,
     }
-    commit, dirty = code_version()
     if config.method is not None:
-        trained = _train(config, work)
+        trained = _train(config, work, source_artifact)
     peak_train = _peak_rss_mib()
 
     started = time.perf_counter()
@@ -203,30 +250,20 @@ def run(config: RunConfig) -> RunResult:
         for split, path in (("validation", config.validation_file), ("test", config.test_file))
     }
     check = generation_check(model, tokenizer, config, scored["test"].correct)
-    eval_seconds = time.perf_counter() - started
-    shutil.rmtree(work, ignore_errors=True)  # a full fine-tune's copy is 0.5 GB
-
-    return RunResult(
-        key=config.key,
-        config=config,
+    return {
         **trained,
-        validation_loss=scored["validation"].loss,
-        peak_rss_train_mib=round(peak_train, 1),
-        validation_correct=scored["validation"].bits,
-        test_correct=scored["test"].bits,
-        validation_accuracy=scored["validation"].accuracy,
-        test_accuracy=scored["test"].accuracy,
-        eval_seconds=round(eval_seconds, 2),
-        generation_check=check,
-        torch_threads=torch.get_num_threads(),
-        date=time.strftime("%Y-%m-%d"),
-        engine_loss="labelled positions",
-        code_commit=commit,
-        code_dirty=dirty,
-    )
+        "validation_loss": scored["validation"].loss,
+        "peak_rss_train_mib": round(peak_train, 1),
+        "validation_correct": scored["validation"].bits,
+        "test_correct": scored["test"].bits,
+        "validation_accuracy": scored["validation"].accuracy,
+        "test_accuracy": scored["test"].accuracy,
+        "eval_seconds": round(time.perf_counter() - started, 2),
+        "generation_check": check,
+    }
 
 
-def _train(config: RunConfig, work: Path) -> dict[str, Any]:
+def _train(config: RunConfig, work: Path, source_artifact: Path | None = None) -> dict[str, Any]:
     """Train through the engine's loop (as a service job does); the artifact lands in work."""
     from steering_core.spec import TrainingSpec
     from steering_core.train import train
@@ -253,6 +290,7 @@ def _train(config: RunConfig, work: Path) -> dict[str, Any]:
         eval_every_n_steps=config.eval_every_n_steps,
         early_stopping_patience=config.early_stopping_patience,
         keep_best_validation=config.keep_best_validation,
+        source_artifact=str(source_artifact) if source_artifact is not None else None,
     )
     collect = _Collect()
     result = train(spec, work, collect)
