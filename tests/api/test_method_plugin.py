@@ -149,7 +149,10 @@ def test_a_method_installed_as_a_package_is_served_offered_and_trained(
         block = schema["L2VectorBlock"]["properties"]
         assert {"site", "penalty", "hyperparameters"} <= set(block)
         methods = {m["id"]: m for m in service.http.get("/v1/methods").json()["data"]}
-        assert set(methods) == {"full", "joint", "lora", "post_block", "reft", PLUGIN}
+        assert set(methods) == {
+            *("distill", "dpo", "full", "joint", "lora", "post_block", "reft"),
+            PLUGIN,
+        }
         assert methods[PLUGIN]["data_formats"] == ["prompt_completion"]
         assert methods[PLUGIN]["defaults"]["learning_rate"] == 1e-2
 

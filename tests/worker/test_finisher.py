@@ -247,7 +247,10 @@ def test_success_registers_the_adapter_its_copy_and_the_result_file(
     config = json.loads((source / "steering_config.json").read_text())
     assert (adapter.name, adapter.version, adapter.job_id) == ("tiny-llama-post_block", 1, job.id)
     assert adapter.trainable_parameters == config["parameters"]["trainable"]
-    assert adapter.metrics == config["training_manifest"]["result"]
+    assert adapter.metrics == {
+        **config["training_manifest"]["result"],
+        "trained_by": {"method": "post_block"},
+    }
     stored = worker_settings.adapters_dir / adapter.id
     assert adapter.storage_path == adapter.id
     files = sorted(p.name for p in source.iterdir())
