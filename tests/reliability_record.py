@@ -1,4 +1,4 @@
-"""Figures for benchmarks/reliability.md, written by the fault and fuzz tests themselves.
+"""Figures for benchmarks/reliability/results.md, written by the fault and fuzz tests themselves.
 
 ``benchmarks/reliability/run.py`` runs those tests with ``STEER_RELIABILITY_RECORD`` naming a
 JSON-lines file; each test appends what it injected and what it saw. Without the variable this

@@ -1,5 +1,5 @@
-"""Regenerate ``benchmarks/reliability.md``: run the fault tests and the schema fuzz test, each
-writing what it injected and measured, and tabulate the figures.
+"""Regenerate ``benchmarks/reliability/results.md``: run the fault tests and the schema fuzz
+test, each writing what it injected and measured, and tabulate the figures.
 
     python benchmarks/reliability/run.py [--rounds N]
 
@@ -30,7 +30,7 @@ import security
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ["tests/service/test_faults.py", "tests/api/test_schema_fuzz.py"]
-REPORT = ROOT / "benchmarks" / "reliability.md"
+REPORT = ROOT / "benchmarks" / "reliability" / "results.md"
 RESULTS = ROOT / "benchmarks" / "reliability" / "results.json"
 
 KINDS = {

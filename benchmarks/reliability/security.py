@@ -1,6 +1,6 @@
-"""The security section of ``benchmarks/reliability.md``: run the tests that attack the API
-(tenant isolation, authentication, body limits, hostile input) and tabulate what each tries,
-how many cases it sent, what it requires, and whether it held.
+"""The security section of ``benchmarks/reliability/results.md``: run the tests that attack the
+API (tenant isolation, authentication, body limits, hostile input) and tabulate what each
+tries, how many cases it sent, what it requires, and whether it held.
 
     python benchmarks/reliability/security.py   # rewrites the section in place
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-REPORT = ROOT / "benchmarks" / "reliability.md"
+REPORT = ROOT / "benchmarks" / "reliability" / "results.md"
 HEADING = "## Security"
 
 

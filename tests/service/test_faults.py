@@ -2,7 +2,7 @@
 no job is lost, none runs twice, results are recorded once, and each failure says why.
 
 Each test writes its figures through ``tests.reliability_record.record``; the script
-``benchmarks/reliability/run.py`` turns them into ``benchmarks/reliability.md``.
+``benchmarks/reliability/run.py`` turns them into ``benchmarks/reliability/results.md``.
 """
 
 from __future__ import annotations
