@@ -1,1 +1,2 @@
-"""The FastAPI service: the OpenAI-compatible fine-tuning API, steered generation, the dashboard."""
+"""The FastAPI service: the OpenAI-compatible fine-tuning API (files, jobs, adapters, methods),
+steered generation, tenants and API keys, the dashboard and Prometheus metrics."""

@@ -1,1 +1,2 @@
-"""The SQL registry (SQLAlchemy + Alembic): files, jobs, events, checkpoints, adapters, storage."""
+"""The SQL registry (SQLAlchemy + Alembic) that API and workers share: settings, tenants and API
+keys, quotas, files, jobs and their states, events, checkpoints, adapters, workers, storage."""
