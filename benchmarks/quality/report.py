@@ -375,6 +375,22 @@ def _rates_sentence(setup: dict[str, Any]) -> str:
     )
 
 
+def _selection_sentences(setup: dict[str, Any]) -> str:
+    """How the method study chose its rates, and how joint trains (not the other studies')."""
+    return (
+        "Selection: the best validation accuracy, where points within one standard error of it "
+        "count as tied and the lowest answer-token loss among them wins "
+        + (
+            "(this rule replaced plain accuracy after the first post-block sweep, whose three "
+            "points were within one standard error; their test accuracies had been seen by then)"
+            if setup["task"] == "listops"
+            else "(the rule the ListOps study settled on, fixed before any run of this task)"
+        )
+        + ". Joint: the LoRA half's rate is swept, the steering half trains at the rate chosen "
+        "for post-block; the orthogonal projection runs every 10 steps. "
+    )
+
+
 def markdown(report: dict[str, Any], png_name: str) -> str:
     setup = report["setup"]
     lines = [
@@ -397,18 +413,9 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         + ", decided in one teacher-forced pass. `gen acc`: the task's scorer on real greedy "
         f"generations of the first {setup.get('generation_check_items', 64)} test items; "
         "`agree`: the share of those items where it gives the same verdict as the "
-        "teacher-forced pass (the lowest over seeds). Selection: the best validation accuracy, "
-        "where points within one standard error of it count as tied and the lowest "
-        "answer-token loss among them wins "
-        + (
-            "(this rule replaced plain accuracy after the first post-block sweep, whose three "
-            "points were within one standard error; their test accuracies had been seen by then)"
-            if setup["task"] == "listops"
-            else "(the rule the ListOps study settled on, fixed before any run of this task)"
-        )
-        + ". Joint: the LoRA half's rate is swept, the "
-        "steering half trains at the rate chosen for post-block; the orthogonal projection "
-        "runs every 10 steps. Training time and tokens/s come from runs on one torch thread "
+        "teacher-forced pass (the lowest over seeds). "
+        + (_selection_sentences(setup) if setup.get("study", "v1") in ("v1", "v2") else "")
+        + "Training time and tokens/s come from runs on one torch thread "
         "each, two side by side on the 2 cores, with other work on the machine at times "
         "and some runs paused (stopped, the clock running) while a speed benchmark measured "
         "alone; the machine's own speed also varied about 2x from day to day: read them as "
