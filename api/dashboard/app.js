@@ -31,6 +31,15 @@
   let generation = 0;
   let timer = null;
 
+  /** How an adapter was trained: the job's method, and the adapter a distilled one learned
+   * from (a link to its page). */
+  function trainedBy(info) {
+    if (!info || !info.method) return DASH;
+    if (!info.source) return info.method;
+    const link = el("a", { href: `#/adapters/${encodeURIComponent(info.source)}` }, info.source);
+    return el("span", {}, `${info.method} from `, link);
+  }
+
   function current(gen) {
     return gen === generation;
   }
@@ -600,6 +609,7 @@
             ["Id", adapter.id, "adapter-id"],
             ["Base model", adapter.base_model, "adapter-base-model"],
             ["Method", methodText || DASH, "adapter-method"],
+            ["Trained by", trainedBy(adapter.trained_by), "adapter-trained-by"],
             ["Trainable parameters", fmtInt(adapter.trainable_parameters), "adapter-params"],
             ["Size", D.fmtBytes(adapter.bytes), "adapter-bytes"],
             ["sha256", el("code", { class: "hash" }, adapter.sha256), "adapter-sha256"],

@@ -192,6 +192,7 @@ def test_dashboard_trains_downloads_and_shows_layers(tmp_path: Path, browser: An
         adapter = service.http.get(f"/v1/adapters/{adapter_id}").json()
         expect(page.get_by_test_id("adapter-reference")).to_have_text(adapter["reference"])
         expect(page.get_by_test_id("adapter-base-model")).to_have_text("tiny-llama")
+        expect(page.get_by_test_id("adapter-trained-by")).to_have_text("post_block")
         expect(page.get_by_test_id("adapter-sha256")).to_have_text(adapter["sha256"])
         layers = service.http.get(f"/v1/adapters/{adapter_id}/layers").json()["layers"]
         assert len(layers) == 3  # tiny-llama: 3 layers, all steered by default
@@ -289,6 +290,7 @@ def test_dashboard_draws_accuracy_unrecorded_shifts_and_cancels(
         "files": {"adapter_model.safetensors": "1" * 64},
         "trainable_parameters": 1536,
         "metrics": None,
+        "trained_by": {"method": "distill", "source": "adapter-teacher"},
         "strength_report": {
             "points": [
                 {"strength": s, "score": score, "kl": kl}
@@ -362,6 +364,9 @@ def test_dashboard_draws_accuracy_unrecorded_shifts_and_cancels(
 
         page.goto(f"{api.base_url}/dashboard#/adapters/canned@1")
         expect(page.get_by_test_id("adapter-reference")).to_have_text("canned@1")
+        trained_by = page.get_by_test_id("adapter-trained-by")
+        expect(trained_by).to_have_text("distill from adapter-teacher")
+        expect(trained_by.locator("a")).to_have_attribute("href", "#/adapters/adapter-teacher")
         expect(page.locator('[data-testid="layer-norm-chart"] rect.bar')).to_have_count(4)
         shift = page.get_by_test_id("layer-shift-chart")
         expect(shift.locator("rect.bar")).to_have_count(2)
