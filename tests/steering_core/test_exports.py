@@ -17,6 +17,7 @@ from peft import AutoPeftModelForCausalLM, PeftModel
 from safetensors.torch import load_file, save_file
 
 from steering_core.attach import attach_method
+from steering_core.catalogue import public_model_id
 from steering_core.errors import SteeringUserError
 from steering_core.exports import (
     EXPORT_FORMATS,
@@ -27,7 +28,7 @@ from steering_core.exports import (
     export_peft_lora,
 )
 from steering_core.io import load_artifact, save_artifact
-from steering_core.models import load_model, public_model_id
+from steering_core.models import load_model
 from tests.steering_core.helpers import first, randomize_adapters, randomize_lora, token_batch
 
 MODEL = "tiny-llama"
