@@ -571,9 +571,7 @@ def train(
 def _frozen_base_copy(spec: TrainingSpec, cache_dir: Path | None, device: Any) -> torch.nn.Module:
     """A second copy of the base model, frozen, in eval mode, on ``device`` (for a method that
     asks for one: dpo's ``reference: "separate_copy"``)."""
-    copy = load_model(spec.model, cache_dir=cache_dir, dtype=torch.float32)
-    copy.requires_grad_(False)
-    return copy.to(device).eval()
+    return _frozen_on(load_model(spec.model, cache_dir=cache_dir, dtype=torch.float32), device)
 
 
 def _frozen_source(spec: TrainingSpec, cache_dir: Path | None, device: Any) -> torch.nn.Module:
@@ -583,11 +581,15 @@ def _frozen_source(spec: TrainingSpec, cache_dir: Path | None, device: Any) -> t
             f"the source adapter's files are not at {spec.source_artifact}: was the adapter "
             "deleted after the job was created?"
         )
-    source = load_artifact(
-        load_model(spec.model, cache_dir=cache_dir, dtype=torch.float32), spec.source_artifact
-    ).model
-    source.requires_grad_(False)
-    return source.to(device).eval()
+    base = load_model(spec.model, cache_dir=cache_dir, dtype=torch.float32)
+    return _frozen_on(load_artifact(base, spec.source_artifact).model, device)
+
+
+def _frozen_on(model: torch.nn.Module, device: Any) -> torch.nn.Module:
+    """``model`` with every parameter frozen, in eval mode, moved to ``device`` (after any
+    adapter is attached, so that its tensors move with it)."""
+    model.requires_grad_(False)
+    return model.to(device).eval()
 
 
 # adapters whose steering has a strength (dpo and distill train post_block or joint adapters)

@@ -181,6 +181,31 @@ def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> torc
     return -F.logsigmoid(beta * margin).mean()
 
 
+class DpoObjective:
+    """DPO's loss on a batch through ``forward`` (the model, or a DeepSpeed engine around it),
+    the reference being ``attached`` with its trained parts off, or ``reference_model``."""
+
+    def __init__(
+        self, attached: AttachedMethod, beta: float, reference_model: nn.Module | None = None
+    ):
+        self.attached, self.beta, self.reference_model = attached, beta, reference_model
+
+    def reference_log_probs(
+        self, forward: Callable[..., Any], batch: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            if self.reference_model is not None:
+                return answer_log_probs(self.reference_model, batch)
+            with self.attached.trained_parts_disabled():
+                return answer_log_probs(forward, batch)
+
+    def __call__(
+        self, forward: Callable[..., Any], batch: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        reference = self.reference_log_probs(forward, batch)
+        return dpo_loss(answer_log_probs(forward, batch), reference, self.beta)
+
+
 class DpoHandler(MethodHandler):
     method_type = "dpo"
 
@@ -210,27 +235,11 @@ class DpoHandler(MethodHandler):
         return dpo_loss(policy, policy.detach(), DEFAULT_DPO_BETA)
 
     def training_loss(self, attached: AttachedMethod, context: LossContext) -> LossFunction:
-        beta = float(context.hyperparameters.beta)
         separate = isinstance(context.method, DpoMethod) and (
             context.method.reference == "separate_copy"
         )
         reference_model = context.load_base_model() if separate else None
-
-        def reference_log_probs(
-            forward: Callable[..., Any], batch: Mapping[str, torch.Tensor]
-        ) -> torch.Tensor:
-            with torch.no_grad():
-                if reference_model is not None:
-                    return answer_log_probs(reference_model, batch)
-                with attached.trained_parts_disabled():
-                    return answer_log_probs(forward, batch)
-
-        def loss(forward: Callable[..., Any], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            reference = reference_log_probs(forward, batch)
-            return dpo_loss(answer_log_probs(forward, batch), reference, beta)
-
-        loss.reference_log_probs = reference_log_probs  # type: ignore[attr-defined]
-        return loss
+        return DpoObjective(attached, float(context.hyperparameters.beta), reference_model)
 
     def completion_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A pair's prompt with its preferred answer as the completion to reproduce."""
