@@ -569,8 +569,7 @@ def train(
 
 
 def _frozen_base_copy(spec: TrainingSpec, cache_dir: Path | None, device: Any) -> torch.nn.Module:
-    """A second copy of the base model, frozen, in eval mode, on ``device`` (for a method that
-    asks for one: dpo's ``reference: "separate_copy"``)."""
+    """A second, frozen copy of the base model on ``device`` (dpo's ``separate_copy``)."""
     return _frozen_on(load_model(spec.model, cache_dir=cache_dir, dtype=torch.float32), device)
 
 
@@ -586,8 +585,7 @@ def _frozen_source(spec: TrainingSpec, cache_dir: Path | None, device: Any) -> t
 
 
 def _frozen_on(model: torch.nn.Module, device: Any) -> torch.nn.Module:
-    """``model`` with every parameter frozen, in eval mode, moved to ``device`` (after any
-    adapter is attached, so that its tensors move with it)."""
+    """``model`` frozen, in eval mode, on ``device`` (moved after its adapter is attached)."""
     model.requires_grad_(False)
     return model.to(device).eval()
 
