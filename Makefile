@@ -13,7 +13,7 @@ demo: $(VENV)/.installed
 	$(PY) -m steer.demo
 
 demo-library: $(VENV)/.installed
-	$(PY) -m steering_core.demo
+	$(PY) scripts/demo_library.py
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,6 @@
 """Library-level demo: teach SmolLM2-135M an answer format with a 0.2%-parameter steering adapter.
 
-Run with ``make demo-library`` (or ``python -m steering_core.demo``). It loads
+Run with ``make demo-library`` (or ``python scripts/demo_library.py``). It loads
 SmolLM2-135M-Instruct from its PyPI package, measures how often the base model answers small sums
 in the exact format ``<answer>N</answer>``, trains a post-block adapter for a few dozen steps
 with a plain torch loop, measures again on held-out sums, saves the artifact and reloads it. The

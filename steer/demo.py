@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from steering_core.tasks.evaluation_runs import cli_evaluate, head_jsonl
+from steer.held_out import cli_evaluate, head_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "data" / "tasks"

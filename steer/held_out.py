@@ -1,7 +1,8 @@
 """Held-out evaluation through the engine CLI, as the demo, the benchmarks and the tests run it.
 
 Torch-free: it writes a subset file and runs ``python -m steering_core.cli evaluate`` in a
-subprocess, so the caller's process never loads a model.
+subprocess (the installed package, from any directory), so the caller's process never loads a
+model.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def head_jsonl(source: Path, target: Path, n: int) -> Path:
@@ -49,7 +48,7 @@ def cli_evaluate(
         command += ["--adapter", str(adapter)]
     if out is not None:
         command += ["--out", str(out)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"evaluation failed ({result.returncode}):\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])

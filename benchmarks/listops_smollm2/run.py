@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from steering_core.tasks.evaluation_runs import cli_evaluate, head_jsonl
+from steer.held_out import cli_evaluate, head_jsonl
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

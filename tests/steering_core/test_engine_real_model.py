@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from steering_core.tasks.evaluation_runs import cli_evaluate, head_jsonl
+from steer.held_out import cli_evaluate, head_jsonl
 from tests.steering_core.train_helpers import ROOT, train_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
