@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from safetensors.torch import load_file
 
 from steering_core.data import collate, tokenize_dataset
 from steering_core.data_formats import parse_jsonl
@@ -22,8 +21,13 @@ from steering_core.io import load_artifact, read_artifact_config
 from steering_core.methods.registry import parse_method
 from steering_core.models import build_tiny_tokenizer, load_model
 from steering_core.spec import TrainingSpec
-from steering_core.train import TrainingCancelled, train
-from tests.steering_core.train_helpers import spec_dict, train_tiny_artifact, write_sums
+from steering_core.train import train
+from tests.steering_core.train_helpers import (
+    assert_resumes_to_the_same_adapter,
+    spec_dict,
+    train_tiny_artifact,
+    write_sums,
+)
 
 
 class Collect:
@@ -180,20 +184,4 @@ def test_a_cancelled_distillation_resumes_to_the_same_adapter(
             checkpoint_every_n_steps=4,
         )
     )
-    full = train(spec, tmp_path / "full")
-    asked = {"n": 0}
-
-    def stop_at_sixth_ask() -> bool:
-        asked["n"] += 1
-        return asked["n"] >= 6
-
-    with pytest.raises(TrainingCancelled):
-        train(spec, tmp_path / "resumed", should_stop=stop_at_sixth_ask)
-    reporter = Collect()
-    resumed = train(spec, tmp_path / "resumed", reporter, resume=True)
-    assert reporter.events[0].resumed_from_step == 4
-    assert resumed.losses == full.losses
-    assert full.artifact_dir is not None and resumed.artifact_dir is not None
-    a = load_file(str(full.artifact_dir / "adapter_model.safetensors"))
-    b = load_file(str(resumed.artifact_dir / "adapter_model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_to_the_same_adapter(spec, tmp_path)

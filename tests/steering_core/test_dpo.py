@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import torch
 from pydantic import ValidationError
-from safetensors.torch import load_file
 
 from steering_core.attach import attach_method
 from steering_core.data_formats import parse_jsonl
@@ -23,9 +22,14 @@ from steering_core.methods.dpo.handler import answer_log_probs, tokenize_prefere
 from steering_core.methods.registry import parse_method
 from steering_core.models import build_tiny_model, build_tiny_tokenizer, load_model
 from steering_core.spec import Hyperparameters, TrainingSpec, resolve_hyperparameters
-from steering_core.train import TrainingCancelled, train
+from steering_core.train import train
 from tests.steering_core.helpers import randomize_adapters, randomize_lora
-from tests.steering_core.train_helpers import spec_dict, write_preferences, write_sums
+from tests.steering_core.train_helpers import (
+    assert_resumes_to_the_same_adapter,
+    spec_dict,
+    write_preferences,
+    write_sums,
+)
 
 
 class Collect:
@@ -215,20 +219,4 @@ def test_a_cancelled_dpo_run_resumes_to_the_same_adapter(tmp_path: Path) -> None
     spec = _dpo_spec(tmp_path, hyperparameters={"max_steps": 8}).model_copy(
         update={"checkpoint_every_n_steps": 4}
     )
-    full = train(spec, tmp_path / "full")
-    asked = {"n": 0}
-
-    def stop_at_sixth_ask() -> bool:
-        asked["n"] += 1
-        return asked["n"] >= 6
-
-    with pytest.raises(TrainingCancelled):
-        train(spec, tmp_path / "resumed", should_stop=stop_at_sixth_ask)
-    reporter = Collect()
-    resumed = train(spec, tmp_path / "resumed", reporter, resume=True)
-    assert reporter.events[0].resumed_from_step == 4
-    assert resumed.losses == full.losses
-    assert full.artifact_dir is not None and resumed.artifact_dir is not None
-    a = load_file(str(full.artifact_dir / "adapter_model.safetensors"))
-    b = load_file(str(resumed.artifact_dir / "adapter_model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_to_the_same_adapter(spec, tmp_path)

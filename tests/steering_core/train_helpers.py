@@ -93,3 +93,36 @@ def write_preferences(path: Path, n: int = 32, seed: int = 0) -> Path:
             }
             handle.write(json.dumps(line) + "\n")
     return path
+
+
+def assert_resumes_to_the_same_adapter(spec: Any, root: Path) -> None:
+    """Train ``spec`` (checkpointing every 4 steps) uninterrupted, then again cancelled at the
+    sixth step boundary and resumed: the same losses and the same adapter tensors."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    from steering_core.train import TrainingCancelled, train
+
+    full = train(spec, root / "full")
+    asked = {"n": 0}
+
+    def stop_at_sixth_ask() -> bool:
+        asked["n"] += 1
+        return asked["n"] >= 6
+
+    with pytest.raises(TrainingCancelled):
+        train(spec, root / "resumed", should_stop=stop_at_sixth_ask)
+    events: list[Any] = []
+
+    class Collect:
+        def emit(self, event: Any) -> None:
+            events.append(event)
+
+    resumed = train(spec, root / "resumed", Collect(), resume=True)
+    assert events[0].resumed_from_step == 4
+    assert resumed.losses == full.losses
+    assert full.artifact_dir is not None and resumed.artifact_dir is not None
+    a = load_file(str(full.artifact_dir / "adapter_model.safetensors"))
+    b = load_file(str(resumed.artifact_dir / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
