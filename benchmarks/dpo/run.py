@@ -40,7 +40,6 @@ import os
 import platform
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from local_api import free_port, wait_until_healthy  # noqa: E402
+from local_api import LocalService, wait_until_healthy  # noqa: E402
 from make_data import DATA, RULE  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -80,68 +79,25 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class Service:
+class Service(LocalService):
     """``steer migrate``, ``steer api`` and ``steer worker`` over one fresh data directory."""
 
     def __init__(self, data_dir: Path, torch_threads: int):
-        self.data_dir = data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("STEER_")}
-        self.env.update(
-            {
-                "STEER_DATA_DIR": str(data_dir),
-                "STEER_TORCH_THREADS": str(torch_threads),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        if os.environ.get("STEER_MODEL_CACHE_DIR"):
-            self.env["STEER_MODEL_CACHE_DIR"] = os.environ["STEER_MODEL_CACHE_DIR"]
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.procs: dict[str, subprocess.Popen] = {}
+        super().__init__(data_dir, {"STEER_TORCH_THREADS": str(torch_threads)})
         self.http = httpx.Client(base_url=self.url, timeout=600)
 
     def start(self) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "steer.cli", "migrate"],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"steer migrate exited {done.returncode}: {done.stderr[-2000:]}")
-        self._spawn("api", "api", "--port", self.url.rsplit(":", 1)[1])
-        self._spawn("worker", "worker", "--name", "dpo-bench", "--loglevel", "info")
+        self.run_once("migrate", timeout=300)
+        self.spawn("api", "api", "--port", str(self.port))
+        self.spawn("worker", "worker", "--name", "dpo-bench", "--loglevel", "info")
         wait_until_healthy(self.url, timeout=180, process=self.procs["api"])
 
-    def _spawn(self, name: str, *args: str) -> None:
-        log_file = (self.data_dir / f"{name}.log").open("w")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "steer.cli", *args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: stop() ends it and what it started
-        )
-
-    def stop(self) -> None:
+    def stop(self, grace: float = 30.0) -> None:
         self.http.close()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        super().stop(grace)
 
-    def log_tails(self) -> str:
-        return "\n".join(
-            f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.data_dir.glob("*.log"))
-        )
+    def log_text(self) -> str:
+        return "\n".join(f"== {name}\n{tail}" for name, tail in self.log_tails(3000).items())
 
     # -- the API ---------------------------------------------------------------------------
     def upload(self, path: Path) -> str:
@@ -175,7 +131,7 @@ class Service:
         wall = time.perf_counter() - started
         if job["status"] != "succeeded":
             raise RuntimeError(
-                f"job {job_id} {job['status']}: {job.get('error')}\n{self.log_tails()}"
+                f"job {job_id} {job['status']}: {job.get('error')}\n{self.log_text()}"
             )
         adapter = self.http.get(f"/v1/adapters/{job['fine_tuned_model']}").json()
         return {"job": job, "adapter": adapter, "wall_seconds": round(wall, 1)}

@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from local_api import LocalService  # noqa: E402
+
 TRAIN_FILE = ROOT / "data" / "tasks" / "arithmetic_train.jsonl"
 FINAL = {"succeeded", "failed", "cancelled"}
 WORKER_NAME = "gpuw"
@@ -59,12 +59,6 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def smollm2_available() -> bool:
     """Whether ``steering_core`` can load the real SmolLM2 here without a download."""
     from steering_core.models import DEFAULT_CACHE_DIR
@@ -85,60 +79,6 @@ def pick_model(
         return "smollm2-135m-instruct", "catalogue smollm2-135m-instruct (pretrained)"
     directory = write_model(workdir / "smollm2-shaped", SMOLLM2_SHAPE)
     return str(directory), "random Llama of SmolLM2-135M's shape (the GGUF does not travel)"
-
-
-class Service:
-    """``steer`` processes over one data directory; every process is stopped by ``stop``."""
-
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("STEER_")}
-        for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-            self.env.pop(name, None)
-        self.env.update({"STEER_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"})
-        if os.environ.get("STEER_MODEL_CACHE_DIR"):
-            self.env["STEER_MODEL_CACHE_DIR"] = os.environ["STEER_MODEL_CACHE_DIR"]
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def run_once(self, *args: str, timeout: float) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "steer.cli", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"steer {args[0]} exited {done.returncode}: {done.stderr[-2000:]}")
-
-    def start(self, name: str, *args: str) -> None:
-        log_file = (self.data_dir / f"{name}.log").open("w")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "steer.cli", *args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: stop() ends it and what it started
-        )
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    def log_tails(self) -> dict[str, str]:
-        return {p.name: p.read_text()[-2500:] for p in sorted(self.data_dir.glob("*.log"))}
 
 
 def wait_for_api(client: Any, deadline: float) -> None:
@@ -206,13 +146,13 @@ def section_worker_job(
         "registry": "embedded (SQLite, filesystem broker)",
         "budget_spent": False,
     }
-    service = Service(workdir / "service")
+    service = LocalService(workdir / "service")
     client = httpx.Client(base_url=service.url, timeout=30)
     timeline: dict[str, float] = {}
     try:
         service.run_once("migrate", timeout=max(5.0, deadline - time.perf_counter()))
-        service.start("api", "api", "--port", str(service.port))
-        service.start("worker", "worker", "--gpus", str(gpus), "--name", WORKER_NAME)
+        service.spawn("api", "api", "--port", str(service.port))
+        service.spawn("worker", "worker", "--gpus", str(gpus), "--name", WORKER_NAME)
         wait_for_api(client, min(deadline, time.perf_counter() + SERVICE_START_TIMEOUT_S))
         timeline["service_up_s"] = time.perf_counter() - started
         with TRAIN_FILE.open("rb") as handle:
