@@ -23,22 +23,12 @@ from steering_core.models import build_tiny_tokenizer, load_model
 from steering_core.spec import TrainingSpec
 from steering_core.train import train
 from tests.steering_core.train_helpers import (
+    Collect,
     assert_resumes_to_the_same_adapter,
     spec_dict,
     train_tiny_artifact,
     write_sums,
 )
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def emit(self, event: Any) -> None:
-        self.events.append(event)
-
-    def losses(self) -> list[float]:
-        return [e.loss for e in self.events if e.event == "step"]
 
 
 @pytest.fixture(scope="module")

@@ -25,22 +25,12 @@ from steering_core.spec import Hyperparameters, TrainingSpec, resolve_hyperparam
 from steering_core.train import train
 from tests.steering_core.helpers import randomize_adapters, randomize_lora
 from tests.steering_core.train_helpers import (
+    Collect,
     assert_resumes_to_the_same_adapter,
     spec_dict,
     write_preferences,
     write_sums,
 )
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def emit(self, event: Any) -> None:
-        self.events.append(event)
-
-    def losses(self) -> list[float]:
-        return [e.loss for e in self.events if e.event == "step"]
 
 
 def _batch(tmp_path: Path, n: int = 6) -> dict[str, torch.Tensor]:

@@ -15,6 +15,19 @@ from steering_core.events import parse_event
 ROOT = Path(__file__).resolve().parents[2]
 
 
+class Collect:
+    """A reporter that keeps every event the engine emits."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        self.events.append(event)
+
+    def losses(self) -> list[float]:
+        return [e.loss for e in self.events if e.event == "step"]
+
+
 def write_sums(path: Path, n: int = 48, seed: int = 0) -> Path:
     rng = random.Random(seed)
     with path.open("w") as handle:
@@ -113,14 +126,9 @@ def assert_resumes_to_the_same_adapter(spec: Any, root: Path) -> None:
 
     with pytest.raises(TrainingCancelled):
         train(spec, root / "resumed", should_stop=stop_at_sixth_ask)
-    events: list[Any] = []
-
-    class Collect:
-        def emit(self, event: Any) -> None:
-            events.append(event)
-
-    resumed = train(spec, root / "resumed", Collect(), resume=True)
-    assert events[0].resumed_from_step == 4
+    reporter = Collect()
+    resumed = train(spec, root / "resumed", reporter, resume=True)
+    assert reporter.events[0].resumed_from_step == 4
     assert resumed.losses == full.losses
     assert full.artifact_dir is not None and resumed.artifact_dir is not None
     a = load_file(str(full.artifact_dir / "adapter_model.safetensors"))
