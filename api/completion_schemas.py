@@ -1,7 +1,8 @@
 """Request bodies of the generation endpoints: OpenAI's chat/completions shapes, plus
 ``steering_strength`` and ``steering`` (several adapters at their strengths). Unknown fields are
 refused by name, so a typo is never silently ignored; booleans are not numbers and text must be
-valid Unicode (:class:`~steering_core.config.InputModel`: a lone surrogate would fail the
+valid Unicode (:class:`~steering_core.spec.method_config.InputModel`: a lone surrogate would fail
+the
 tokenizer). An empty prompt is a 400 naming ``prompt``: the model would have nothing to continue."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from steering_core.config import InputModel
+from steering_core.spec.method_config import InputModel
 
 MAX_STOPS = 4
 MAX_CHOICES = 16

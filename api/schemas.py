@@ -7,16 +7,16 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
 from registry.integrations import TRACKER_TYPES, IntegrationBlock
-from steering_core.compute import ComputeRequest
-from steering_core.config import InputModel
 from steering_core.methods.definition import MethodDefinition
 from steering_core.methods.registry import method_definitions
-from steering_core.spec import Hyperparameters
+from steering_core.spec.compute import ComputeRequest
+from steering_core.spec.method_config import InputModel
+from steering_core.spec.training_spec import Hyperparameters
 
 
 class Strict(InputModel):
     """Base of the request bodies: unknown fields are errors, booleans are not numbers, and
-    strings must be valid Unicode (:class:`steering_core.config.InputModel`)."""
+    strings must be valid Unicode (:class:`steering_core.spec.method_config.InputModel`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -265,7 +265,7 @@ class AdapterObject(BaseModel):
     strength_report: dict[str, Any] | None = Field(
         default=None,
         description="score and off-task KL at strengths 0 to 1.5, and the recommended strength "
-        "(steering_core.strength_report); None when the job measured none",
+        "(steering_core.evaluation.strength_report); None when the job measured none",
     )
     trained_by: dict[str, Any] | None = Field(
         default=None,

@@ -16,7 +16,7 @@ from api.schemas import (
 )
 from registry.checkpoints import checkpoint_model_id
 from registry.models import Adapter, Checkpoint, File, Job, JobEvent
-from steering_core.spec import Hyperparameters, shown_hyperparameters
+from steering_core.spec.training_spec import Hyperparameters, shown_hyperparameters
 
 
 def unix(value: datetime | None) -> int | None:

@@ -4,7 +4,7 @@
 # Build from the repository root:  docker build -f docker/api.Dockerfile -t steering-service-api .
 #
 # No torch and no transformers: the API checks jobs against model sizes with the torch-free
-# steering_core.catalogue (tests/test_deployment_files.py checks that `import api.app` works
+# steering_core.model.catalogue (tests/test_deployment_files.py checks that `import api.app` works
 # without torch, and that this image then installs none).
 FROM python:3.11-slim
 

@@ -5,7 +5,8 @@ The engine writes each checkpoint as a directory ``…/run/checkpoints/step-N/``
 ``storage_path``). For the steering methods (every method whose definition does not train the
 base weights) it holds ``adapter/``: the adapter artifact at that step, as the end of training
 saves it (``steering_config.json`` plus ``adapter_model.safetensors`` and/or ``lora/``), which
-``steering_core.io.load_artifact`` and ``steering_core.serving.forms.read_serving_adapter``
+``steering_core.artifact.store.load_artifact`` and
+``steering_core.serving.forms.read_serving_adapter``
 read as they read a stored adapter. Its files are hashed when the checkpoint is recorded
 (``files``, ``sha256``). A method that trains the base weights (``full``) has no artifact in
 its checkpoints (``trainable.safetensors`` holds every weight, without a config): nothing to
@@ -29,7 +30,7 @@ from registry.jobs import get_job
 from registry.models import Checkpoint, Job, Metric
 from registry.storage import StoredArtifact, artifact_digest
 
-ARTIFACT_DIR = "adapter"  # in a checkpoint's directory (steering_core.train.ARTIFACT_DIR)
+ARTIFACT_DIR = "adapter"  # in a checkpoint's directory (steering_core.engine.train.ARTIFACT_DIR)
 # The metrics of a checkpoint: OpenAI's names, from the job's metric rows at its step.
 CHECKPOINT_METRICS = (
     "train_loss",

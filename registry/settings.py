@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# steering_core.catalogue.SERVED_BY_DEFAULT, named again: the registry imports nothing of the
+# steering_core.model.catalogue.SERVED_BY_DEFAULT, named again: the registry imports nothing of the
 # core (tests/registry/test_settings_catalogue.py checks the two agree)
 DEFAULT_MODELS = ["smollm2-135m-instruct", "gemma-3-270m", "tiny-llama", "tiny-gemma3_text"]
 

@@ -1,6 +1,6 @@
 """The figures of the engine's progress events that the registry records.
 
-Structural types: ``steering_core.events`` defines the events (pydantic models the training
+Structural types: ``steering_core.engine.events`` defines the events (pydantic models the training
 subprocess prints as JSON lines) and satisfies these protocols without the registry importing
 the ML core. Each names only the fields :mod:`registry.jobs`'s ``record_*`` functions read.
 """

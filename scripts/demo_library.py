@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from steering_core.accounting import count_parameters
-from steering_core.attach import attach_method
-from steering_core.io import load_artifact, save_artifact
-from steering_core.models import load_model, load_tokenizer
+from steering_core.artifact.accounting import count_parameters
+from steering_core.artifact.store import load_artifact, save_artifact
+from steering_core.model.loading import load_model, load_tokenizer
+from steering_core.steering.attach import attach_method
 
 MODEL = "smollm2-135m-instruct"
 ANSWER = re.compile(r"^\s*<answer>(\d+)</answer>")

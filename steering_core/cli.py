@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from steering_core.engine.events import ErrorEvent
 from steering_core.errors import SteeringUserError
-from steering_core.events import ErrorEvent
 from steering_core.exit_codes import ExitCode
 
 
@@ -99,7 +99,7 @@ class PauseFile:
 
 
 def _load_spec(path: Path):
-    from steering_core.spec import TrainingSpec
+    from steering_core.spec.training_spec import TrainingSpec
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -116,7 +116,7 @@ def _load_spec(path: Path):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from steering_core.runtime import die_with_parent, dist_env, redirect_rank_output
+    from steering_core.engine.runtime import die_with_parent, dist_env, redirect_rank_output
 
     if args.die_with_parent:
         die_with_parent()
@@ -124,10 +124,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         redirect_rank_output(args.rank_logs, dist_env().rank)
     spec = _load_spec(args.spec)
     if spec.deepspeed is not None:
-        from steering_core.runtime import ensure_single_process_env
+        from steering_core.engine.runtime import ensure_single_process_env
 
         ensure_single_process_env()
-    from steering_core.train import train
+    from steering_core.engine.train import train
 
     stop = StopFlag()
     stop.install()
@@ -144,8 +144,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load_for_inference(args: argparse.Namespace):
-    from steering_core.io import load_artifact
-    from steering_core.models import load_model, load_tokenizer
+    from steering_core.artifact.store import load_artifact
+    from steering_core.model.loading import load_model, load_tokenizer
 
     model = load_model(args.model, cache_dir=args.cache_dir)
     tokenizer = load_tokenizer(args.model, cache_dir=args.cache_dir)
@@ -160,8 +160,8 @@ def _load_for_inference(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from steering_core.evaluate import evaluate_task, read_records
-    from steering_core.tasks.registry import get_task
+    from steering_core.evaluation.greedy import evaluate_task, read_records
+    from steering_core.tasks.definitions import get_task
 
     task = get_task(args.task, **({"pattern": args.pattern} if args.pattern else {}))
     records = read_records(args.data, limit=args.limit)
@@ -182,8 +182,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from steering_core.data import encode_prompt
-    from steering_core.evaluate import generate_greedy
+    from steering_core.data.batches import encode_prompt
+    from steering_core.evaluation.greedy import generate_greedy
 
     model, tokenizer, _ = _load_for_inference(args)
     if args.chat:
@@ -200,7 +200,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     """Check an artifact without a base model: config, files, tensor names and shapes (from
     the safetensors headers alone, without torch; the worker runs the same check)."""
-    from steering_core.artifact_check import check_artifact
+    from steering_core.artifact.check import check_artifact
 
     print(json.dumps(check_artifact(args.artifact).summary()))
 
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as exc:
         return _fail(args, ExitCode.OUT_OF_MEMORY, "out_of_memory", f"out of memory: {exc}")
     except Exception as exc:
-        from steering_core.train import TrainingCancelled, TrainingPaused
+        from steering_core.engine.train import TrainingCancelled, TrainingPaused
 
         if isinstance(exc, TrainingCancelled):
             return _fail(args, ExitCode.CANCELLED, "cancelled", str(exc))

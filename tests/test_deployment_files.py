@@ -478,7 +478,8 @@ def _api_import_needs_torch() -> bool:
 def test_api_image_has_torch_exactly_when_the_api_imports_it():
     installed = {r.name: r for r in _requirements_installed("api.Dockerfile")}
     if _api_import_needs_torch():
-        # api/services/jobs.py imports steering_core.models, which imports torch at module level.
+        # api/services/jobs.py imports steering_core.model.loading, which imports torch at module
+        # level.
         assert "torch" in installed, "`steer api` imports torch: the API image must install it"
         runs = " ".join(_args("api.Dockerfile", "RUN"))
         assert "download.pytorch.org/whl/cpu" in runs, "the API image needs only the CPU wheel"

@@ -2,7 +2,7 @@
 wins), failed with a code that tells whose fault, or succeeded.
 
 Success is one transaction: adapter row + stored copy + result file + status. The artifact is
-checked first, in this process and without torch (``steering_core.artifact_check``: config,
+checked first, in this process and without torch (``steering_core.artifact.check``: config,
 listed files, safetensors headers and shapes); a stored copy whose transaction did not commit is
 removed, so the adapter store never holds a directory without its row (nor a row without its
 files). A store that cannot take the copy (disk full) fails the job ``artifact_write_failed``.
@@ -26,9 +26,9 @@ from registry import progress, storage
 from registry.models import File, Job
 from registry.settings import Settings
 from registry.states import JobStatus
-from steering_core.artifact_check import CheckedArtifact, check_artifact
+from steering_core.artifact.check import CheckedArtifact, check_artifact
+from steering_core.engine.events import ErrorEvent
 from steering_core.errors import ArtifactError
-from steering_core.events import ErrorEvent
 from steering_core.exit_codes import ExitCode
 from worker.job_files import tidy_after_success
 from worker.leased_job import LeasedJob

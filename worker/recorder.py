@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from registry import progress
 from registry.models import Job
-from steering_core.events import ErrorEvent, TrainingEvent
+from steering_core.engine.events import ErrorEvent, TrainingEvent
 from worker.leased_job import LeasedJob
 
 RecordFunction = Callable[[Session, Job, Any], None]

@@ -40,7 +40,7 @@ from typing import IO
 
 from registry.errors import LeaseLost
 from registry.settings import Settings
-from steering_core.events import EndEvent, ErrorEvent, TrainingEvent, parse_event
+from steering_core.engine.events import EndEvent, ErrorEvent, TrainingEvent, parse_event
 from worker.launch import RankLaunch
 from worker.leased_job import LeasedJob
 

@@ -10,7 +10,7 @@ from registry import files as files_repo
 from registry import quotas
 from registry.models import Adapter, Job
 from registry.settings import Settings
-from steering_core.spec import TrainingSpec
+from steering_core.spec.training_spec import TrainingSpec
 
 SPEC_FILE = "spec.json"
 

@@ -80,10 +80,15 @@ def export_adapter(
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
 ):
-    """The adapter in another tool's format (``steering_core.exports``): ``layer_tensors`` and
+    """The adapter in another tool's format (``steering_core.artifact.exports``): ``layer_tensors``
+    and
     ``peft_lora`` as a ``.tar.gz`` of their directory, ``control_vector_gguf`` as the llama.cpp
     ``.gguf`` file (``drop_layer_0=true`` exports a vector that steers layer 0 without it)."""
-    formats = ("layer_tensors", "control_vector_gguf", "peft_lora")  # steering_core.exports
+    formats = (
+        "layer_tensors",
+        "control_vector_gguf",
+        "peft_lora",
+    )  # steering_core.artifact.exports
     if export_format not in formats:
         raise ApiError(
             400,
@@ -93,7 +98,8 @@ def export_adapter(
     row = _adapter(settings, reference, tenant)
     paths = service.verified_files(settings, row)  # sha256 of every file, before any export
     try:
-        import steering_core.exports as exports  # torch: only this route and generation need it
+        # torch: only this route and generation need it
+        import steering_core.artifact.exports as exports
     except ImportError as exc:
         raise ApiError(
             503,

@@ -1,7 +1,8 @@
 """Per-layer figures of a stored adapter, for ``GET /v1/adapters/{ref}/layers`` (torch-free).
 
 ``parameter_norm`` is computed here from the safetensors file, read with the standard library
-(``steering_core.safetensors_header``, which the worker's artifact check shares); the shift and
+(``steering_core.artifact.safetensors_header``, which the worker's artifact check shares); the
+shift and
 residual norms come from the ``layer_stats`` the engine measured at the end of training (absent
 for adapters trained before it did, and for ZeRO-3 runs). An adapter whose layers the engine
 chose (``site.layers: "auto"``) also has ``selection``: every decoder layer's score, the
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from api.errors import ApiError
-from steering_core.safetensors_header import read_floats, read_header
+from steering_core.artifact.safetensors_header import read_floats, read_header
 
 STEERING_FILE = "adapter_model.safetensors"
 LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")

@@ -1,6 +1,6 @@
 """A job's ``compute`` block at creation: the ``gpus`` shorthand folded in, and the checks that
 need the method and its hyperparameters (the ZeRO stage it trains under, the global batch split
-across ranks). The block's own rules are :class:`steering_core.compute.ComputeRequest`'s."""
+across ranks). The block's own rules are :class:`steering_core.spec.compute.ComputeRequest`'s."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from api.errors import ApiError, error_param
 from api.schemas import JobCreate
-from steering_core.compute import ComputeRequest, resolve_zero_stage
 from steering_core.errors import ConfigValidationError
 from steering_core.methods.registry import method_definition
-from steering_core.spec import Hyperparameters
+from steering_core.spec.compute import ComputeRequest, resolve_zero_stage
+from steering_core.spec.training_spec import Hyperparameters
 
 
 def compute_request(body: JobCreate) -> ComputeRequest:

@@ -17,8 +17,8 @@ from registry import storage
 from registry.models import File
 from registry.quotas import QuotaExceeded
 from registry.settings import Settings
-from steering_core.data_formats import ValidationReport, validate_jsonl
-from steering_core.text import lone_surrogate
+from steering_core.data.formats import ValidationReport, validate_jsonl
+from steering_core.data.text_checks import lone_surrogate
 
 PURPOSES = ("fine-tune",)
 CHUNK = 1 << 20

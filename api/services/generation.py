@@ -186,7 +186,8 @@ def resolve_target(
 
 def _serving() -> Any:
     try:
-        from steering_core import inference, serving
+        from steering_core import serving
+        from steering_core.serving import requests as inference
     except ImportError as exc:
         raise ApiError(
             503,
@@ -428,7 +429,7 @@ async def complete(
 
 
 def _token_text(tokenizer: Any, token: int) -> str:
-    from steering_core.inference import token_text
+    from steering_core.serving.requests import token_text
 
     return token_text(tokenizer, token)
 
@@ -436,7 +437,7 @@ def _token_text(tokenizer: Any, token: int) -> str:
 def chat_logprobs(tokenizer: Any, entries: Sequence[Any]) -> dict[str, Any]:
     """OpenAI's chat ``logprobs``: ``content`` lists each token with its alternatives; a token
     that is part of a character has its exact ``bytes``."""
-    from steering_core.inference import token_bytes, token_text
+    from steering_core.serving.requests import token_bytes, token_text
 
     def one(token: int, logprob: float) -> dict[str, Any]:
         text = token_text(tokenizer, token)

@@ -23,11 +23,11 @@ from registry.errors import NotFound
 from registry.models import Job
 from registry.queueing import queue_for
 from registry.settings import Settings
-from steering_core.catalogue import model_dimensions
 from steering_core.errors import SteeringUserError
 from steering_core.methods.definition import MethodSizeError
 from steering_core.methods.registry import method_definition, method_names, parse_method
-from steering_core.spec import (
+from steering_core.model.catalogue import model_dimensions
+from steering_core.spec.training_spec import (
     Hyperparameters,
     MethodHyperparameterError,
     check_method_hyperparameters,

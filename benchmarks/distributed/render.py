@@ -355,7 +355,7 @@ def reading(runs: dict[str, Any], speed: dict[str, Any]) -> list[str]:
         "same rows to the same trained tokens, and what it costs on CPU; on GPUs each rank "
         "has its own device and NCCL, and the comparison is another one.",
         "",
-        "**The auto rule** (`steering_core/compute.py`): *adapter methods: ZeRO 0* holds: "
+        "**The auto rule** (`steering_core/spec/compute.py`): *adapter methods: ZeRO 0* holds: "
         f"sharding post_block's {adapter_state:,.0f} MiB saves nothing that shows, and ZeRO 2 "
         "ran at "
         f"{pb_z2['ratio_median']:.3f} of 1 rank against {pb_auto['ratio_median']:.3f} for ZeRO "
@@ -373,7 +373,7 @@ def reading(runs: dict[str, Any], speed: dict[str, Any]) -> list[str]:
         "defaults let it keep gathered layers through the step and collect the whole gradient "
         f"in one bucket ({z3_excess} at the peak here); and every rank first loads (on a GPU, "
         "moves to its device) the whole fp32 model before DeepSpeed partitions it "
-        "(`steering_core/train.py`), so a model that does not fit one device cannot start "
+        "(`steering_core/engine/train.py`), so a model that does not fit one device cannot start "
         "(`deepspeed.zero.Init` around the load would be needed). Not measured here: GPUs, "
         "more than 2 ranks, larger models.",
         "",

@@ -113,8 +113,8 @@ def child() -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     sys.path.insert(0, str(ROOT))
-    from steering_core.attach import attach_method
-    from steering_core.models import load_model, load_tokenizer
+    from steering_core.model.loading import load_model, load_tokenizer
+    from steering_core.steering.attach import attach_method
 
     stages["imports"] = rss_mib()
     hp = service_setting()["hyperparameters"]
@@ -227,7 +227,7 @@ PROJECT_MODULES = [  # what the service's training subprocess (steering_core.cli
     "torch",
     "transformers",
     "steering_core.cli",
-    "steering_core.train",
+    "steering_core.engine.train",
     "steering_core.methods.dpo.handler",
 ]
 IMPORT_SETS = {

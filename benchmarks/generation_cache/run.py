@@ -42,9 +42,9 @@ def make_adapter(data_dir: Path) -> str:
     from registry.migrate import upgrade
     from registry.settings import Settings
     from registry.storage import store_artifact
-    from steering_core.attach import attach_method
-    from steering_core.io import save_artifact
-    from steering_core.models import load_model
+    from steering_core.artifact.store import save_artifact
+    from steering_core.model.loading import load_model
+    from steering_core.steering.attach import attach_method
 
     settings = Settings(data_dir=data_dir)
     settings.ensure_dirs()

@@ -12,12 +12,13 @@ or by cancelling its job), keeps what it measured and records ``budget_spent``:
 
 1. ``training``: bf16 training throughput of post-block steering (nonlinear r=8 at block_output
    on every layer, adapters in fp32, base frozen in bf16, autocast bf16 as in
-   ``steering_core.train``) on a randomly initialised Llama-3.2-1B-shaped model, on a fixed batch
+   ``steering_core.engine.train``) on a randomly initialised Llama-3.2-1B-shaped model, on a fixed
+   batch
    of random token ids; tokens/s, step time, peak GPU memory, trainable parameters and
    model-FLOPs utilisation against ``--peak-tflops`` (H200 dense bf16: 989 TFLOP/s), counted
    two ways (see ``FLOP_FORMULAS``); then LoRA r=8 on the seven projections on the same batch,
    for the post-block / LoRA throughput ratio.
-2. ``zero_round_trip``: the project's training engine (``steering_core.train.train``) under
+2. ``zero_round_trip``: the project's training engine (``steering_core.engine.train.train``) under
    DeepSpeed ZeRO-2 and ZeRO-3: run A trains uninterrupted; run B trains the same spec, is
    stopped after the first checkpoint through ``should_stop`` and resumed with
    ``resume=True``. The bound is exact equality: ``max_abs_diff`` between the two adapters
@@ -261,7 +262,7 @@ def peak_memory_gib(device: Any) -> float | None:
 
 def non_embedding_parameters(model: Any) -> int:
     """Base parameters outside the token embedding / lm_head (tied tensors once, no adapters)."""
-    from steering_core.accounting import _is_added_parameter
+    from steering_core.artifact.accounting import _is_added_parameter
 
     seen: set[int] = set()
     total = 0
@@ -283,13 +284,13 @@ def time_training(
     """Tokens/s of one method on the fixed random batch: ``warmup_steps`` then ``timed_steps``
     (fewer when ``deadline`` passes: ``timed_steps_done`` says how many ran).
 
-    Mirrors ``steering_core.train``'s plain path: trainable parameters in fp32, the bf16 base
+    Mirrors ``steering_core.engine.train``'s plain path: trainable parameters in fp32, the bf16 base
     under bf16 autocast, AdamW over ``parameter_groups``, grad clipping at 1.0.
     """
     import torch
 
-    from steering_core.accounting import count_parameters
-    from steering_core.attach import attach_method
+    from steering_core.artifact.accounting import count_parameters
+    from steering_core.steering.attach import attach_method
 
     bf16 = device.type == "cuda"
     dtype = torch.bfloat16 if bf16 else torch.float32
@@ -404,7 +405,7 @@ def section_decode(settings: Settings, device: Any, deadline: float) -> dict[str
     """
     import torch
 
-    from steering_core.attach import attach_method
+    from steering_core.steering.attach import attach_method
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     free_memory(device)
@@ -530,7 +531,7 @@ def write_local_model(directory: Path, dims: dict[str, Any]) -> Path:
     import torch
     import transformers
 
-    from steering_core.models import _tiny_llama_kwargs, build_tiny_tokenizer
+    from steering_core.model.loading import _tiny_llama_kwargs, build_tiny_tokenizer
 
     config = transformers.LlamaConfig(**{**_tiny_llama_kwargs(), **dims})
     torch.manual_seed(0)  # tiny-llama's seed and init: with empty dims, the same weights
@@ -552,9 +553,9 @@ def zero_round_trip(settings: Settings, stage: int, model: str, workdir: Path) -
     """Run A uninterrupted; run B stopped after a checkpoint, then resumed; compare adapters."""
     from safetensors.torch import load_file
 
-    from steering_core.runtime import ensure_single_process_env
-    from steering_core.spec import TrainingSpec
-    from steering_core.train import TrainingCancelled, train
+    from steering_core.engine.runtime import ensure_single_process_env
+    from steering_core.engine.train import TrainingCancelled, train
+    from steering_core.spec.training_spec import TrainingSpec
 
     ensure_single_process_env()
     batch, accum = settings.zero_rows_per_step // 2, 2

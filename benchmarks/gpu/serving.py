@@ -50,9 +50,9 @@ def write_model_and_adapters(
     import torch
     import transformers
 
-    from steering_core.attach import attach_method
-    from steering_core.io import save_artifact
-    from steering_core.models import _tiny_llama_kwargs, build_tiny_tokenizer
+    from steering_core.artifact.store import save_artifact
+    from steering_core.model.loading import _tiny_llama_kwargs, build_tiny_tokenizer
+    from steering_core.steering.attach import attach_method
 
     config = transformers.LlamaConfig(**{**_tiny_llama_kwargs(), **dims})
     torch.manual_seed(0)

@@ -61,7 +61,7 @@ def log(message: str) -> None:
 
 def smollm2_available() -> bool:
     """Whether ``steering_core`` can load the real SmolLM2 here without a download."""
-    from steering_core.models import DEFAULT_CACHE_DIR
+    from steering_core.model.loading import DEFAULT_CACHE_DIR
 
     cache = Path(os.environ.get("STEER_MODEL_CACHE_DIR") or DEFAULT_CACHE_DIR)
     converted = (cache / "smollm2-135m-instruct" / "source.json").is_file()

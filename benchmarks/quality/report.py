@@ -420,7 +420,8 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
         "and some runs paused (stopped, the clock running) while a speed benchmark measured "
         "alone; the machine's own speed also varied about 2x from day to day: read them as "
         "rough; `benchmarks/speed/` has the clean speed figures. Runs from "
-        "2026-11-29 on train with the engine's labelled-positions loss (`steering_core/loss.py`: "
+        "2026-11-29 on train with the engine's labelled-positions loss "
+        "(`steering_core/methods/loss.py`: "
         "the same loss and gradients, the output projection skipped where no label needs it; "
         "`engine_loss` in each run's JSON); the runs before it used transformers' loss.",
         "",

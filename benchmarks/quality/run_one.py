@@ -5,9 +5,11 @@ Reads a :class:`RunConfig` (JSON) and writes a :class:`RunResult` (JSON), so the
 
     python benchmarks/quality/run_one.py CONFIG.json RESULT.json
 
-Training goes through ``steering_core.train.train`` exactly as a service job does (the engine's
+Training goes through ``steering_core.engine.train.train`` exactly as a service job does (the
+engine's
 loop, schedule, clipping and saving); the saved artifact is then loaded onto a fresh base model
-with ``steering_core.io.load_artifact``, as the service's inference path does, and scored on the
+with ``steering_core.artifact.store.load_artifact``, as the service's inference path does, and
+scored on the
 validation and test items by one teacher-forced pass (:func:`score_teacher_forced`), checked
 against real greedy generation on the first test items (:func:`generation_check`). Per-item
 correctness is kept (as a string of 0/1) so that methods can be compared item by item (McNemar)
@@ -130,7 +132,7 @@ class RunResult(BaseModel):
     torch_threads: int
     date: str
     # How the engine computed the training loss: transformers' ``model(**batch).loss`` (every
-    # run before 2026-11-29 01:45 UTC) or steering_core.loss (the same value and gradients).
+    # run before 2026-11-29 01:45 UTC) or steering_core.methods.loss (the same value and gradients).
     engine_loss: Literal["all positions", "labelled positions"] = "all positions"
     # The code that ran: the git commit of this file's checkout, and whether the core or the
     # study's code differed from it (a pinned study's worktree never does).
@@ -219,8 +221,8 @@ def _trained_and_scored(
     config: RunConfig, work: Path, source_artifact: Path | None = None
 ) -> dict[str, Any]:
     """Train ``config``'s method into ``work`` (none: the base model), then score it."""
-    from steering_core.io import load_artifact
-    from steering_core.models import load_model, load_tokenizer
+    from steering_core.artifact.store import load_artifact
+    from steering_core.model.loading import load_model, load_tokenizer
 
     work.mkdir(parents=True, exist_ok=True)
     trained: dict[str, Any] = {
@@ -265,8 +267,8 @@ def _trained_and_scored(
 
 def _train(config: RunConfig, work: Path, source_artifact: Path | None = None) -> dict[str, Any]:
     """Train through the engine's loop (as a service job does); the artifact lands in work."""
-    from steering_core.spec import TrainingSpec
-    from steering_core.train import train
+    from steering_core.engine.train import train
+    from steering_core.spec.training_spec import TrainingSpec
 
     hyperparameters: dict[str, Any] = {
         "n_epochs": config.n_epochs,
@@ -340,7 +342,7 @@ def score_teacher_forced(model: Any, tokenizer: Any, path: str, config: RunConfi
     """
     import torch
 
-    from steering_core.data import pad_token_id_for, parse_jsonl, tokenize_dataset
+    from steering_core.data.batches import pad_token_id_for, parse_jsonl, tokenize_dataset
 
     rows = tokenize_dataset(parse_jsonl(path), tokenizer, max_seq_length=config.max_seq_length)
     if rows.stats.n_truncated or rows.stats.n_dropped_all_masked:
@@ -432,8 +434,8 @@ def intervention_masks(model: Any, prefix: int, tail_prompt: Any) -> Any:
 
     import torch
 
-    from steering_core.positions import select_positions
-    from steering_core.steering import find_steering
+    from steering_core.steering.positions import select_positions
+    from steering_core.steering.site_steering import find_steering
 
     steering = find_steering(model)
     if steering is None or steering.positions is None:
@@ -452,8 +454,8 @@ def generation_check(
     model: Any, tokenizer: Any, config: RunConfig, teacher_forced: list[bool]
 ) -> GenerationCheck:
     """Greedy-generate the first items of the test split and score them with the task's scorer."""
-    from steering_core.evaluate import evaluate_task, read_records
-    from steering_core.tasks.registry import get_task
+    from steering_core.evaluation.greedy import evaluate_task, read_records
+    from steering_core.tasks.definitions import get_task
 
     n = min(config.generation_check_items, len(teacher_forced))
     result = evaluate_task(

@@ -77,7 +77,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from benchmarks.timing_lock import timing  # noqa: E402
 from registry.jobs import REQUEUED_MESSAGE  # noqa: E402
 from registry.models import Adapter, File, Job, JobEvent  # noqa: E402
-from steering_core.artifact_check import check_artifact  # noqa: E402
+from steering_core.artifact.check import check_artifact  # noqa: E402
 from tests.service.harness import base_env, free_port  # noqa: E402
 from tests.service.servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis  # noqa: E402
 from tests.steering_core.train_helpers import write_sums  # noqa: E402
@@ -1031,7 +1031,7 @@ def invariants(
     add(
         "adapters_verify",
         "every adapter's files match the sha256s in its row and pass the "
-        "artifact check (steering_core.artifact_check)",
+        "artifact check (steering_core.artifact.check)",
         bad_artifacts,
         len(reg["adapters"]),
     )

@@ -58,9 +58,9 @@ def make_artifacts(folder: Path, count: int) -> list[Path]:
     """``count`` post-block adapters on SmolLM2 with random weights of a visible scale."""
     import torch
 
-    from steering_core.attach import attach_method
-    from steering_core.io import save_artifact
-    from steering_core.models import load_model
+    from steering_core.artifact.store import save_artifact
+    from steering_core.model.loading import load_model
+    from steering_core.steering.attach import attach_method
 
     attached = attach_method(load_model(MODEL), {"type": "post_block"})
     made = []

@@ -5,7 +5,7 @@
 
 Per task (the project's own ListOps and arithmetic training files), the first ``--rows`` rows
 are trained for one epoch with post-block r=8 (batch 8, no gradient accumulation, fp32) by
-``steering_core.train.train``, in the plain random order and grouped by length, ``--repeats``
+``steering_core.engine.train.train``, in the plain random order and grouped by length, ``--repeats``
 runs of each alternating A B B A in one process (``OMP_NUM_THREADS`` threads). All runs train on
 exactly the same rows, so the same real tokens; only the padding differs. Tokens/s counts real
 (unpadded) tokens over the trainer's own ``train_seconds``, pooled over the repeats.
@@ -38,10 +38,10 @@ ORDERS = {"plain": False, "grouped": True}
 def epoch_shape(rows: Any, grouped: bool) -> dict[str, int]:
     """One epoch of ``rows`` batched as the trainer batches them: the tokens fed after padding
     each batch to its longest row, and the positions the LM head runs on (per row, the union
-    over its batch of the positions that predict a label: ``steering_core.loss``)."""
-    from steering_core.data import collate
-    from steering_core.loss import predicting_positions
-    from steering_core.train_plan import DataPlan
+    over its batch of the positions that predict a label: ``steering_core.methods.loss``)."""
+    from steering_core.data.batches import collate
+    from steering_core.engine.plan import DataPlan
+    from steering_core.methods.loss import predicting_positions
 
     lengths = tuple(len(rows[i].input_ids) for i in range(len(rows)))
     plan = DataPlan(
@@ -72,8 +72,8 @@ def bound(shapes: dict[str, dict[str, int]], body: int, head: int) -> float:
 
 
 def train_once(model: str, train_file: Path, grouped: bool, work: Path) -> dict[str, Any]:
-    from steering_core.spec import TrainingSpec
-    from steering_core.train import train
+    from steering_core.engine.train import train
+    from steering_core.spec.training_spec import TrainingSpec
 
     spec = TrainingSpec(
         model=model,
@@ -113,11 +113,11 @@ def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure(model: str, rows: int, repeats: int) -> dict[str, Any]:
-    from steering_core.data import parse_jsonl, tokenize_dataset
-    from steering_core.models import load_model, load_tokenizer
+    from steering_core.data.batches import parse_jsonl, tokenize_dataset
+    from steering_core.model.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    from steering_core.sites import decoder_layers
+    from steering_core.model.sites import decoder_layers
 
     loaded = load_model(model)
     head = loaded.config.hidden_size * loaded.config.vocab_size
@@ -168,7 +168,7 @@ def render(r: dict[str, Any]) -> str:
         f"# Grouping batches by length: {r['model']}",
         "",
         f"`python benchmarks/speed/group_by_length.py` on {r['date']} ({r['machine']}). "
-        f"Post-block r=8 trained by `steering_core.train.train` for one epoch on the first "
+        f"Post-block r=8 trained by `steering_core.engine.train.train` for one epoch on the first "
         f"{r['rows']} rows of each task's training file, batch {BATCH}, fp32, in the plain "
         f"random order and with `group_by_length`, {r['repeats']} runs of each, the two orders "
         "alternating (A B B A ...). Both train the same rows and real tokens.",
@@ -192,7 +192,7 @@ def render(r: dict[str, Any]) -> str:
         "Tokens/s: real (unpadded) tokens over the trainer's `train_seconds`, pooled over the "
         "runs. Grouping saves twice: batches pad less, and rows of one length have their "
         "answers at the same positions, so the LM head (which runs only on positions that "
-        "predict a label in some row of the batch, `steering_core/loss.py`) runs on fewer. "
+        "predict a label in some row of the batch, `steering_core/methods/loss.py`) runs on fewer. "
         "Bound: the FLOP ratio plain / grouped with 6·N_body per token fed (N_body: the "
         "decoder layers' parameters) and 4·H·V per "
         f"LM-head position (N_body = {r['body_parameters']:,}, H·V = {r['head_parameters']:,}), "

@@ -1,4 +1,5 @@
-"""The LM head on labelled positions only (``steering_core.loss``) against on every position.
+"""The LM head on labelled positions only (``steering_core.methods.loss``) against on every
+position.
 
     python benchmarks/speed/lm_head.py [--model smollm2-135m-instruct] [--steps 12] [--quick]
 
@@ -39,10 +40,10 @@ from common import TASKS, machine_and_date, write_results  # noqa: E402
 def measure(model_name: str, steps: int, rows: int) -> dict[str, Any]:
     import torch
 
-    from steering_core.attach import attach_method
-    from steering_core.data import collate, parse_jsonl, tokenize_dataset
-    from steering_core.loss import causal_lm_loss, predicting_positions
-    from steering_core.models import load_model, load_tokenizer
+    from steering_core.data.batches import collate, parse_jsonl, tokenize_dataset
+    from steering_core.methods.loss import causal_lm_loss, predicting_positions
+    from steering_core.model.loading import load_model, load_tokenizer
+    from steering_core.steering.attach import attach_method
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(model_name)
@@ -118,7 +119,8 @@ def render(r: dict[str, Any]) -> str:
         f"(N_body = {r['body_parameters']:,}, H·V = {r['head_parameters']:,}); attention, "
         "softmax and cross-entropy over the vocabulary are left out of it, and they too shrink "
         "with the positions kept. The two losses agree (`loss_values` in the JSON; "
-        "`tests/steering_core/test_loss.py` checks loss and gradients against transformers' "
+        "`tests/steering_core/methods/test_loss.py` checks loss and gradients against "
+        "transformers' "
         "on every tiny architecture and method).",
         "",
     ]

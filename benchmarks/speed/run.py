@@ -49,7 +49,7 @@ LORA = "lora r=8 (7 projections)"
 
 
 def methods(model: str) -> dict[str, dict[str, Any]]:
-    from steering_core.catalogue import model_dimensions
+    from steering_core.model.catalogue import model_dimensions
 
     layers, _ = model_dimensions(model)
     last_third = list(range(layers - max(1, layers // 3), layers))
@@ -67,9 +67,9 @@ def serve_training(model_name: str, method: dict[str, Any], batch: int, length: 
     """Load once, warm up with one step, then answer ``steps N`` lines with step times."""
     import torch
 
-    from steering_core.accounting import count_parameters
-    from steering_core.attach import attach_method
-    from steering_core.models import load_model
+    from steering_core.artifact.accounting import count_parameters
+    from steering_core.model.loading import load_model
+    from steering_core.steering.attach import attach_method
 
     torch.manual_seed(0)
     attached = attach_method(load_model(model_name), method)
@@ -101,8 +101,8 @@ def serve_inference(model_name: str, prompt_len: int, new_tokens: int) -> None:
     """Answer ``round`` lines with one prefill and decode timing each of base and steered."""
     import torch
 
-    from steering_core.attach import attach_method
-    from steering_core.models import load_model
+    from steering_core.model.loading import load_model
+    from steering_core.steering.attach import attach_method
 
     torch.manual_seed(0)
     attached = attach_method(load_model(model_name), {"type": "post_block"})
@@ -259,7 +259,7 @@ def main() -> int:
     inference_child = Child([*common, "--serve", "inference"], "inference")
     rounds = [inference_child.ask(f"round {i % 2}") for i in range(args.rounds)]
     inference_child.finish()
-    from steering_core.catalogue import model_dimensions
+    from steering_core.model.catalogue import model_dimensions
 
     _, hidden = model_dimensions(args.model)
     results = {

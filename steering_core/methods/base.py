@@ -20,15 +20,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from steering_core.artifact_schema import BaseModelInfo
-from steering_core.config import DTypeName, InferenceMode, SiteConfig
-from steering_core.data import IGNORE_INDEX, collate, tokenize_dataset
-from steering_core.data_formats import ParsedDataset
+from steering_core.artifact.schema import BaseModelInfo
+from steering_core.data.batches import IGNORE_INDEX, collate, tokenize_dataset
+from steering_core.data.formats import ParsedDataset
 from steering_core.errors import ConfigValidationError
-from steering_core.loss import causal_lm_loss
+from steering_core.methods.loss import causal_lm_loss
 from steering_core.methods.registry import MethodConfig, method_definition
-from steering_core.sites import decoder_layers, unwrap_model
-from steering_core.steering import SiteSteering, model_dtype
+from steering_core.model.sites import decoder_layers, unwrap_model
+from steering_core.spec.method_config import DTypeName, InferenceMode, SiteConfig
+from steering_core.steering.site_steering import SiteSteering, model_dtype
 
 _DTYPES = {
     "float32": torch.float32,
@@ -201,7 +201,7 @@ def resolve_layers(model: nn.Module, site: SiteConfig) -> list[int]:
     """The layer indices to steer (their range was checked by ``check_sizes`` on attach)."""
     if site.layers == "auto":  # chosen on training data: the engine resolves it before attaching
         raise ConfigValidationError(
-            'site.layers "auto" is resolved by training (steering_core.layer_selection); '
+            'site.layers "auto" is resolved by training (steering_core.engine.layer_selection); '
             "attach a config that lists the layers"
         )
     if site.layers is None:

@@ -16,7 +16,7 @@ Adding a method:
        [project.entry-points."steering_service.methods"]
        my_method = "my_package.my_method:METHOD"
 
-3. rows in the method test matrix (``tests/steering_core/test_methods_training.py``).
+3. rows in the method test matrix (``tests/steering_core/methods/test_methods_training.py``).
 
 The API schema, the job translation, the CLI's ``--method`` choices and the dashboard's list
 all derive from the registered definitions.
@@ -28,11 +28,11 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from steering_core.compute import ALL_STAGES
-from steering_core.config import AdapterConfig, SiteConfig, StrictModel
-from steering_core.data_formats import DATA_FORMATS
+from steering_core.data.formats import DATA_FORMATS
 from steering_core.errors import ConfigValidationError
-from steering_core.layer_budget import BudgetError, is_auto, layer_budget
+from steering_core.spec.compute import ALL_STAGES
+from steering_core.spec.layer_budget import BudgetError, is_auto, layer_budget
+from steering_core.spec.method_config import AdapterConfig, SiteConfig, StrictModel
 
 Scheduler = Literal["linear", "cosine", "constant"]
 
@@ -76,7 +76,7 @@ class MethodDefinition:
     base loads in fp32 and checkpoints hold no separate adapter artifact.
     ``handler``: ``"module:attribute"`` of the torch-side :class:`MethodHandler`.
     ``hyperparameters``: the method-specific hyperparameters it takes (``beta`` for dpo); a
-    job giving one to another method is refused (``steering_core.spec``).
+    job giving one to another method is refused (``steering_core.spec.training_spec``).
     """
 
     name: str
@@ -200,7 +200,8 @@ class MethodSizeError(ConfigValidationError):
 
 
 def steering_adapter_summary(config: Any) -> AdapterSummary:
-    """Summary of a method whose ``adapter`` is an :class:`~steering_core.config.AdapterConfig`."""
+    """Summary of a method whose ``adapter`` is an
+    :class:`~steering_core.spec.method_config.AdapterConfig`."""
     adapter = config.adapter
     return AdapterSummary(
         adapter_kind=adapter.kind,

@@ -17,9 +17,9 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, ValidationError
 
-from steering_core.config import StrictModel
 from steering_core.errors import ConfigValidationError
 from steering_core.methods.definition import MethodDefinition
+from steering_core.spec.method_config import StrictModel
 
 ENTRY_POINT_GROUP = "steering_service.methods"
 

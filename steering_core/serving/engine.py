@@ -29,17 +29,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from steering_core.inference import (
+from steering_core.model.sites import unwrap_model
+from steering_core.serving import kv
+from steering_core.serving.requests import (
     Generation,
     GenerationParams,
     TokenLogprob,
     cut_at_stop,
     emittable,
 )
-from steering_core.serving import kv
 from steering_core.serving.row_steering import RowPlan, RowSteering, Steering
 from steering_core.serving.sampling import Draw, RowSampler, next_tokens
-from steering_core.sites import unwrap_model
 
 
 class GenerationCancelled(Exception):

@@ -25,12 +25,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from steering_core.adapters import LoReFTIntervention
-from steering_core.artifact_schema import ArtifactConfig
+from steering_core.artifact.schema import ArtifactConfig
+from steering_core.artifact.store import check_base_model, read_artifact_config
 from steering_core.errors import ArtifactError
-from steering_core.io import check_base_model, read_artifact_config
-from steering_core.methods.payload import STEERING_FILE, read_steering_file
 from steering_core.methods.registry import method_definition
+from steering_core.methods.steering_tensors import STEERING_FILE, read_steering_file
+from steering_core.steering.adapter_modules import LoReFTIntervention
 
 LORA_DIR = "lora"
 LORA_PREFIX = "base_model.model."

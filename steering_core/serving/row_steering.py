@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from steering_core.adapters import ACTIVATIONS
-from steering_core.positions import select_positions
+from steering_core.model.sites import site_module, unwrap_model
 from steering_core.serving.forms import HookKey, LowRankPart, ServingAdapter, VectorPart
-from steering_core.sites import site_module, unwrap_model
+from steering_core.steering.adapter_modules import ACTIVATIONS
+from steering_core.steering.positions import select_positions
 
 Steering = Sequence[tuple[ServingAdapter, float]]  # one row's adapters and strengths
 

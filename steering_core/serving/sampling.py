@@ -1,6 +1,7 @@
 """Choosing each row's next token from its logits, with that row's own settings.
 
-Per row, in this order (OpenAI's meanings, see :class:`~steering_core.inference.GenerationParams`):
+Per row, in this order (OpenAI's meanings, see
+:class:`~steering_core.serving.requests.GenerationParams`):
 
 1. adjust: ``logit_bias`` is added; every token the row has generated ``c`` times is lowered by
    ``c * frequency_penalty + presence_penalty``;
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from steering_core.inference import GenerationParams, TokenLogprob
+from steering_core.serving.requests import GenerationParams, TokenLogprob
 
 
 @dataclass

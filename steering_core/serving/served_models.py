@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from steering_core.artifact.store import load_artifact
 from steering_core.errors import SteeringUserError
-from steering_core.io import load_artifact
-from steering_core.models import load_model, load_tokenizer
+from steering_core.model.loading import load_model, load_tokenizer
 from steering_core.serving.engine import BatchEngine
 from steering_core.serving.forms import ServingAdapter, read_serving_adapter
 from steering_core.serving.pool import AdapterPool, PoolStats

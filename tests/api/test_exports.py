@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from steering_core.attach import attach_method
-from steering_core.exports import export_control_vector_gguf, export_layer_tensors
-from steering_core.io import save_artifact
-from steering_core.models import load_model
+from steering_core.artifact.exports import export_control_vector_gguf, export_layer_tensors
+from steering_core.artifact.store import save_artifact
+from steering_core.model.loading import load_model
+from steering_core.steering.attach import attach_method
 from tests.api.helpers import Api, assert_error, register_adapter
 from tests.steering_core.helpers import randomize_adapters
 
@@ -225,7 +225,7 @@ def test_without_the_ml_core_exports_are_503(
     api: Api, artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     row = _register(api, artifacts, "vector")
-    monkeypatch.setitem(sys.modules, "steering_core.exports", None)  # import now fails
+    monkeypatch.setitem(sys.modules, "steering_core.artifact.exports", None)  # import now fails
     assert_error(
         _export(api, row["id"], "layer_tensors"),
         503,

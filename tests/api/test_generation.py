@@ -12,11 +12,11 @@ import httpx
 import pytest
 import torch
 
-from steering_core.attach import attach_method
-from steering_core.evaluate import generate_greedy
-from steering_core.inference import encode_chat, encode_text
-from steering_core.io import load_artifact, save_artifact
-from steering_core.models import load_model, load_tokenizer
+from steering_core.artifact.store import load_artifact, save_artifact
+from steering_core.evaluation.greedy import generate_greedy
+from steering_core.model.loading import load_model, load_tokenizer
+from steering_core.serving.requests import encode_chat, encode_text
+from steering_core.steering.attach import attach_method
 from tests.api.helpers import Api, assert_error, register_adapter
 from tests.steering_core.helpers import randomize_adapters
 

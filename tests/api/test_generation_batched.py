@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from steering_core.inference import encode_text
-from steering_core.io import read_artifact_config
-from steering_core.models import load_tokenizer
+from steering_core.artifact.store import read_artifact_config
+from steering_core.model.loading import load_tokenizer
+from steering_core.serving.requests import encode_text
 from tests.api.conftest import running_api
 from tests.api.helpers import Api, assert_error, register_adapter
 from tests.steering_core.serving_helpers import MODEL, make_artifacts, reference

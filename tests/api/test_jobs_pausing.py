@@ -16,7 +16,7 @@ import pytest
 from registry.db import session_scope
 from registry.jobs import get_job
 from registry.progress import record_checkpoint, record_progress
-from steering_core.events import CheckpointEvent
+from steering_core.engine.events import CheckpointEvent
 from tests.api.helpers import JOBS, Api, assert_error
 from tests.db_fixtures import add_file, add_job
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from steering_core.events import LayerSelectionEvent, StartEvent
+from steering_core.engine.events import LayerSelectionEvent, StartEvent
+from steering_core.engine.train import train
 from steering_core.exit_codes import ExitCode
-from steering_core.spec import TrainingSpec
-from steering_core.train import train
+from steering_core.spec.training_spec import TrainingSpec
 from tests.api.conftest import running_api
 from tests.api.helpers import JOBS, Api, assert_error
 from tests.api.test_dashboard_browser import browser, open_page, screenshot

@@ -38,7 +38,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from steering_core.config import SiteConfig, StrictModel
+from steering_core.spec.method_config import SiteConfig, StrictModel
 from steering_core.methods.definition import AdapterSummary, MethodDefaults, MethodDefinition
 
 
@@ -62,10 +62,10 @@ METHOD = MethodDefinition(
 
 HANDLER = '''
 """The torch side: post-block vector adapters, plus the penalty in the loss."""
-from steering_core.config import AdapterConfig
-from steering_core.loss import causal_lm_loss
+from steering_core.spec.method_config import AdapterConfig
+from steering_core.methods.loss import causal_lm_loss
 from steering_core.methods.base import AttachedMethod, MethodHandler
-from steering_core.methods.payload import load_steering, save_steering
+from steering_core.methods.steering_tensors import load_steering, save_steering
 from steering_core.methods.post_block.handler import install_adapters
 
 

@@ -194,7 +194,7 @@ def test_arithmetic_protocol_generates_long_enough_for_its_rationales(
     planned = PlannedRun("post_block-lr0.005-s0", METHODS_BY_NAME["post_block"], 5e-3, 0)
     config = run_config(protocol, planned, tmp_path)
     assert config["task"] == "arithmetic" and config["max_new_tokens"] == 80
-    from steering_core.models import load_tokenizer
+    from steering_core.model.loading import load_tokenizer
 
     tokenizer = load_tokenizer(protocol.model)
     longest = max(

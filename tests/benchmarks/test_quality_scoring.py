@@ -15,8 +15,13 @@ import pytest
 import torch
 from run_one import RunConfig, score_teacher_forced
 
-from steering_core.data import parse_jsonl, tokenize_dataset
-from steering_core.models import build_tiny_tokenizer, load_model, load_tokenizer, tiny_config
+from steering_core.data.batches import parse_jsonl, tokenize_dataset
+from steering_core.model.loading import (
+    build_tiny_tokenizer,
+    load_model,
+    load_tokenizer,
+    tiny_config,
+)
 
 MODEL = "tiny-llama"
 
@@ -63,7 +68,7 @@ def _reference(
     pass steered at its own prompt's ends."""
     from contextlib import nullcontext
 
-    from steering_core.positions import prompt_tokens, select_positions
+    from steering_core.steering.positions import prompt_tokens, select_positions
 
     rows = tokenize_dataset(parse_jsonl(path), tokenizer, max_seq_length=config.max_seq_length)
     correct, loss_sum, tokens = [], 0.0, 0
@@ -159,7 +164,7 @@ def test_batched_scoring_steers_reft_at_the_prompt_ends_only(
 ) -> None:
     """ReFT as pyreft runs it, scored in the batched pass (prefix cache, left padding): the
     same verdicts and loss as one plain pass per item steered at its own prompt's ends."""
-    from steering_core.attach import attach_method
+    from steering_core.steering.attach import attach_method
 
     torch.manual_seed(0)
     attached = attach_method(load_model(MODEL), {"type": "reft", "rank": 4, "positions": "f2+l3"})

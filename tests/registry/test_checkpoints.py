@@ -15,7 +15,7 @@ from registry.jobs import get_job
 from registry.models import Checkpoint
 from registry.progress import add_checkpoint, list_checkpoints, record_checkpoint
 from registry.storage import artifact_digest
-from steering_core.events import CheckpointEvent
+from steering_core.engine.events import CheckpointEvent
 from steering_core.hashing import sha256_file
 from tests.db_fixtures import add_file, add_job
 

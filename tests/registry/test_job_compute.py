@@ -8,7 +8,7 @@ from typing import Any
 from registry.db import session_scope
 from registry.jobs import get_job, list_events
 from registry.progress import record_allocation, record_start
-from steering_core.events import StartEvent
+from steering_core.engine.events import StartEvent
 from tests.db_fixtures import add_file, add_job
 from tests.registry.helpers import new_tenant
 

@@ -4,7 +4,7 @@ nothing of the core), so this keeps the two lists one."""
 from __future__ import annotations
 
 from registry.settings import DEFAULT_MODELS, Settings
-from steering_core.catalogue import CATALOGUE, SERVED_BY_DEFAULT, model_dimensions
+from steering_core.model.catalogue import CATALOGUE, SERVED_BY_DEFAULT, model_dimensions
 
 
 def test_the_default_models_are_the_catalogues() -> None:

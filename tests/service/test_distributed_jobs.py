@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load
 
 from tests.service.harness import Service, running_service
-from tests.steering_core.test_distributed import write_ragged_answers
+from tests.steering_core.engine.test_distributed import write_ragged_answers
 from tests.steering_core.train_helpers import write_sums
 from worker.allocation import SlotAllocator
 

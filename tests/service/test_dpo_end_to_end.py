@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from steering_core.data_formats import parse_jsonl
-from steering_core.io import load_artifact
+from steering_core.artifact.store import load_artifact
+from steering_core.data.formats import parse_jsonl
 from steering_core.methods.base import LossContext, get_method_handler
 from steering_core.methods.dpo.handler import answer_log_probs, tokenize_preferences
 from steering_core.methods.registry import parse_method
-from steering_core.models import build_tiny_tokenizer, load_model
-from steering_core.spec import Hyperparameters, resolve_hyperparameters
+from steering_core.model.loading import build_tiny_tokenizer, load_model
+from steering_core.spec.training_spec import Hyperparameters, resolve_hyperparameters
 from tests.service.harness import running_service
 from tests.steering_core.train_helpers import write_preferences
 

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 
 LOGITS_SCRIPT = """
 import sys, torch
-from steering_core.io import load_artifact
-from steering_core.models import load_model
+from steering_core.artifact.store import load_artifact
+from steering_core.model.loading import load_model
 ids = torch.tensor([[5, 17, 40, 63, 90, 12]])
 out = []
 for path in sys.argv[2:]:

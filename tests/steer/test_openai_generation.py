@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from steering_core.models import load_tokenizer
+from steering_core.model.loading import load_tokenizer
 from tests.api.conftest import running_api
 
 MODEL = "tiny-llama"

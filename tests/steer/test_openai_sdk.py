@@ -18,11 +18,11 @@ from openai.types.fine_tuning import FineTuningJob
 
 from registry.checkpoints import resolve_checkpoint_model
 from registry.db import session_scope
-from steering_core.artifact_check import check_artifact
-from steering_core.evaluate import generate_greedy
-from steering_core.inference import encode_text
-from steering_core.io import load_artifact
-from steering_core.models import load_model, load_tokenizer
+from steering_core.artifact.check import check_artifact
+from steering_core.artifact.store import load_artifact
+from steering_core.evaluation.greedy import generate_greedy
+from steering_core.model.loading import load_model, load_tokenizer
+from steering_core.serving.requests import encode_text
 from tests.api.conftest import running_api
 from tests.api.helpers import VALID_JSONL, Api
 from tests.steering_core.train_helpers import write_sums

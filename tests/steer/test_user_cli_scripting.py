@@ -116,9 +116,9 @@ def steer_in_terminal(tmp: Path, url: str, columns: int, *args: str) -> tuple[in
 
 def _artifact(root: Path) -> dict[str, bytes]:
     """A real post_block vector adapter of tiny-llama, saved as training saves one."""
-    from steering_core.attach import attach_method
-    from steering_core.io import save_artifact
-    from steering_core.models import load_model
+    from steering_core.artifact.store import save_artifact
+    from steering_core.model.loading import load_model
+    from steering_core.steering.attach import attach_method
 
     out = root / "artifact"
     save_artifact(attach_method(load_model("tiny-llama"), VECTOR), out, base_model_id="tiny-llama")

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from steering_core.sites import decoder_layers, site_module
+from steering_core.model.sites import decoder_layers, site_module
 
 
 def token_batch(seed: int = 0, batch: int = 2, length: int = 9, vocab: int = 120) -> torch.Tensor:

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from steering_core.attach import attach_method
-from steering_core.io import load_artifact, save_artifact
-from steering_core.models import load_model
-from steering_core.sites import site_module
+from steering_core.artifact.store import load_artifact, save_artifact
+from steering_core.model.loading import load_model
+from steering_core.model.sites import site_module
+from steering_core.steering.attach import attach_method
 from tests.steering_core.helpers import randomize_adapters, randomize_lora
 
 MODEL = "tiny-llama"

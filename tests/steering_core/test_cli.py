@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from steering_core.events import parse_event
+from steering_core.engine.events import parse_event
 from steering_core.exit_codes import ExitCode
 from tests.steering_core.train_helpers import (
     ROOT,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steering_core.events import parse_event
+from steering_core.engine.events import parse_event
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,8 +85,8 @@ def train_cli(tmp: Path, spec: dict[str, Any], *extra: str, name: str = "run"):
 def train_tiny_artifact(root: Path, **overrides: Any) -> Path:
     """Train the default tiny spec (post_block on tiny-llama, 48 sums; about 2 s) in-process
     under ``root``; return the artifact directory the engine saved."""
-    from steering_core.spec import TrainingSpec
-    from steering_core.train import train
+    from steering_core.engine.train import train
+    from steering_core.spec.training_spec import TrainingSpec
 
     root.mkdir(parents=True, exist_ok=True)
     spec = TrainingSpec.model_validate(spec_dict(write_sums(root / "train.jsonl"), **overrides))
@@ -115,7 +115,7 @@ def assert_resumes_to_the_same_adapter(spec: Any, root: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from steering_core.train import TrainingCancelled, train
+    from steering_core.engine.train import TrainingCancelled, train
 
     full = train(spec, root / "full")
     asked = {"n": 0}

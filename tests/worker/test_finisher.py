@@ -22,13 +22,13 @@ from registry.models import Adapter, File
 from registry.progress import record_progress
 from registry.settings import Settings
 from registry.storage import content_path
-from steering_core.artifact_check import check_artifact
-from steering_core.attach import attach_method
+from steering_core.artifact.check import check_artifact
+from steering_core.artifact.store import save_artifact
+from steering_core.engine.events import ErrorEvent
 from steering_core.errors import ArtifactError
-from steering_core.events import ErrorEvent
 from steering_core.exit_codes import ExitCode
-from steering_core.io import save_artifact
-from steering_core.models import build_tiny_model
+from steering_core.model.loading import build_tiny_model
+from steering_core.steering.attach import attach_method
 from tests.steering_core.train_helpers import train_tiny_artifact
 from tests.worker.helpers import events_of, job_row
 from worker.finisher import finish_job

@@ -18,7 +18,7 @@ from registry.jobs import get_job, request_pause, resume_job
 from registry.models import Checkpoint, JobEvent
 from registry.progress import metrics_of
 from registry.settings import Settings
-from steering_core.compute import ComputeRequest
+from steering_core.spec.compute import ComputeRequest
 from tests.db_fixtures import dispose_engine, migrated, sqlite_url
 from tests.worker.helpers import events_of, job_row, run_in_thread, uploaded_job
 from worker.runner import run_job

@@ -13,7 +13,7 @@ from registry.errors import LeaseLost
 from registry.models import Checkpoint
 from registry.progress import metrics_of
 from registry.settings import Settings
-from steering_core.events import (
+from steering_core.engine.events import (
     CheckpointEvent,
     EndEvent,
     ErrorEvent,

@@ -33,8 +33,8 @@ from registry.integrations import (
 )
 from registry.models import Job, Metric
 from registry.settings import Settings
-from steering_core.events import EndEvent, EvalEvent, StartEvent, StepEvent, TrainingEvent
-from steering_core.spec import Hyperparameters
+from steering_core.engine.events import EndEvent, EvalEvent, StartEvent, StepEvent, TrainingEvent
+from steering_core.spec.training_spec import Hyperparameters
 from worker.leased_job import LeasedJob
 from worker.trackers.base import StepMetrics, TrackedJob, Tracker
 from worker.trackers.mlflow_tracker import MlflowTracker

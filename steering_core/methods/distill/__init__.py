@@ -5,7 +5,6 @@ post-block adapter should learn."""
 
 from __future__ import annotations
 
-from steering_core.compute import ALL_STAGES
 from steering_core.methods.definition import (
     AdapterSummary,
     MethodDefaults,
@@ -13,6 +12,7 @@ from steering_core.methods.definition import (
     steering_adapter_summary,
 )
 from steering_core.methods.distill.config import DistillMethod, DistillWeights
+from steering_core.spec.compute import ALL_STAGES
 
 
 def _summary(config: DistillMethod) -> AdapterSummary:

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from steering_core.config import StrictModel
 from steering_core.methods.post_block.config import PostBlockMethod
+from steering_core.spec.method_config import StrictModel
 
 
 class DistillWeights(StrictModel):

@@ -4,7 +4,7 @@ On a batch of the training file's texts (prompt and completion as input; the lab
 with S the steered layers, M the real (non-padding) positions, ``h^src_l``, ``h^base_l`` and
 ``h^stu_l`` the block outputs of layer l in the source model, the base model (the student with
 its adapter off) and the student, and ``delta_l = h^src_l - h^base_l`` the oracle shift
-(``steering_core.analysis``: the first-order analysis's ``h_FT - h_base``):
+(``steering_core.analysis.first_order``: the first-order analysis's ``h_FT - h_base``):
 
     hidden = sum_{l in S, t in M} ||(h^stu_l - h^base_l) - delta_l||^2
              / sum_{l in S, t in M} ||delta_l||^2
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from steering_core.analysis import collect_site_activations
+from steering_core.analysis.first_order import collect_site_activations
 from steering_core.errors import ConfigValidationError
 from steering_core.methods.base import (
     AttachedMethod,
@@ -40,7 +40,7 @@ from steering_core.methods.base import (
     get_method_handler,
 )
 from steering_core.methods.distill.config import DistillMethod
-from steering_core.sites import decoder_layers
+from steering_core.model.sites import decoder_layers
 
 
 def _hidden(output: Any) -> torch.Tensor:

@@ -3,8 +3,7 @@ with direct preference optimisation; the reference is the model with the adapter
 
 from __future__ import annotations
 
-from steering_core.compute import ALL_STAGES
-from steering_core.data_formats import PREFERENCE_FORMAT
+from steering_core.data.formats import PREFERENCE_FORMAT
 from steering_core.methods.definition import (
     AdapterSummary,
     MethodDefaults,
@@ -14,6 +13,7 @@ from steering_core.methods.definition import (
 from steering_core.methods.dpo.config import DpoMethod
 from steering_core.methods.joint import zero_stages as joint_zero_stages
 from steering_core.methods.joint.config import JointMethod
+from steering_core.spec.compute import ALL_STAGES
 
 
 def _summary(config: DpoMethod) -> AdapterSummary:

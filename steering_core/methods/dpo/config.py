@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from steering_core.config import StrictModel
 from steering_core.methods.joint.config import JointMethod
 from steering_core.methods.post_block.config import PostBlockMethod
+from steering_core.spec.method_config import StrictModel
 
 
 def _trained_kind(value: Any) -> str:

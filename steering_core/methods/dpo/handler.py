@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from steering_core.data import (
+from steering_core.data.batches import (
     IGNORE_INDEX,
     TokenizationStats,
     TokenizedRow,
@@ -33,14 +33,13 @@ from steering_core.data import (
     pad_token_id_for,
     tokenize_dataset,
 )
-from steering_core.data_formats import (
+from steering_core.data.formats import (
     ChatMessage,
     DataProblem,
     DataValidationError,
     ParsedDataset,
     PreferenceExample,
 )
-from steering_core.loss import predicting_positions
 from steering_core.methods.base import (
     AttachedMethod,
     LossContext,
@@ -49,7 +48,8 @@ from steering_core.methods.base import (
     get_method_handler,
 )
 from steering_core.methods.dpo.config import DpoMethod
-from steering_core.spec import DEFAULT_DPO_BETA
+from steering_core.methods.loss import predicting_positions
+from steering_core.spec.training_spec import DEFAULT_DPO_BETA
 
 _UNTRUNCATED = 1 << 30  # tokenized whole first; pairs are cut to max_seq_length together
 

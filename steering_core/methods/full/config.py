@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from steering_core.config import StrictModel
+from steering_core.spec.method_config import StrictModel
 
 
 class FullMethod(StrictModel):

@@ -9,8 +9,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_file
 from torch import nn
 
+from steering_core.artifact.fingerprint import base_model_info
 from steering_core.errors import ArtifactError
-from steering_core.fingerprint import base_model_info
 from steering_core.methods.base import AttachedMethod, MethodHandler, unfreeze
 from steering_core.methods.full.config import FullMethod
 

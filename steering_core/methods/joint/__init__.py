@@ -3,13 +3,13 @@ LoRA's down-projection subspace by a hard projection (METHOD.md section 4)."""
 
 from __future__ import annotations
 
-from steering_core.compute import ALL_STAGES
 from steering_core.methods.definition import (
     MethodDefaults,
     MethodDefinition,
     steering_adapter_summary,
 )
 from steering_core.methods.joint.config import JointMethod, OrthogonalityConfig
+from steering_core.spec.compute import ALL_STAGES
 
 
 def zero_stages(config: JointMethod) -> tuple[tuple[int, ...], str]:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from steering_core.config import AdapterConfig, LoraConfig, SiteConfig, StrictModel
+from steering_core.spec.method_config import AdapterConfig, LoraConfig, SiteConfig, StrictModel
 
 
 class OrthogonalityConfig(StrictModel):

@@ -22,15 +22,15 @@ import torch
 from peft import PeftModel
 from torch import nn
 
-from steering_core.adapters import LowRankAdapter, VectorAdapter
-from steering_core.config import InferenceMode
 from steering_core.errors import ConfigValidationError
 from steering_core.methods.base import AttachedMethod, MethodHandler
 from steering_core.methods.joint.config import JointMethod
 from steering_core.methods.lora.handler import attach_lora, load_lora, save_lora
-from steering_core.methods.payload import load_steering, save_steering
 from steering_core.methods.post_block.handler import install_adapters
-from steering_core.sites import decoder_layers, get_submodule, sites_for_model
+from steering_core.methods.steering_tensors import load_steering, save_steering
+from steering_core.model.sites import decoder_layers, get_submodule, sites_for_model
+from steering_core.spec.method_config import InferenceMode
+from steering_core.steering.adapter_modules import LowRankAdapter, VectorAdapter
 
 _RELATIVE_RANK_TOL = 1e-6
 

@@ -10,12 +10,12 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from torch import nn
 
-from steering_core.config import LoraConfig
 from steering_core.errors import ArtifactError, ConfigValidationError
 from steering_core.methods.base import AttachedMethod, MethodHandler
 from steering_core.methods.lora import LORA_DIR
 from steering_core.methods.lora.config import LoraMethod
-from steering_core.sites import sites_for_model
+from steering_core.model.sites import sites_for_model
+from steering_core.spec.method_config import LoraConfig
 
 
 def lora_targets(model: nn.Module, lora: LoraConfig) -> list[str]:

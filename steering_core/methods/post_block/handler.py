@@ -6,18 +6,18 @@ from pathlib import Path
 
 from torch import nn
 
-from steering_core.adapters import build_steering_adapter
-from steering_core.config import AdapterConfig, SiteConfig
 from steering_core.methods.base import (
     AttachedMethod,
     MethodHandler,
     install_site_steering,
     resolve_dtype,
 )
-from steering_core.methods.payload import load_steering, save_steering
 from steering_core.methods.post_block.config import PostBlockMethod
-from steering_core.sites import hidden_size_of
-from steering_core.steering import SiteSteering
+from steering_core.methods.steering_tensors import load_steering, save_steering
+from steering_core.model.sites import hidden_size_of
+from steering_core.spec.method_config import AdapterConfig, SiteConfig
+from steering_core.steering.adapter_modules import build_steering_adapter
+from steering_core.steering.site_steering import SiteSteering
 
 
 def install_adapters(model: nn.Module, site: SiteConfig, adapter: AdapterConfig) -> SiteSteering:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from steering_core.config import MAX_RANK, DTypeName, SiteConfig, StrictModel
+from steering_core.spec.method_config import MAX_RANK, DTypeName, SiteConfig, StrictModel
 
 # pyreft's position syntax: "f7+l7" (the first 7 and last 7 prompt tokens), "f1", "l5"; or
 # "all": every position of every forward pass, generated tokens included.

@@ -10,18 +10,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from steering_core.adapters import LoReFTIntervention
 from steering_core.methods.base import (
     AttachedMethod,
     MethodHandler,
     install_site_steering,
     resolve_dtype,
 )
-from steering_core.methods.payload import load_steering, save_steering
 from steering_core.methods.reft.config import ReftMethod
-from steering_core.positions import prompt_tokens, select_positions
-from steering_core.sites import hidden_size_of, unwrap_model
-from steering_core.steering import find_steering
+from steering_core.methods.steering_tensors import load_steering, save_steering
+from steering_core.model.sites import hidden_size_of, unwrap_model
+from steering_core.steering.adapter_modules import LoReFTIntervention
+from steering_core.steering.positions import prompt_tokens, select_positions
+from steering_core.steering.site_steering import find_steering
 
 
 class ReftAttached(AttachedMethod):
