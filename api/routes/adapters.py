@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import shutil
-import tarfile
-import tempfile
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
@@ -16,6 +11,7 @@ from api.deps import get_app_settings, get_tenant, threaded, threaded_slow
 from api.errors import ApiError
 from api.schemas import AdapterObject, ListObject, ModelObject
 from api.serializers import adapter_object, unix
+from api.services import adapter_exports as export_service
 from api.services import adapters as service
 from api.services.adapter_layers import adapter_layers as describe
 from registry import adapters as repo
@@ -24,7 +20,6 @@ from registry.db import session_scope
 from registry.errors import NotFound
 from registry.models import Adapter, Checkpoint
 from registry.settings import Settings
-from steering_core.errors import ArtifactError
 
 router = APIRouter(tags=["adapters"])
 
@@ -79,88 +74,14 @@ def export_adapter(
     drop_layer_0: bool = False,
     settings: Settings = Depends(get_app_settings),
     tenant: str = Depends(get_tenant),
-):
+) -> Response:
     """The adapter in another tool's format (``steering_core.artifact.exports``): ``layer_tensors``
     and
     ``peft_lora`` as a ``.tar.gz`` of their directory, ``control_vector_gguf`` as the llama.cpp
     ``.gguf`` file (``drop_layer_0=true`` exports a vector that steers layer 0 without it)."""
-    formats = (
-        "layer_tensors",
-        "control_vector_gguf",
-        "peft_lora",
-    )  # steering_core.artifact.exports
-    if export_format not in formats:
-        raise ApiError(
-            400,
-            f"unknown export format {export_format!r}; use one of {', '.join(formats)}",
-            param="format",
-        )
+    export_service.check_format(export_format)
     row = _adapter(settings, reference, tenant)
-    paths = service.verified_files(settings, row)  # sha256 of every file, before any export
-    try:
-        # torch: only this route and generation need it
-        import steering_core.artifact.exports as exports
-    except ImportError as exc:
-        raise ApiError(
-            503,
-            f"exports are not available on this API process: they need torch (install the "
-            f"[train] extra) ({exc})",
-            type="server_error",
-            code="export_unavailable",
-        ) from exc
-
-    stem = f"{row.name}-v{row.version}-{export_format}"
-    with tempfile.TemporaryDirectory(prefix="steer-export-") as tmp:
-        source = Path(tmp) / "artifact"
-        source.mkdir()
-        try:
-            config_path = paths.get("steering_config.json")
-            if config_path is None:
-                raise ArtifactError(f"adapter {row.id} has no steering_config.json")
-            shutil.copyfile(config_path, source / "steering_config.json")
-            exports.check_export(source, export_format)  # before copying any tensor
-            for name, path in paths.items():
-                target = source / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-            options = (
-                {"drop_layer_0": drop_layer_0} if export_format == "control_vector_gguf" else {}
-            )
-            result = exports.run_export(export_format, source, Path(tmp) / "out", **options)
-        except exports.ExportNotApplicableError as exc:
-            raise ApiError(400, str(exc), param="format", code="export_not_applicable") from exc
-        except ArtifactError as exc:
-            raise ApiError(
-                500,
-                f"stored artifact of {row.id} cannot be exported: {exc}",
-                type="server_error",
-                code="artifact_corrupted",
-            ) from exc
-        except ImportError as exc:  # torch present, but gguf or peft missing
-            raise ApiError(
-                503,
-                f"the {export_format} export is not available on this API process ({exc})",
-                type="server_error",
-                code="export_unavailable",
-            ) from exc
-        if result.is_file():
-            content, filename = result.read_bytes(), f"{stem}.gguf"
-            media_type = "application/octet-stream"
-        else:
-            buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-                for path in sorted(p for p in result.rglob("*") if p.is_file()):
-                    tar.add(path, arcname=f"{stem}/{path.relative_to(result).as_posix()}")
-            content, filename = buffer.getvalue(), f"{stem}.tar.gz"
-            media_type = "application/gzip"
-    return Response(
-        content,
-        media_type=media_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "X-Content-SHA256": hashlib.sha256(content).hexdigest(),
-        },
-    )
+    return export_service.exported_adapter(settings, row, export_format, drop_layer_0=drop_layer_0)
 
 
 def _delete(settings: Settings, reference: str, tenant: str) -> Adapter:

@@ -6,6 +6,9 @@
 - :mod:`.safetensors_header`: reading safetensors headers without torch;
 - :mod:`.fingerprint`: the base model's identity recorded in every artifact;
 - :mod:`.accounting`: trained parameters against the size of the base model;
-- :mod:`.exports`: the adapter in other tools' formats (layer tensors, GGUF control vector,
-  PEFT LoRA).
+- :mod:`.exports` (a subpackage): the adapter in other tools' formats, one module each:
+  :mod:`.exports.layer_tensors`, :mod:`.exports.control_vector` (llama.cpp GGUF control
+  vector), :mod:`.exports.peft_lora`; :mod:`.exports.common` holds what they share (the
+  formats, the applicability check, the refusal error), and the package re-exports every
+  public name.
 """
