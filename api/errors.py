@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -112,65 +112,74 @@ def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     return field_path(loc) or None
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return envelope(exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param)
+async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    return envelope(exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param)
 
-    @app.exception_handler(QuotaExceeded)
-    async def _quota(_request: Request, exc: QuotaExceeded) -> JSONResponse:
-        return envelope(
-            exc.status,
-            str(exc),
-            type="invalid_request_error",
-            code="quota_exceeded",
-            param="file" if exc.limit == "max_file_bytes" else None,
-        )
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        if first.get("type") == "json_invalid":  # its loc holds a character offset, not a field
-            return envelope(
-                400,
-                f"Invalid JSON body: {first.get('msg')}",
-                type="invalid_request_error",
-                code="invalid_json",
-                param=None,
-            )
-        param = error_param(first) or None
-        detail = "; ".join(
-            f"{_loc_to_param(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg')}"
-            for e in errors[:5]
-        )
+async def _quota(_request: Request, exc: QuotaExceeded) -> JSONResponse:
+    return envelope(
+        exc.status,
+        str(exc),
+        type="invalid_request_error",
+        code="quota_exceeded",
+        param="file" if exc.limit == "max_file_bytes" else None,
+    )
+
+
+async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # its loc holds a character offset, not a field
         return envelope(
             400,
-            f"Invalid request: {detail}",
+            f"Invalid JSON body: {first.get('msg')}",
             type="invalid_request_error",
-            code="invalid_value",
-            param=param,
+            code="invalid_json",
+            param=None,
         )
+    param = error_param(first) or None
+    detail = "; ".join(
+        f"{_loc_to_param(tuple(e.get('loc', ()))) or 'body'}: {e.get('msg')}" for e in errors[:5]
+    )
+    return envelope(
+        400,
+        f"Invalid request: {detail}",
+        type="invalid_request_error",
+        code="invalid_value",
+        param=param,
+    )
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else "http_error"
-        return envelope(exc.status_code, str(exc.detail), type="invalid_request_error", code=code)
 
+async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = "not_found" if exc.status_code == 404 else "http_error"
+    return envelope(exc.status_code, str(exc.detail), type="invalid_request_error", code=code)
+
+
+def _table_handler(status: int, err_type: str, code: str) -> Callable[[Request, Exception], Any]:
+    """The handler of one ``ERROR_TABLE`` row (a database outage is logged, its text hidden)."""
+
+    def handler(_request: Request, exc: Exception) -> JSONResponse:
+        message = str(exc)
+        if status == 503:
+            log.warning("database unavailable: %s", exc)
+            message = "The registry database is unavailable; retry shortly."
+        return envelope(status, message, type=err_type, code=code)
+
+    return handler
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return envelope(500, "Internal server error", type="server_error", code="internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every exception in the OpenAI error envelope: ``ApiError`` as it says, the
+    table's exceptions by their row, anything else a logged 500."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(QuotaExceeded, _quota)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
     for exc_type, status, err_type, code in ERROR_TABLE:
-
-        def handler(
-            _request: Request, exc: Exception, status=status, err_type=err_type, code=code
-        ) -> JSONResponse:
-            message = str(exc)
-            if status == 503:
-                log.warning("database unavailable: %s", exc)
-                message = "The registry database is unavailable; retry shortly."
-            return envelope(status, message, type=err_type, code=code)
-
-        app.add_exception_handler(exc_type, handler)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return envelope(500, "Internal server error", type="server_error", code="internal_error")
+        app.add_exception_handler(exc_type, _table_handler(status, err_type, code))
+    app.add_exception_handler(Exception, _unexpected)

@@ -34,80 +34,88 @@ class RegistryCollector(Collector):
         self.settings, self.app = settings, app
 
     def collect(self) -> Iterator[Any]:
-        jobs = GaugeMetricFamily("steer_jobs", "Fine-tuning jobs by status", labels=["status"])
-        depth = GaugeMetricFamily(
-            "steer_queue_depth", "Queued jobs waiting for a worker, per queue", labels=["queue"]
-        )
-        speed = GaugeMetricFamily(
-            "steer_running_tokens_per_second",
-            "Training throughput summed over running jobs (their latest step)",
-        )
-        tokens = CounterMetricFamily("steer_trained_tokens", "Tokens trained by all jobs")
-        with session_scope(self.settings.resolved_database_url) as session:
-            counts = dict(
-                session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-            )
-            queued = session.execute(
-                select(Job.queue, func.count())
-                .where(Job.status == JobStatus.QUEUED.value)
-                .group_by(Job.queue)
-            ).all()
-            latest = (
-                select(func.max(Metric.id))
-                .join(Job, Job.id == Metric.job_id)
-                .where(Job.status == JobStatus.RUNNING.value, Metric.name == "tokens_per_second")
-                .group_by(Metric.job_id)
-            )
-            throughput = session.scalar(
-                select(func.coalesce(func.sum(Metric.value), 0.0)).where(Metric.id.in_(latest))
-            )
-            trained = session.scalar(select(func.coalesce(func.sum(Job.trained_tokens), 0)))
-        for status in JobStatus:
-            jobs.add_metric([status.value], counts.get(status.value, 0))
-        for queue, count in queued:
-            depth.add_metric([queue], count)
-        speed.add_metric([], float(throughput or 0.0))
-        tokens.add_metric([], float(trained or 0))
-        yield from (jobs, depth, speed, tokens)
+        """The registry's job figures, then generation's once this process has served any."""
+        yield from _job_metrics(self.settings)
         served = getattr(self.app.state, "served_models", None)
         if served is not None:
-            stats = served.stats()
-            lookups = CounterMetricFamily(
-                "steer_generation_cache_lookups",
-                "Model lookups of the generation endpoints (base models and full copies)",
-                labels=["result"],
-            )
-            lookups.add_metric(["hit"], stats.model_hits)
-            lookups.add_metric(["miss"], stats.model_misses)
-            adapters = CounterMetricFamily(
-                "steer_generation_adapter_lookups",
-                "Adapter pool lookups of the generation endpoints",
-                labels=["result"],
-            )
-            adapters.add_metric(["hit"], stats.pool.hits)
-            adapters.add_metric(["miss"], stats.pool.misses)
-            resident = GaugeMetricFamily(
-                "steer_generation_adapter_pool_bytes", "Bytes of adapters resident for generation"
-            )
-            resident.add_metric([], stats.pool.bytes)
-            rows = GaugeMetricFamily(
-                "steer_generation_requests_in_flight", "Generation requests decoding or waiting"
-            )
-            rows.add_metric([], stats.rows_in_flight)
-            passes = CounterMetricFamily(
-                "steer_generation_forward_passes",
-                "Forward passes of the generation engines by phase",
-                labels=["phase"],
-            )
-            carried = CounterMetricFamily(
-                "steer_generation_rows",
-                "Request rows those forward passes carried (rows / passes: the mean batch)",
-                labels=["phase"],
-            )
-            for phase, count in stats.passes.items():
-                passes.add_metric([phase], count)
-                carried.add_metric([phase], stats.rows_run[phase])
-            yield from (lookups, adapters, resident, rows, passes, carried)
+            yield from _generation_metrics(served.stats())
+
+
+def _job_metrics(settings: Settings) -> tuple[Any, ...]:
+    """Jobs by status, queue depth per queue, running jobs' throughput, tokens trained."""
+    jobs = GaugeMetricFamily("steer_jobs", "Fine-tuning jobs by status", labels=["status"])
+    depth = GaugeMetricFamily(
+        "steer_queue_depth", "Queued jobs waiting for a worker, per queue", labels=["queue"]
+    )
+    speed = GaugeMetricFamily(
+        "steer_running_tokens_per_second",
+        "Training throughput summed over running jobs (their latest step)",
+    )
+    tokens = CounterMetricFamily("steer_trained_tokens", "Tokens trained by all jobs")
+    with session_scope(settings.resolved_database_url) as session:
+        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+        queued = session.execute(
+            select(Job.queue, func.count())
+            .where(Job.status == JobStatus.QUEUED.value)
+            .group_by(Job.queue)
+        ).all()
+        latest = (
+            select(func.max(Metric.id))
+            .join(Job, Job.id == Metric.job_id)
+            .where(Job.status == JobStatus.RUNNING.value, Metric.name == "tokens_per_second")
+            .group_by(Metric.job_id)
+        )
+        throughput = session.scalar(
+            select(func.coalesce(func.sum(Metric.value), 0.0)).where(Metric.id.in_(latest))
+        )
+        trained = session.scalar(select(func.coalesce(func.sum(Job.trained_tokens), 0)))
+    for status in JobStatus:
+        jobs.add_metric([status.value], counts.get(status.value, 0))
+    for queue, count in queued:
+        depth.add_metric([queue], count)
+    speed.add_metric([], float(throughput or 0.0))
+    tokens.add_metric([], float(trained or 0))
+    return jobs, depth, speed, tokens
+
+
+def _generation_metrics(stats: Any) -> tuple[Any, ...]:
+    """The generation endpoints' cache lookups, adapter pool, rows in flight and batching."""
+    lookups = CounterMetricFamily(
+        "steer_generation_cache_lookups",
+        "Model lookups of the generation endpoints (base models and full copies)",
+        labels=["result"],
+    )
+    lookups.add_metric(["hit"], stats.model_hits)
+    lookups.add_metric(["miss"], stats.model_misses)
+    adapters = CounterMetricFamily(
+        "steer_generation_adapter_lookups",
+        "Adapter pool lookups of the generation endpoints",
+        labels=["result"],
+    )
+    adapters.add_metric(["hit"], stats.pool.hits)
+    adapters.add_metric(["miss"], stats.pool.misses)
+    resident = GaugeMetricFamily(
+        "steer_generation_adapter_pool_bytes", "Bytes of adapters resident for generation"
+    )
+    resident.add_metric([], stats.pool.bytes)
+    rows = GaugeMetricFamily(
+        "steer_generation_requests_in_flight", "Generation requests decoding or waiting"
+    )
+    rows.add_metric([], stats.rows_in_flight)
+    passes = CounterMetricFamily(
+        "steer_generation_forward_passes",
+        "Forward passes of the generation engines by phase",
+        labels=["phase"],
+    )
+    carried = CounterMetricFamily(
+        "steer_generation_rows",
+        "Request rows those forward passes carried (rows / passes: the mean batch)",
+        labels=["phase"],
+    )
+    for phase, count in stats.passes.items():
+        passes.add_metric([phase], count)
+        carried.add_metric([phase], stats.rows_run[phase])
+    return lookups, adapters, resident, rows, passes, carried
 
 
 class Metrics:

@@ -145,16 +145,11 @@ def _training_data(session: Session, tenant: str, file_id: str, param: str, meth
     return row.id
 
 
-def create_job(session: Session, settings: Settings, tenant: str, body: JobCreate) -> Job:
-    if body.model not in settings.models:
-        raise ApiError(
-            400,
-            f"model {body.model!r} is not available; choose one of {settings.models}",
-            param="model",
-            code="model_not_found",
-        )
-    method, block_hp = translate_method(body.method)
-    prefix = f"method.{method.type}"
+def _hyperparameters(
+    body: JobCreate, method: Any, block_hp: dict[str, Any], prefix: str
+) -> Hyperparameters:
+    """The top-level hyperparameters overlaid with the method block's, checked against the
+    method and against the request's validation file."""
     top = body.hyperparameters.model_dump(exclude_unset=True) if body.hyperparameters else {}
     try:
         hyperparameters = Hyperparameters.model_validate({**top, **block_hp})
@@ -171,6 +166,22 @@ def create_job(session: Session, settings: Settings, tenant: str, body: JobCreat
             "nothing is validated; give a validation_file or leave it out",
             param=f"{prefix}.hyperparameters.{needing[0]}",
         )
+    return hyperparameters
+
+
+def create_job(session: Session, settings: Settings, tenant: str, body: JobCreate) -> Job:
+    """A checked job row (not yet sent): the model, method, hyperparameters, compute, data
+    files, quota, integrations and worker capacity are refused here with the field to fix."""
+    if body.model not in settings.models:
+        raise ApiError(
+            400,
+            f"model {body.model!r} is not available; choose one of {settings.models}",
+            param="model",
+            code="model_not_found",
+        )
+    method, block_hp = translate_method(body.method)
+    prefix = f"method.{method.type}"
+    hyperparameters = _hyperparameters(body, method, block_hp, prefix)
     compute = compute_request(body)
     check_compute(method, hyperparameters, compute)
     _check_against_model(method, body.model, prefix)
