@@ -15,7 +15,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
@@ -195,56 +195,69 @@ def allowed_tracking_uri(
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme in ("", "file"):
-        if parts.netloc not in ("", "localhost"):
-            raise IntegrationRefused(
-                f"{param} {uri!r}: a file URI names a local directory (file:///path), "
-                f"not host {parts.netloc!r}",
-                param=param,
-            )
-        path = Path(unquote(parts.path))
-        if not scheme and not path.is_absolute():  # MLflow reads "databricks" as Databricks
-            raise IntegrationRefused(
-                f"{param} {uri!r}: not a URI; use http(s)://host of an MLflow server, or "
-                f"file:///path under {root}",
-                param=param,
-            )
-        resolved = (path if path.is_absolute() else root / path).resolve()
-        if not resolved.is_relative_to(root):
-            raise IntegrationRefused(
-                f"{param} {uri!r}: a local MLflow store must be under {root} on this server "
-                "(STEER_MLFLOW_FILE_ROOT), e.g. file://"
-                f"{root / 'my-experiments'}; or name an http(s) MLflow server",
-                param=param,
-            )
-        return resolved.as_uri()
+        return _allowed_file_uri(uri, parts, root=root, param=param)
     if scheme in WEB_SCHEMES:
-        host = (parts.hostname or "").lower()
-        if not host:
-            raise IntegrationRefused(f"{param} {uri!r}: no host", param=param)
-        if parts.username is not None or parts.password is not None:
-            raise IntegrationRefused(
-                f"{param}: credentials in the URI would be stored and shown with the job; the "
-                "workers' MLflow credentials come from their environment",
-                param=param,
-            )
-        try:
-            port = parts.port
-        except ValueError:
-            raise IntegrationRefused(f"{param} {uri!r}: not a valid port", param=param) from None
-        if allowed_hosts is not None:
-            allowed = {h.lower() for h in allowed_hosts}
-            if host not in allowed and f"{host}:{port}" not in allowed:
-                raise IntegrationRefused(
-                    f"{param} {uri!r}: host {host!r} is not one this server logs to "
-                    f"(STEER_MLFLOW_ALLOWED_HOSTS: {', '.join(sorted(allowed)) or 'none'})",
-                    param=param,
-                )
-        return uri
+        return _allowed_web_uri(uri, parts, allowed_hosts=allowed_hosts, param=param)
     raise IntegrationRefused(
         f"{param} {uri!r}: scheme {parts.scheme!r} is not allowed; use http(s)://host of an "
         f"MLflow server, or file:///path under {root}",
         param=param,
     )
+
+
+def _allowed_file_uri(uri: str, parts: SplitResult, *, root: Path, param: str) -> str:
+    """A ``file:`` URI or plain path: the resolved directory's URI, if it is under ``root``."""
+    scheme = parts.scheme.lower()
+    if parts.netloc not in ("", "localhost"):
+        raise IntegrationRefused(
+            f"{param} {uri!r}: a file URI names a local directory (file:///path), "
+            f"not host {parts.netloc!r}",
+            param=param,
+        )
+    path = Path(unquote(parts.path))
+    if not scheme and not path.is_absolute():  # MLflow reads "databricks" as Databricks
+        raise IntegrationRefused(
+            f"{param} {uri!r}: not a URI; use http(s)://host of an MLflow server, or "
+            f"file:///path under {root}",
+            param=param,
+        )
+    resolved = (path if path.is_absolute() else root / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise IntegrationRefused(
+            f"{param} {uri!r}: a local MLflow store must be under {root} on this server "
+            "(STEER_MLFLOW_FILE_ROOT), e.g. file://"
+            f"{root / 'my-experiments'}; or name an http(s) MLflow server",
+            param=param,
+        )
+    return resolved.as_uri()
+
+
+def _allowed_web_uri(
+    uri: str, parts: SplitResult, *, allowed_hosts: list[str] | None, param: str
+) -> str:
+    """An ``http(s)://host`` URI, as given, if it has no credentials and its host is allowed."""
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise IntegrationRefused(f"{param} {uri!r}: no host", param=param)
+    if parts.username is not None or parts.password is not None:
+        raise IntegrationRefused(
+            f"{param}: credentials in the URI would be stored and shown with the job; the "
+            "workers' MLflow credentials come from their environment",
+            param=param,
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise IntegrationRefused(f"{param} {uri!r}: not a valid port", param=param) from None
+    if allowed_hosts is not None:
+        allowed = {h.lower() for h in allowed_hosts}
+        if host not in allowed and f"{host}:{port}" not in allowed:
+            raise IntegrationRefused(
+                f"{param} {uri!r}: host {host!r} is not one this server logs to "
+                f"(STEER_MLFLOW_ALLOWED_HOSTS: {', '.join(sorted(allowed)) or 'none'})",
+                param=param,
+            )
+    return uri
 
 
 # -- what a tracker reads of a running job --------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Jobs: creation, the one status-changing function, leases with fencing tokens, the
-reconciler's requeues and re-sends, and the job's event log. (What a running job reports, its
-metrics and checkpoints, is :mod:`registry.progress`.)"""
+"""Jobs: creation, the one status-changing function, leases with fencing tokens, and the
+reconciler's requeues and re-sends. (The job's event log is :mod:`registry.job_events`, its
+functions importable from here too; what a running job reports, its metrics and checkpoints, is
+:mod:`registry.progress`.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from registry.errors import InvalidJobStatus, LeaseLost, NotFound
 from registry.ids import new_id
-from registry.models import Job, JobEvent
+from registry.job_events import add_event, events_since, list_events
+from registry.models import Job
 from registry.states import (
     PAUSABLE,
     TERMINAL,
@@ -335,58 +337,6 @@ def mark_unsent(session: Session, job_ids: Collection[str]) -> None:
     """The send failed after all: make the jobs stale at once, for the reconciler's next round."""
     if job_ids:
         session.execute(update(Job).where(Job.id.in_(list(job_ids))).values(enqueued_at=None))
-
-
-def add_event(
-    session: Session,
-    job_id: str,
-    message: str,
-    *,
-    level: str = "info",
-    type: str = "message",
-    data: dict[str, Any] | None = None,
-) -> JobEvent:
-    event = JobEvent(
-        id=new_id("ftevent"),
-        job_id=job_id,
-        message=message,
-        level=level,
-        type=type,
-        data=data,
-        created_at=_now(),
-    )
-    session.add(event)
-    session.flush()
-    return event
-
-
-def list_events(
-    session: Session, job_id: str, *, after: str | None, limit: int, newest_first: bool = True
-) -> tuple[list[JobEvent], bool]:
-    query = select(JobEvent).where(JobEvent.job_id == job_id)
-    if after is not None:
-        anchor = session.scalar(
-            select(JobEvent).where(JobEvent.id == after, JobEvent.job_id == job_id)
-        )
-        if anchor is None:
-            raise NotFound("event", after)
-        query = query.where(
-            JobEvent.seq < anchor.seq if newest_first else JobEvent.seq > anchor.seq
-        )
-    order = JobEvent.seq.desc() if newest_first else JobEvent.seq.asc()
-    rows = list(session.scalars(query.order_by(order).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
-
-
-def events_since(session: Session, job_id: str, seq: int, limit: int = 500) -> list[JobEvent]:
-    return list(
-        session.scalars(
-            select(JobEvent)
-            .where(JobEvent.job_id == job_id, JobEvent.seq > seq)
-            .order_by(JobEvent.seq.asc())
-            .limit(limit)
-        )
-    )
 
 
 __all__ = [
