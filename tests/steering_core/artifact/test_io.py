@@ -75,7 +75,7 @@ def test_round_trip_in_a_fresh_process(name: str, tmp_path: Path) -> None:
             str(tmp_path / "logits.pt"),
         ],
         check=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
     loaded = torch.load(tmp_path / "logits.pt", weights_only=True)
     assert torch.equal(loaded, expected)
@@ -183,7 +183,7 @@ def test_cli_style_error_output_is_one_line(tmp_path: Path) -> None:
         [sys.executable, "-c", script, str(tmp_path)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
     assert result.returncode == 2
     assert "method: Field required" in result.stdout and "base_model" in result.stdout

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from steering_core.artifact.safetensors_header import InvalidSafetensors, read_floats, read_header
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

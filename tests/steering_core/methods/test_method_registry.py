@@ -24,7 +24,7 @@ from steering_core.methods.registry import (
 from steering_core.spec.method_config import StrictModel
 from steering_core.spec.training_spec import Hyperparameters, resolve_hyperparameters
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 METHODS_DIR = ROOT / "steering_core" / "methods"
 DEFAULTS = MethodDefaults(learning_rate=1e-3, lr_scheduler="linear", warmup_ratio=0.0)
 

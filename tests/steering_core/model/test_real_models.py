@@ -17,7 +17,7 @@ from steering_core.steering.attach import attach_method
 pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
 SMOLLM = "smollm2-135m-instruct"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _chat_ids(tokenizer, text: str) -> torch.Tensor:

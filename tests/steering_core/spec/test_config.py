@@ -14,7 +14,7 @@ from steering_core.methods.post_block import PostBlockMethod
 from steering_core.methods.reft import ReftMethod
 from steering_core.methods.registry import parse_method
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_type_alone_is_a_valid_method() -> None:
