@@ -27,6 +27,10 @@ tokenizer (``steering_core.data.batches``) appends and supervises EOS.
 Lines are split on ``\\n`` (a trailing ``\\r`` is dropped), blank lines are skipped, a UTF-8 BOM
 at the start of the file is ignored, and line numbers are 1-based physical lines. Field paths
 index messages from 0 (``messages[1].role`` is the second message).
+
+This module reads the lines and parses the supervised formats; the example types are in
+:mod:`.examples`, the problems and the report in :mod:`.problems`, the field checks in
+:mod:`.json_fields` and the preference format's parser in :mod:`.preference` (all re-exported).
 """
 
 from __future__ import annotations
@@ -38,124 +42,67 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NamedTuple
+from typing import Any, BinaryIO
 
-from steering_core.data.text_checks import lone_surrogate, shown
-from steering_core.errors import SteeringUserError
+from steering_core.data.examples import (
+    ALL_DATA_FORMATS,
+    DATA_FORMATS,
+    PREFERENCE_FORMAT,
+    ChatMessage,
+    DataFormat,
+    Example,
+    ParsedDataset,
+    PreferenceExample,
+    Segment,
+)
+from steering_core.data.json_fields import (
+    CHAT_ROLES,
+    FieldErrors,
+    json_type,
+    message_fields,
+    string_field,
+)
+from steering_core.data.preference import PREFERENCE_OUTPUTS, parse_preference
+from steering_core.data.problems import (
+    MAX_REPORTED_PROBLEMS,
+    MESSAGE_PROBLEMS_SHOWN,
+    DataProblem,
+    DataValidationError,
+    ValidationReport,
+)
+from steering_core.data.text_checks import shown
 from steering_core.hashing import sha256_file
 
-DataFormat = Literal["chat", "prompt_completion", "alpaca", "preference"]
-# the supervised formats (answer-only next-token loss); preference pairs are not among them
-DATA_FORMATS: tuple[DataFormat, ...] = ("chat", "prompt_completion", "alpaca")
-PREFERENCE_FORMAT: DataFormat = "preference"
-ALL_DATA_FORMATS: tuple[DataFormat, ...] = (*DATA_FORMATS, PREFERENCE_FORMAT)
-PREFERENCE_OUTPUTS = ("preferred_output", "non_preferred_output")
-CHAT_ROLES = ("system", "user", "assistant")
+__all__ = [  # the types and the preference format live in their own modules, re-exported here
+    "ALL_DATA_FORMATS",
+    "CHAT_ROLES",
+    "DATA_FORMATS",
+    "DEFAULT_MAX_LINE_BYTES",
+    "MAX_REPORTED_PROBLEMS",
+    "MESSAGE_PROBLEMS_SHOWN",
+    "PREFERENCE_FORMAT",
+    "PREFERENCE_OUTPUTS",
+    "ChatMessage",
+    "DataFormat",
+    "DataProblem",
+    "DataValidationError",
+    "Example",
+    "ParsedDataset",
+    "PreferenceExample",
+    "Segment",
+    "Source",
+    "ValidationReport",
+    "alpaca_prompt",
+    "dataset_sha256",
+    "detect_format",
+    "parse_example",
+    "parse_jsonl",
+    "validate_jsonl",
+]
+
 DEFAULT_MAX_LINE_BYTES = 1_000_000
-MAX_REPORTED_PROBLEMS = 1000  # a report keeps the first ones and counts the rest
-MESSAGE_PROBLEMS_SHOWN = 10
 
 Source = str | os.PathLike[str] | bytes | BinaryIO
-
-
-@dataclass(frozen=True)
-class DataProblem:
-    """One thing wrong with a training file: where (line, field) and what."""
-
-    line: int | None  # 1-based; None: the file as a whole
-    field: str | None  # e.g. "messages[2].role"; None: the line as a whole
-    message: str
-
-    def __str__(self) -> str:
-        where = "file" if self.line is None else f"line {self.line}"
-        if self.field:
-            return f"{where}: {self.field}: {self.message}"
-        return f"{where}: {self.message}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "field": self.field, "message": self.message}
-
-
-class DataValidationError(SteeringUserError):
-    """A training file (or its tokenization) is unusable; ``problems`` says where and why."""
-
-    def __init__(self, problems: list[DataProblem], n_problems: int | None = None) -> None:
-        self.problems = list(problems)
-        self.n_problems = len(self.problems) if n_problems is None else n_problems
-        shown = "\n".join(f"  {p}" for p in self.problems[:MESSAGE_PROBLEMS_SHOWN])
-        more = self.n_problems - min(len(self.problems), MESSAGE_PROBLEMS_SHOWN)
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        plural = "" if self.n_problems == 1 else "s"
-        head = f"invalid training data ({self.n_problems} problem{plural}):"
-        super().__init__(f"{head}\n{shown}{tail}")
-
-
-class Segment(NamedTuple):
-    """A piece of an example's text; ``trainable`` pieces are supervised."""
-
-    text: str
-    trainable: bool
-
-
-class ChatMessage(NamedTuple):
-    role: str
-    content: str
-    weight: int = 1  # assistant messages only; 0 = context, no loss
-
-    @property
-    def trainable(self) -> bool:
-        return self.role == "assistant" and self.weight == 1
-
-
-class PreferenceExample(NamedTuple):
-    """A preference pair: the prompt's messages (assistant ones are context, weight 0) and the
-    preferred and non-preferred answers (assistant messages, weight 1)."""
-
-    prompt: list[ChatMessage]
-    preferred: ChatMessage
-    non_preferred: ChatMessage
-
-
-Example = list[Segment] | list[ChatMessage] | PreferenceExample
-
-
-@dataclass(frozen=True)
-class ParsedDataset:
-    """A valid training file: its format and one example per non-blank line."""
-
-    format: DataFormat
-    examples: list[Example]
-    line_numbers: list[int]  # the line each example came from
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-
-@dataclass
-class ValidationReport:
-    """What :func:`validate_jsonl` found; ``ok`` when the file can be trained on."""
-
-    format: DataFormat | None
-    n_examples: int  # valid examples
-    problems: list[DataProblem] = field(default_factory=list)  # the first MAX_REPORTED_PROBLEMS
-    n_problems: int = 0
-    n_lines: int = 0  # physical lines read
-
-    @property
-    def ok(self) -> bool:
-        return self.n_problems == 0
-
-    def error(self) -> DataValidationError:
-        return DataValidationError(self.problems, self.n_problems)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "n_examples": self.n_examples,
-            "n_lines": self.n_lines,
-            "n_problems": self.n_problems,
-            "problems": [p.to_dict() for p in self.problems],
-        }
 
 
 def alpaca_prompt(instruction: str, input_text: str | None) -> str:
@@ -177,72 +124,16 @@ def detect_format(obj: dict[str, Any]) -> DataFormat | None:
     return None
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _string_field(
-    obj: dict[str, Any], key: str, path: str, errors: list[tuple[str, str]], optional: bool = False
-) -> str:
-    if key not in obj or (optional and obj[key] is None):
-        if not optional:
-            errors.append((path, "missing required field"))
-        return ""
-    value = obj[key]
-    if not isinstance(value, str):
-        errors.append((path, f"expected a string, got {_json_type(value)}"))
-        return ""
-    problem = lone_surrogate(value)  # a tokenizer fails on it, far from its line
-    if problem is not None:
-        errors.append((path, problem))
-        return ""
-    return value
-
-
-def _message_fields(
-    item: Any, path: str, errors: list[tuple[str, str]], roles: tuple[str, ...] = CHAT_ROLES
-) -> tuple[str, str] | None:
-    """A message's role (one of ``roles``) and content (a string); None when either is wrong."""
-    if not isinstance(item, dict):
-        errors.append((path, f"expected an object, got {_json_type(item)}"))
-        return None
-    n_before = len(errors)
-    role = item.get("role")
-    if "role" not in item:
-        errors.append((f"{path}.role", "missing required field"))
-    elif not isinstance(role, str):
-        errors.append((f"{path}.role", f"expected a string, got {_json_type(role)}"))
-    elif role not in roles:
-        expected = (
-            f"is not {roles[0]!r}" if len(roles) == 1 else f"is not one of {', '.join(roles)}"
-        )
-        errors.append((f"{path}.role", f"{role!r} {expected}"))
-    content = _string_field(item, "content", f"{path}.content", errors)
-    return (str(role), content) if len(errors) == n_before else None
-
-
-def _parse_chat(obj: dict[str, Any], errors: list[tuple[str, str]]) -> list[ChatMessage]:
+def _parse_chat(obj: dict[str, Any], errors: FieldErrors) -> list[ChatMessage]:
     raw = obj["messages"]
     if not isinstance(raw, list):
-        errors.append(("messages", f"expected an array of messages, got {_json_type(raw)}"))
+        errors.append(("messages", f"expected an array of messages, got {json_type(raw)}"))
         return []
     messages: list[ChatMessage] = []
     for index, item in enumerate(raw):
         path = f"messages[{index}]"
         n_before = len(errors)
-        fields = _message_fields(item, path, errors)
+        fields = message_fields(item, path, errors)
         if fields is None and not isinstance(item, dict):
             continue
         role = item.get("role")
@@ -263,116 +154,22 @@ def _parse_chat(obj: dict[str, Any], errors: list[tuple[str, str]]) -> list[Chat
     return messages
 
 
-_NO_WEIGHT = "preference messages take no weight (the input is context, the outputs are trained)"
-
-
-def _parse_preference_input(
-    obj: dict[str, Any], errors: list[tuple[str, str]]
-) -> list[ChatMessage]:
-    if "input" not in obj:
-        errors.append(("input", "missing required field"))
-        return []
-    raw = obj["input"]
-    if not isinstance(raw, dict):
-        errors.append(("input", f"expected an object, got {_json_type(raw)}"))
-        return []
-    tools = raw.get("tools")
-    if isinstance(tools, list) and tools:
-        errors.append(("input.tools", "tools are not supported (leave it out or empty)"))
-    elif tools is not None and not isinstance(tools, list):
-        errors.append(("input.tools", f"expected an array, got {_json_type(tools)}"))
-    if "messages" not in raw:
-        errors.append(("input.messages", "missing required field"))
-        return []
-    items = raw["messages"]
-    if not isinstance(items, list):
-        errors.append(("input.messages", f"expected an array of messages, got {_json_type(items)}"))
-        return []
-    if not items:
-        errors.append(("input.messages", "no messages (a preference answers a user message)"))
-        return []
-    prompt: list[ChatMessage] = []
-    for index, item in enumerate(items):
-        path = f"input.messages[{index}]"
-        fields = _message_fields(item, path, errors)
-        if isinstance(item, dict) and "weight" in item:
-            errors.append((f"{path}.weight", _NO_WEIGHT))
-        elif fields is not None:
-            role, content = fields
-            prompt.append(ChatMessage(role, content, 0 if role == "assistant" else 1))
-    if len(prompt) == len(items) and prompt[-1].role != "user":
-        errors.append(
-            (
-                f"input.messages[{len(items) - 1}].role",
-                f"the last input message must be the user's (a preference answers a user "
-                f"turn), got {prompt[-1].role!r}",
-            )
-        )
-    return prompt
-
-
-def _parse_preference_output(
-    obj: dict[str, Any], key: str, errors: list[tuple[str, str]]
-) -> ChatMessage | None:
-    if key not in obj:
-        errors.append((key, "missing required field"))
-        return None
-    raw = obj[key]
-    if not isinstance(raw, list):
-        errors.append((key, f"expected an array of one message, got {_json_type(raw)}"))
-        return None
-    if len(raw) != 1:
-        errors.append((key, f"expected exactly one message, got {len(raw)}"))
-        return None
-    path = f"{key}[0]"
-    fields = _message_fields(raw[0], path, errors, roles=("assistant",))
-    if isinstance(raw[0], dict) and "weight" in raw[0]:
-        errors.append((f"{path}.weight", _NO_WEIGHT))
-        return None
-    if fields is None:
-        return None
-    if fields[1] == "":
-        errors.append((f"{path}.content", "must not be empty (an answer to prefer or reject)"))
-        return None
-    return ChatMessage("assistant", fields[1], 1)
-
-
-def _parse_preference(obj: dict[str, Any], errors: list[tuple[str, str]]) -> PreferenceExample:
-    prompt = _parse_preference_input(obj, errors)
-    preferred, non_preferred = (
-        _parse_preference_output(obj, k, errors) for k in PREFERENCE_OUTPUTS
-    )
-    if (
-        preferred is not None
-        and non_preferred is not None
-        and preferred.content == non_preferred.content
-    ):
-        errors.append(
-            (
-                "non_preferred_output[0].content",
-                "equals the preferred output's content, so the pair teaches nothing",
-            )
-        )
-    missing = ChatMessage("assistant", "")  # stands in for an output with problems
-    return PreferenceExample(prompt, preferred or missing, non_preferred or missing)
-
-
 def parse_example(obj: dict[str, Any], fmt: DataFormat) -> tuple[Example, list[tuple[str, str]]]:
     """One JSON object as an example of ``fmt``, and its (field, problem) pairs."""
     errors: list[tuple[str, str]] = []
     if fmt == PREFERENCE_FORMAT:
-        return _parse_preference(obj, errors), errors
+        return parse_preference(obj, errors), errors
     if fmt == "chat":
         if "messages" not in obj:
             return [], [("messages", "missing required field")]
         return _parse_chat(obj, errors), errors
     if fmt == "prompt_completion":
-        prompt = _string_field(obj, "prompt", "prompt", errors)
-        completion = _string_field(obj, "completion", "completion", errors)
+        prompt = string_field(obj, "prompt", "prompt", errors)
+        completion = string_field(obj, "completion", "completion", errors)
         return [Segment(prompt, False), Segment(completion, True)], errors
-    instruction = _string_field(obj, "instruction", "instruction", errors)
-    input_text = _string_field(obj, "input", "input", errors, optional=True)
-    output = _string_field(obj, "output", "output", errors)
+    instruction = string_field(obj, "instruction", "instruction", errors)
+    input_text = string_field(obj, "input", "input", errors, optional=True)
+    output = string_field(obj, "output", "output", errors)
     return [Segment(alpaca_prompt(instruction, input_text), False), Segment(output, True)], errors
 
 
@@ -413,85 +210,122 @@ def _lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes |
             yield number, None, total - (1 if ended else 0)
 
 
+def _json_object(text: str) -> dict[str, Any] | str:
+    """A line's JSON object, or (a string) why it holds none."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
+    except ValueError:  # Python's limit on the digits of an int read from text
+        limit = sys.get_int_max_str_digits()
+        return f"invalid JSON: an integer has more than {limit} digits"
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {json_type(obj)}"
+    return obj
+
+
+@dataclass
+class _Scan:
+    """One pass over a training file: its report, its valid examples and their lines."""
+
+    max_line_bytes: int
+    report: ValidationReport = field(
+        default_factory=lambda: ValidationReport(format=None, n_examples=0)
+    )
+    examples: list[Example] = field(default_factory=list)
+    line_numbers: list[int] = field(default_factory=list)
+    format_line: int = 0  # the line the file's format was told from
+
+    def problem(self, line: int | None, path: str | None, message: str) -> None:
+        self.report.n_problems += 1
+        if len(self.report.problems) < MAX_REPORTED_PROBLEMS:
+            self.report.problems.append(DataProblem(line, path, message))
+
+    def read(self, number: int, body: bytes | None, length: int) -> None:
+        """One physical line (``body`` None: over the limit): an example, problems, or nothing."""
+        self.report.n_lines = number
+        obj = self._object(number, body, length)
+        if obj is None:
+            return
+        fmt = self._format(number, obj)
+        if fmt is None:
+            return
+        example, errors = parse_example(obj, fmt)
+        for path, message in errors:
+            self.problem(number, path, message)
+        if not errors:
+            self.examples.append(example)
+            self.line_numbers.append(number)
+
+    def _object(self, number: int, body: bytes | None, length: int) -> dict[str, Any] | None:
+        """The line's JSON object; None for a blank line or a problem (recorded)."""
+        if body is None:
+            limit = self.max_line_bytes
+            self.problem(number, None, f"line is {length} bytes, over the limit of {limit}")
+            return None
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.problem(number, None, f"invalid UTF-8 at byte {exc.start + 1} of the line")
+            return None
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            return None
+        obj = _json_object(text)
+        if isinstance(obj, str):
+            self.problem(number, None, obj)
+            return None
+        return obj
+
+    def _format(self, number: int, obj: dict[str, Any]) -> DataFormat | None:
+        """The file's format (the first line that tells it sets it); None when this line does
+        not tell it or tells another (a problem, recorded)."""
+        line_format = detect_format(obj)
+        if self.report.format is None:
+            if line_format is None:
+                keys = ", ".join(shown(key) for key in sorted(obj)) or "none"
+                self.problem(
+                    number,
+                    None,
+                    "cannot tell the format: expected 'messages' (chat), 'prompt' and "
+                    "'completion', 'instruction' and 'output' (alpaca), or 'input', "
+                    "'preferred_output' and 'non_preferred_output' (preference); "
+                    f"found keys: {keys}",
+                )
+                return None
+            self.report.format, self.format_line = line_format, number
+        elif line_format is not None and line_format != self.report.format:
+            self.problem(
+                number,
+                None,
+                f"mixed formats: this line is {line_format} but the file is "
+                f"{self.report.format} (from line {self.format_line})",
+            )
+            return None
+        return self.report.format
+
+    def finish(self) -> tuple[ValidationReport, list[Example], list[int]]:
+        self.report.n_examples = len(self.examples)
+        if not self.examples and self.report.n_problems == 0:
+            self.problem(None, None, "no examples: the file is empty or holds only blank lines")
+        return self.report, self.examples, self.line_numbers
+
+
 def _scan(source: Source, max_line_bytes: int) -> tuple[ValidationReport, list[Example], list[int]]:
     if max_line_bytes < 1:
         raise ValueError(f"max_line_bytes must be positive, got {max_line_bytes}")
-    report = ValidationReport(format=None, n_examples=0)
-    examples: list[Example] = []
-    line_numbers: list[int] = []
-    format_line = 0
-
-    def problem(line: int | None, path: str | None, message: str) -> None:
-        report.n_problems += 1
-        if len(report.problems) < MAX_REPORTED_PROBLEMS:
-            report.problems.append(DataProblem(line, path, message))
-
+    scan = _Scan(max_line_bytes)
     stream, owned = _open(source)
     try:
         for number, body, length in _lines(stream, max_line_bytes):
-            report.n_lines = number
-            if body is None:
-                problem(number, None, f"line is {length} bytes, over the limit of {max_line_bytes}")
-                continue
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                problem(number, None, f"invalid UTF-8 at byte {exc.start + 1} of the line")
-                continue
-            if number == 1:
-                text = text.removeprefix("\ufeff")
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                problem(number, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            except RecursionError:
-                problem(number, None, "invalid JSON: nested too deeply")
-                continue
-            except ValueError:  # Python's limit on the digits of an int read from text
-                limit = sys.get_int_max_str_digits()
-                problem(number, None, f"invalid JSON: an integer has more than {limit} digits")
-                continue
-            if not isinstance(obj, dict):
-                problem(number, None, f"expected a JSON object, got {_json_type(obj)}")
-                continue
-            line_format = detect_format(obj)
-            if report.format is None:
-                if line_format is None:
-                    keys = ", ".join(shown(key) for key in sorted(obj)) or "none"
-                    problem(
-                        number,
-                        None,
-                        "cannot tell the format: expected 'messages' (chat), 'prompt' and "
-                        "'completion', 'instruction' and 'output' (alpaca), or 'input', "
-                        "'preferred_output' and 'non_preferred_output' (preference); "
-                        f"found keys: {keys}",
-                    )
-                    continue
-                report.format, format_line = line_format, number
-            elif line_format is not None and line_format != report.format:
-                problem(
-                    number,
-                    None,
-                    f"mixed formats: this line is {line_format} but the file is "
-                    f"{report.format} (from line {format_line})",
-                )
-                continue
-            example, errors = parse_example(obj, report.format)
-            for path, message in errors:
-                problem(number, path, message)
-            if not errors:
-                examples.append(example)
-                line_numbers.append(number)
+            scan.read(number, body, length)
     finally:
         if owned:
             stream.close()
-    report.n_examples = len(examples)
-    if not examples and report.n_problems == 0:
-        problem(None, None, "no examples: the file is empty or holds only blank lines")
-    return report, examples, line_numbers
+    return scan.finish()
 
 
 def validate_jsonl(

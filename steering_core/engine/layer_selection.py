@@ -45,8 +45,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,90 @@ def _hidden(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+class _ZeroShifts:
+    """Forward hooks adding a zero shift (the gradient's target) to the site's output at every
+    layer, summing ``‖x_t‖²`` over the real tokens of the batch being probed."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.energy = [0.0] * n_layers  # Σ_t ‖x_t‖²
+        self.shifts: list[torch.Tensor | None] = [None] * n_layers
+        self.real: torch.Tensor | None = None  # the batch's real tokens (attention mask)
+
+    def hook(self, index: int) -> Callable[[nn.Module, Any, Any], Any]:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+            hidden_state = _hidden(output)
+            assert self.real is not None
+            real = self.real.to(hidden_state.device)
+            self.energy[index] += float(hidden_state.detach().double()[real].pow(2).sum())
+            zero = torch.zeros_like(hidden_state, requires_grad=True)
+            self.shifts[index] = zero
+            shifted = hidden_state + zero
+            return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
+
+        return hook
+
+    def take(self, site: str) -> list[torch.Tensor]:
+        """The shifts of the forward just run (every layer's, or an error), cleared."""
+        captured = [s for s in self.shifts if s is not None]
+        if len(captured) != len(self.shifts):
+            raise RuntimeError(f"site {site!r} ran at {len(captured)} of {len(self.shifts)} layers")
+        self.shifts = [None] * len(self.shifts)
+        return captured
+
+
+@contextmanager
+def _probing(model: nn.Module, site: str, shifts: _ZeroShifts) -> Iterator[None]:
+    """``shifts``' hooks on every layer's ``site``, the model in eval mode; both undone after."""
+    handles = [
+        site_module(model, i, site).register_forward_hook(shifts.hook(i))
+        for i in range(len(shifts.shifts))
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
+def _zero_moments(
+    n_layers: int, hidden: int, low_rank: bool, device: torch.device
+) -> list[torch.Tensor]:
+    """Per layer, float64: ``Σ_t g_t g_tᵀ`` (rank r) or ``Σ_t g_t`` (vector), at zero."""
+    shape = (hidden, hidden) if low_rank else (hidden,)
+    return [torch.zeros(shape, dtype=torch.float64, device=device) for _ in range(n_layers)]
+
+
+def _add_gradients(
+    moments: list[torch.Tensor],
+    grads: Sequence[torch.Tensor | None],
+    real: torch.Tensor,
+    low_rank: bool,
+) -> None:
+    for index, grad in enumerate(grads):
+        if grad is None:
+            continue
+        rows = grad[real].double()
+        moments[index] += rows.T @ rows if low_rank else rows.sum(0)
+
+
+def _layer_scores(
+    energy: Sequence[float], moments: Sequence[torch.Tensor], rank: int | None, tokens: int
+) -> list[float]:
+    """``‖X‖_F`` times the reach of a rank-``rank`` shift (``None``: a vector) per layer."""
+    scores = []
+    for size_squared, moment in zip(energy, moments, strict=True):
+        if rank is not None:
+            eigenvalues = torch.linalg.eigvalsh(moment).clamp(min=0.0)
+            reach = math.sqrt(float(eigenvalues[-rank:].sum()))
+        else:
+            reach = float(moment.norm()) / math.sqrt(max(1, tokens))
+        scores.append(math.sqrt(size_squared) * reach)
+    return scores
+
+
 def score_layers(
     model: nn.Module,
     batches: Sequence[Mapping[str, torch.Tensor]],
@@ -93,75 +177,29 @@ def score_layers(
     ``loss(forward, batch)`` is the method's batch mean; the probe minimises their mean over
     all supervised tokens, as a training step does. The model's parameters are not changed.
     """
-    layers = decoder_layers(model)
-    n_layers, hidden = len(layers), hidden_size_of(model)
+    n_layers = len(decoder_layers(model))
     device = device or next(model.parameters()).device
     low_rank = adapter.kind != "vector"
-    energy = [0.0] * n_layers  # Σ_t ‖x_t‖²
-    # Σ_t g_t g_tᵀ (rank r) or Σ_t g_t (vector), float64
-    moments: list[torch.Tensor] = [
-        torch.zeros((hidden, hidden) if low_rank else (hidden,), dtype=torch.float64, device=device)
-        for _ in range(n_layers)
-    ]
-    shifts: list[torch.Tensor | None] = [None] * n_layers
-    keep: list[torch.Tensor] = []
-
-    def make_hook(index: int) -> Callable[[nn.Module, Any, Any], Any]:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-            hidden_state = _hidden(output)
-            real = keep[0].to(hidden_state.device)
-            energy[index] += float(hidden_state.detach().double()[real].pow(2).sum())
-            zero = torch.zeros_like(hidden_state, requires_grad=True)
-            shifts[index] = zero
-            shifted = hidden_state + zero
-            return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
-
-        return hook
-
+    moments = _zero_moments(n_layers, hidden_size_of(model), low_rank, device)
+    shifts = _ZeroShifts(n_layers)
     labelled = max(1, sum(supervised_tokens(batch) for batch in batches))
     tokens = 0
-    handles = [
-        site_module(model, i, site).register_forward_hook(make_hook(i)) for i in range(n_layers)
-    ]
-    was_training = model.training
-    model.eval()
     autocast = (
         torch.autocast(device.type, dtype=autocast_dtype)
         if autocast_dtype is not None
         else nullcontext()
     )
-    try:
+    with _probing(model, site, shifts):
         for batch in batches:
             on_device = {name: value.to(device) for name, value in batch.items()}
-            real = on_device["attention_mask"].bool()
-            keep[:] = [real]
+            real = shifts.real = on_device["attention_mask"].bool()
             tokens += int(real.sum())
             with torch.enable_grad(), autocast:
                 value = loss(model, on_device) * (supervised_tokens(batch) / labelled)
-            captured = [s for s in shifts if s is not None]
-            if len(captured) != n_layers:
-                raise RuntimeError(f"site {site!r} ran at {len(captured)} of {n_layers} layers")
-            grads = torch.autograd.grad(value, captured, allow_unused=True)
-            for index, grad in enumerate(grads):
-                if grad is None:
-                    continue
-                rows = grad[real].double()
-                moments[index] += rows.T @ rows if low_rank else rows.sum(0)
-            shifts[:] = [None] * n_layers
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    scores = []
-    for index in range(n_layers):
-        size = math.sqrt(energy[index])
-        if low_rank:
-            eigenvalues = torch.linalg.eigvalsh(moments[index]).clamp(min=0.0)
-            reach = math.sqrt(float(eigenvalues[-adapter.rank :].sum()))
-        else:
-            reach = float(moments[index].norm()) / math.sqrt(max(1, tokens))
-        scores.append(size * reach)
-    return LayerScores(scores=scores, tokens=tokens)
+            grads = torch.autograd.grad(value, shifts.take(site), allow_unused=True)
+            _add_gradients(moments, grads, real, low_rank)
+    rank = adapter.rank if low_rank else None
+    return LayerScores(scores=_layer_scores(shifts.energy, moments, rank, tokens), tokens=tokens)
 
 
 def choose_layers(scores: Sequence[float], k: int) -> list[int]:
