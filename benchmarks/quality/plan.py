@@ -199,7 +199,7 @@ class Protocol:
     eval_every_n_steps: int | None = None
     early_stopping_patience: int | None = None
     keep_best_validation: bool = False
-    # which summary page the protocol's report joins (v1: summary.md, v2: summary-v2.md, ...)
+    # which summary page the protocol's report joins (v1 and v2: summary.md, side by side)
     study: str = "v1"
     # how the learning rates were chosen, when not by this protocol's own sweeps
     rates_note: str | None = None

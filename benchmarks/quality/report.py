@@ -609,3 +609,137 @@ def summary(reports: list[dict[str, Any]], title: str = "Quality study at a glan
                 "",
             ]
     return "\n".join(lines)
+
+
+def _task_key(report: dict[str, Any]) -> tuple[str, str]:
+    return report["setup"]["model"], report["setup"]["task"]
+
+
+def _reft_note(report: dict[str, Any], target: str) -> str | None:
+    """v1's ReFT row is not ReFT as pyreft runs it: say so beside any verdict against it."""
+    if report["setup"].get("protocol_version", 1) == 1 and "above ReFT" in target:
+        return (
+            "against v1's all-token variant at the MLP output, not LoReFT at the first and last "
+            "prompt tokens; v2 runs the faithful one"
+        )
+    return None
+
+
+def _withdrawn_reason(report: dict[str, Any], target: str) -> str | None:
+    """Why a verdict no longer stands, or None: a protocol whose learning rates were
+    transferred from another model's sweeps judges nothing (and a ReFT that starts poorly
+    under a rate chosen for another model measures the transfer, not ReFT)."""
+    source = report["setup"].get("lr_from")
+    if not source:
+        return None
+    reason = (
+        f"withdrawn: its learning rates were transferred from {source}'s sweeps, not chosen "
+        "on this model's validation set"
+    )
+    reft = next((m for m in report["methods"] if m["method"] == "reft"), None)
+    if "ReFT" in target and reft is not None:
+        accuracy = reft["test_accuracy"]
+        reason += (
+            f"; ReFT's {accuracy['mean']:.1f} ± {accuracy['std']:.1f}% is a poor start of v1's "
+            "all-token variant under that rate, not a measure of ReFT"
+        )
+    return reason
+
+
+def _verdict_cell(report: dict[str, Any] | None, target: str) -> str:
+    if report is None:
+        return "not in this protocol"
+    line = next((t for t in report["targets"] if t.split(":", 1)[0] == target), None)
+    if line is None:
+        return "not in this protocol"
+    verdict = line.split(":", 1)[1].strip()
+    judged = "**met**" in verdict or "**missed**" in verdict
+    if judged and (reason := _withdrawn_reason(report, target)):
+        return f"~~{verdict}~~ ({reason})"
+    if judged and (note := _reft_note(report, target)):
+        return f"{verdict} ({note})"
+    return verdict
+
+
+def summary_by_protocol(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> str:
+    """Protocols v1 and v2 on one page: test accuracy per method, task and protocol, each
+    target's verdict under both, and the paired differences behind them."""
+    tasks: list[tuple[str, str]] = []
+    for report in [*v1, *v2]:
+        if _task_key(report) not in tasks:
+            tasks.append(_task_key(report))
+    by_task = {
+        key: (
+            next((r for r in v1 if _task_key(r) == key), None),
+            next((r for r in v2 if _task_key(r) == key), None),
+        )
+        for key in tasks
+    }
+    columns = [
+        (key, version, r)
+        for key, pair in by_task.items()
+        for version, r in zip(("v1", "v2"), pair, strict=True)
+        if r is not None
+    ]
+    lines = [
+        "# Quality study at a glance: protocols v1 and v2",
+        "",
+        "Built by `python benchmarks/quality/run.py` from the per-task reports beside it "
+        "(" + ", ".join(f"`results-{r['protocol']}.md`" for _, _, r in columns) + "), which "
+        "hold the setup, the sweeps, per-seed numbers, cost and every run. v1 trains one epoch "
+        "on a fixed learning-rate grid; v2 (dated in `README.md`) extends the grid at its edges, "
+        "trains longer keeping the checkpoint of best validation loss, and runs ReFT as pyreft "
+        "does. Test accuracy in %, mean ± sd over seeds at the learning rate chosen on "
+        "validation; *italic*: seeds still running; -: not run yet.",
+        "",
+        "| method | " + " | ".join(f"{m}/{t} {v}" for (m, t), v, _ in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    labels: dict[str, str] = {}
+    for _, _, report in columns:
+        for m in report["methods"]:
+            labels.setdefault(m["method"], m["label"])
+    found = [{m["method"]: m for m in r["methods"]} for _, _, r in columns]
+    for name, label in labels.items():
+        cells = []
+        for methods in found:
+            m = methods.get(name)
+            if m is None:
+                cells.append("-")
+                continue
+            acc = m["test_accuracy"]
+            cell = f"{acc['mean']:.1f} ± {acc['std']:.1f} ({m['trainable_percent']:.3g}%)"
+            cells.append(cell if m["complete"] else f"*{cell}*")
+        if any(cell != "-" for cell in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "(In brackets: trainable parameters, % of the model.)", ""]
+    for (model, task), (old, new) in by_task.items():
+        lines += [f"## {task} on {model}", "", "| target | v1 | v2 |", "|---|---|---|"]
+        targets: list[str] = []
+        for report in (old, new):
+            for line in report["targets"] if report else []:
+                name = line.split(":", 1)[0]
+                if name not in targets:
+                    targets.append(name)
+        lines += [
+            f"| {name} | {_verdict_cell(old, name)} | {_verdict_cell(new, name)} |"
+            for name in targets
+        ]
+        lines.append("")
+        for version, report in (("v1", old), ("v2", new)):
+            if report is None or not report["comparisons"]:
+                continue
+            lines += [
+                f"Paired differences, {version} (`{report['protocol']}`):",
+                "",
+                "| A - B | points | per seed | seeds+items 95% | t interval | McNemar p (pooled) |",
+                "|---|---:|---|---:|---:|---:|",
+                *[
+                    f"| {t['a']} - {t['b']} | {t['difference_points']:+.2f} | "
+                    f"{_seed_differences(t)} | {_interval(t, 'seed_item_interval_points')} | "
+                    f"{_seed_t(t)} | {t['p_value']:.2g} |"
+                    for t in report["comparisons"]
+                ],
+                "",
+            ]
+    return "\n".join(lines)

@@ -52,7 +52,7 @@ from plan import (
     quick_protocol,
     run_config,
 )
-from report import build, summary, write
+from report import build, summary, summary_by_protocol, write
 
 sys.path.insert(0, str(HERE.parent))
 from pinning import pinned_checkout
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {protocol.name: protocol for protocol in protocols}
 
     # A summary covers every task of the protocol's study, whichever --protocol this run was
-    # given (v1's in summary.md, v2's in summary-v2.md, the layer study's in summary-layers.md).
+    # given (v1 and v2 side by side in summary.md, the layer study in summary-layers.md, ...).
     every = (
         protocols
         if args.quick
@@ -235,8 +235,6 @@ def at_root(protocol: Protocol, root: Path) -> Protocol:
 
 
 SUMMARIES = {
-    "v1": ("summary.md", "Quality study at a glance"),
-    "v2": ("summary-v2.md", "Quality study at a glance (protocol v2)"),
     "layers": ("summary-layers.md", "Where to steer at a third of the budget: layer study"),
     "distill": ("summary-distill.md", "Distilling a LoRA and a full fine-tune into post-block"),
 }
@@ -248,6 +246,8 @@ def write_reports(every: list[Protocol], selected: tuple[Protocol, ...], command
     Returns the names of the reports written."""
     names = {protocol.name for protocol in selected}
     studies = {protocol.study for protocol in selected}
+    if studies & {"v1", "v2"}:
+        studies |= {"v1", "v2"}  # one page holds both protocols
     built: dict[str, list[dict]] = {}
     for protocol in every:
         if protocol.study not in studies:
@@ -259,9 +259,15 @@ def write_reports(every: list[Protocol], selected: tuple[Protocol, ...], command
         built.setdefault(protocol.study, []).append(report)
         if protocol.name in names:
             write(report, protocol.report_stem)
+    side_by_side = not every[0].quick  # a quick smoke run's page is its own protocol alone
     for study, reports in built.items():
-        file_name, title = SUMMARIES[study]
+        if study in ("v1", "v2") and side_by_side:
+            continue
+        file_name, title = SUMMARIES.get(study, ("summary.md", "Quality study at a glance"))
         (every[0].out_dir / file_name).write_text(summary(reports, title))
+    if side_by_side and ("v1" in built or "v2" in built):
+        page = summary_by_protocol(built.get("v1", []), built.get("v2", []))
+        (every[0].out_dir / "summary.md").write_text(page)
     return {r["protocol"] for reports in built.values() for r in reports} & names
 
 

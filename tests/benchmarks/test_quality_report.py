@@ -113,3 +113,69 @@ def test_an_above_target_is_judged_seed_aware_not_by_the_pooled_test(tmp_path: P
     assert "**missed**" in line and "+10.0, -6.0, +8.0" in line
     text = markdown(report, "x.png")
     assert "seeds+items 95%" in text and "(2 df)" in text
+
+
+def _report(protocol: str, model: str, version: int, targets: list[str], **setup: object) -> dict:
+    accuracy = {"mean": 50.0, "std": 1.0}
+    return {
+        "protocol": protocol,
+        "setup": {"model": model, "task": "listops", "protocol_version": version, **setup},
+        "methods": [
+            {
+                "method": "post_block",
+                "label": "post-block nonlinear r=8",
+                "test_accuracy": accuracy,
+                "trainable_percent": 0.2,
+                "complete": True,
+            },
+            {
+                "method": "reft",
+                "label": "ReFT",
+                "test_accuracy": {"mean": 21.7, "std": 8.5},
+                "trainable_percent": 0.2,
+                "complete": True,
+            },
+        ],
+        "comparisons": [],
+        "targets": targets,
+    }
+
+
+def test_v1_and_v2_side_by_side_with_transferred_verdicts_withdrawn() -> None:
+    from report import summary_by_protocol
+
+    judged = [
+        "post-block within 1 point of full fine-tuning: **met** (gap -1.3 points)",
+        "post-block above ReFT with p < 0.05: **met** (+23.8 points)",
+    ]
+    v1 = [
+        _report("listops-smollm2", "smollm2", 1, judged),
+        _report("listops-gemma3", "gemma3", 1, judged, lr_from="listops-smollm2"),
+    ]
+    v2 = [
+        _report(
+            "listops-smollm2-v2",
+            "smollm2",
+            2,
+            ["post-block above ReFT with p < 0.05: pending (runs missing)"],
+        )
+    ]
+    page = summary_by_protocol(v1, v2)
+    header = next(line for line in page.splitlines() if line.startswith("| method |"))
+    assert header == "| method | smollm2/listops v1 | smollm2/listops v2 | gemma3/listops v1 |"
+    smollm2 = page.split("## listops on smollm2")[1].split("## listops on gemma3")[0]
+    gemma = page.split("## listops on gemma3")[1]
+    # SmolLM2's v1 verdicts stand, its ReFT one says which ReFT it was; v2's sits beside it
+    assert (
+        "| post-block within 1 point of full fine-tuning | **met** (gap -1.3 points) | " in smollm2
+    )
+    reft_row = next(line for line in smollm2.splitlines() if "above ReFT" in line)
+    assert "all-token variant" in reft_row and "~~" not in reft_row
+    assert reft_row.endswith("| pending (runs missing) |")
+    # Gemma's rates were transferred: every judged verdict is struck and says why
+    gemma_rows = [line for line in gemma.splitlines() if line.startswith("| post-block")]
+    assert len(gemma_rows) == 2
+    assert all(
+        "~~**met**" in row and "transferred from listops-smollm2" in row for row in gemma_rows
+    )
+    assert "21.7 ± 8.5% is a poor start" in gemma_rows[1]
