@@ -575,11 +575,24 @@ def summary(reports: list[dict[str, Any]], title: str = "Quality study at a glan
         "| method | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
     ]
+    lines += _accuracy_rows(reports)
+    lines += ["", "(In brackets: trainable parameters, % of the model.)", ""]
+    for report in reports:
+        lines += [f"## {report['protocol']}", "", *[f"- {t}" for t in report["targets"]], ""]
+        if report["comparisons"]:
+            lines += [*_comparison_table(report["comparisons"]), ""]
+    return "\n".join(lines)
+
+
+def _accuracy_rows(reports: list[dict[str, Any]]) -> list[str]:
+    """One table row per method of ``reports`` (in their tables' order), one cell per report:
+    mean ± sd test accuracy and the trainable share; italic while seeds are missing."""
     by_method = [{m["method"]: m for m in r["methods"]} for r in reports]
-    labels: dict[str, str] = {}  # every method of these reports, in their tables' order
+    labels: dict[str, str] = {}
     for report in reports:
         for m in report["methods"]:
             labels.setdefault(m["method"], m["label"])
+    rows = []
     for name, label in labels.items():
         cells = []
         for found in by_method:
@@ -591,24 +604,22 @@ def summary(reports: list[dict[str, Any]], title: str = "Quality study at a glan
             cell = f"{acc['mean']:.1f} ± {acc['std']:.1f} ({m['trainable_percent']:.3g}%)"
             cells.append(cell if m["complete"] else f"*{cell}*")
         if any(cell != "-" for cell in cells):
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "(In brackets: trainable parameters, % of the model.)", ""]
-    for report in reports:
-        lines += [f"## {report['protocol']}", "", *[f"- {t}" for t in report["targets"]], ""]
-        tests = report["comparisons"]
-        if tests:
-            lines += [
-                "| A - B | points | per seed | seeds+items 95% | t interval | McNemar p (pooled) |",
-                "|---|---:|---|---:|---:|---:|",
-                *[
-                    f"| {t['a']} - {t['b']} | {t['difference_points']:+.2f} | "
-                    f"{_seed_differences(t)} | {_interval(t, 'seed_item_interval_points')} | "
-                    f"{_seed_t(t)} | {t['p_value']:.2g} |"
-                    for t in tests
-                ],
-                "",
-            ]
-    return "\n".join(lines)
+            rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _comparison_table(tests: list[dict[str, Any]]) -> list[str]:
+    """The paired differences: pooled, per seed, and the seed-aware intervals."""
+    return [
+        "| A - B | points | per seed | seeds+items 95% | t interval | McNemar p (pooled) |",
+        "|---|---:|---|---:|---:|---:|",
+        *[
+            f"| {t['a']} - {t['b']} | {t['difference_points']:+.2f} | "
+            f"{_seed_differences(t)} | {_interval(t, 'seed_item_interval_points')} | "
+            f"{_seed_t(t)} | {t['p_value']:.2g} |"
+            for t in tests
+        ],
+    ]
 
 
 def _task_key(report: dict[str, Any]) -> tuple[str, str]:
@@ -695,23 +706,7 @@ def summary_by_protocol(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> s
         "| method | " + " | ".join(f"{m}/{t} {v}" for (m, t), v, _ in columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    labels: dict[str, str] = {}
-    for _, _, report in columns:
-        for m in report["methods"]:
-            labels.setdefault(m["method"], m["label"])
-    found = [{m["method"]: m for m in r["methods"]} for _, _, r in columns]
-    for name, label in labels.items():
-        cells = []
-        for methods in found:
-            m = methods.get(name)
-            if m is None:
-                cells.append("-")
-                continue
-            acc = m["test_accuracy"]
-            cell = f"{acc['mean']:.1f} ± {acc['std']:.1f} ({m['trainable_percent']:.3g}%)"
-            cells.append(cell if m["complete"] else f"*{cell}*")
-        if any(cell != "-" for cell in cells):
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += _accuracy_rows([r for _, _, r in columns])
     lines += ["", "(In brackets: trainable parameters, % of the model.)", ""]
     for (model, task), (old, new) in by_task.items():
         lines += [f"## {task} on {model}", "", "| target | v1 | v2 |", "|---|---|---|"]
@@ -732,14 +727,7 @@ def summary_by_protocol(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> s
             lines += [
                 f"Paired differences, {version} (`{report['protocol']}`):",
                 "",
-                "| A - B | points | per seed | seeds+items 95% | t interval | McNemar p (pooled) |",
-                "|---|---:|---|---:|---:|---:|",
-                *[
-                    f"| {t['a']} - {t['b']} | {t['difference_points']:+.2f} | "
-                    f"{_seed_differences(t)} | {_interval(t, 'seed_item_interval_points')} | "
-                    f"{_seed_t(t)} | {t['p_value']:.2g} |"
-                    for t in report["comparisons"]
-                ],
+                *_comparison_table(report["comparisons"]),
                 "",
             ]
     return "\n".join(lines)
