@@ -232,3 +232,12 @@ def test_without_the_ml_core_exports_are_503(
         code="export_unavailable",
         mentions=("torch",),
     )
+
+
+def test_the_api_knows_every_export_format_of_the_core() -> None:
+    """The API checks ``format`` without importing the exports (they need torch): its list
+    must be the core's."""
+    from api.services.adapter_exports import EXPORT_FORMATS as API_FORMATS
+    from steering_core.artifact.exports import EXPORT_FORMATS
+
+    assert API_FORMATS == EXPORT_FORMATS
