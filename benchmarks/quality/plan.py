@@ -314,12 +314,26 @@ V2_TRAINING: dict[str, Any] = {
 
 
 def _v2(protocol: Protocol, **changes: Any) -> Protocol:
-    return replace(protocol, name=f"{protocol.name}-v2", study="v2", **V2_TRAINING, **changes)
+    return replace(protocol, name=f"{protocol.name}-v2", study="v2", **{**V2_TRAINING, **changes})
+
+
+def _sharing(
+    methods: tuple[MethodPlan, ...], name: str, same_runs_as: tuple[str, str]
+) -> tuple[MethodPlan, ...]:
+    """``methods`` with ``name`` counting ``same_runs_as``'s runs as its own."""
+    return tuple(replace(m, same_runs_as=same_runs_as) if m.name == name else m for m in methods)
 
 
 V2_PROTOCOLS = {
     "listops-smollm2-v2": lambda: _v2(listops_protocol("smollm2"), max_extensions=2),
-    "arithmetic-smollm2-v2": lambda: _v2(arithmetic_protocol("smollm2"), max_extensions=2),
+    # post-block's sweep chose 5e-3, the layer study's rate for arithmetic: that study's
+    # all-layers arm trains the same configuration (seed 0 agrees item for item), so its seeds
+    # count here
+    "arithmetic-smollm2-v2": lambda: _v2(
+        arithmetic_protocol("smollm2"),
+        max_extensions=2,
+        method_table=_sharing(METHODS_V2, "post_block", ("arithmetic-smollm2-layers", "all")),
+    ),
     # Gemma-3-270M: its own sweeps (v1 took SmolLM2's rates), one added point per side at most,
     # post-block, full fine-tuning and ReFT only; after every SmolLM2 run (tier 1).
     "listops-gemma3-v2": lambda: _v2(

@@ -385,3 +385,40 @@ def test_v2_protocols_are_the_study_and_say_how_they_train(tmp_path: Path) -> No
         True,
     )
     assert config["protocol_version"] == 2
+
+
+def test_v2_arithmetic_post_block_counts_the_layer_studys_all_layers_seeds(
+    tmp_path: Path,
+) -> None:
+    """v2's sweep chose 5e-3, the layer study's arithmetic rate; the all-layers arm is the same
+    configuration, so its seeds 1 and 2 complete v2's row instead of running again."""
+    import shutil
+
+    from plan import PROTOCOLS, adopt_same_runs, load_results, methods_of
+
+    real = PROTOCOLS["arithmetic-smollm2-v2"]()
+    layers = PROTOCOLS["arithmetic-smollm2-layers"]()
+    # the evidence: seed 0 of both, trained separately, scores every item the same way
+    v2_s0 = json.loads((real.runs_dir / "post_block-lr0.005-s0.json").read_text())
+    layers_s0 = json.loads((layers.runs_dir / "all-lr0.005-s0.json").read_text())
+    assert v2_s0["test_correct"] == layers_s0["test_correct"]
+    assert v2_s0["validation_correct"] == layers_s0["validation_correct"]
+
+    from dataclasses import replace
+
+    protocol = replace(real, out_dir=tmp_path)
+    shutil.copytree(real.runs_dir, protocol.runs_dir)
+    adopted = adopt_same_runs(protocol, lambda name: PROTOCOLS[name]().runs_dir)
+    assert adopted == [run_key("post_block", 5e-3, seed) for seed in (1, 2)]
+    results = load_results(protocol.runs_dir)
+    s1 = results[run_key("post_block", 5e-3, 1)]
+    assert s1["reused_from"] == "arithmetic-smollm2-layers/all-lr0.005-s1"
+    assert (
+        s1["test_correct"]
+        == json.loads((layers.runs_dir / "all-lr0.005-s1.json").read_text())["test_correct"]
+    )
+    post_block = [m for m in methods_of(protocol) if m.name == "post_block"]
+    assert next_runs(protocol, results, tuple(post_block)) == []  # the row is complete
+    # the other protocols' tables are untouched: only arithmetic's post-block shares
+    listops = PROTOCOLS["listops-smollm2-v2"]()
+    assert all(m.same_runs_as is None for m in methods_of(listops))
