@@ -393,6 +393,7 @@ def test_v2_arithmetic_post_block_counts_the_layer_studys_all_layers_seeds(
     """v2's sweep chose 5e-3, the layer study's arithmetic rate; the all-layers arm is the same
     configuration, so its seeds 1 and 2 complete v2's row instead of running again."""
     import shutil
+    from dataclasses import replace
 
     from plan import PROTOCOLS, adopt_same_runs, load_results, methods_of
 
@@ -403,8 +404,6 @@ def test_v2_arithmetic_post_block_counts_the_layer_studys_all_layers_seeds(
     layers_s0 = json.loads((layers.runs_dir / "all-lr0.005-s0.json").read_text())
     assert v2_s0["test_correct"] == layers_s0["test_correct"]
     assert v2_s0["validation_correct"] == layers_s0["validation_correct"]
-
-    from dataclasses import replace
 
     protocol = replace(real, out_dir=tmp_path)
     protocol.runs_dir.mkdir(parents=True)
