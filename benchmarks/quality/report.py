@@ -167,9 +167,11 @@ def verdicts(
     else:
         gap = full - pb
         verdict = "met" if gap <= 1.0 else "missed"
+        found = test("post_block", "full")
+        paired = "" if found is None else f"; {_gap_certainty(found)}"
         lines.append(
             f"post-block within 1 point of full fine-tuning: **{verdict}** "
-            f"(post-block {pb:.1f}%, full {full:.1f}%, gap {gap:+.1f} points)"
+            f"(post-block {pb:.1f}%, full {full:.1f}%, gap {gap:+.1f} points{paired})"
         )
     for other, label in (("site_mlp", "post-MLP"), ("reft", "ReFT")):
         if runs is not None and other not in runs:
@@ -263,10 +265,29 @@ def distill_verdicts(
         lines.append(
             f"{claim}: **{verdict}** (distilled {ours:.1f}%, source {theirs:.1f}%: "
             f"{100 * share:.0f}%{shortfall}; paired difference {found['difference_points']:+.2f} "
-            f"points, per seed {_seed_differences(found)}, seeds and items resampled: 95% "
-            f"interval {_interval(found, 'seed_item_interval_points')})"
+            f"points, per seed {_seed_differences(found)}, t interval {_seed_t(found)}; seeds "
+            f"and items resampled: 95% interval {_interval(found, 'seed_item_interval_points')})"
         )
     return lines
+
+
+def _gap_certainty(test: dict[str, Any], margin: float = 1.0) -> str:
+    """Post-block minus full fine-tuning, seed-aware, and what its interval says of the
+    1-point margin: beyond it, inside it, or not settled by these seeds."""
+    interval = test.get("seed_item_interval_points")
+    if not interval or None in interval:
+        where = "no interval"
+    elif interval[1] < -margin:
+        where = f"more than {margin:g} point behind, beyond noise"
+    elif interval[0] >= -margin:
+        where = f"within {margin:g} point, beyond noise"
+    else:
+        where = f"the interval spans -{margin:g} point: not settled by these seeds"
+    return (
+        f"paired difference {test['difference_points']:+.2f} points, per seed "
+        f"{_seed_differences(test)}, t interval {_seed_t(test)}; seeds and items resampled: "
+        f"95% interval {_interval(test, 'seed_item_interval_points')}, {where}"
+    )
 
 
 def _interval(test: dict[str, Any], key: str = "ci95_points") -> str:

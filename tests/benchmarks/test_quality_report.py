@@ -4,7 +4,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from plan import LORA_GRID, STEERING_GRID, Protocol, listops_protocol, run_key
+import pytest
+from plan import FULL_GRID, LORA_GRID, STEERING_GRID, Protocol, listops_protocol, run_key
 from report import build, markdown
 
 TEST_ITEMS = 1000
@@ -113,6 +114,40 @@ def test_an_above_target_is_judged_seed_aware_not_by_the_pooled_test(tmp_path: P
     assert "**missed**" in line and "+10.0, -6.0, +8.0" in line
     text = markdown(report, "x.png")
     assert "seeds+items 95%" in text and "(2 df)" in text
+
+
+@pytest.mark.parametrize(
+    ("full_per_seed", "where"),
+    [
+        ((530, 530, 530), "more than 1 point behind, beyond noise"),
+        ((500, 500, 500), "within 1 point, beyond noise"),
+        ((470, 560, 515), "the interval spans -1 point: not settled by these seeds"),
+    ],
+)
+def test_the_full_fine_tuning_gap_says_what_its_seed_aware_interval_shows(
+    tmp_path: Path, full_per_seed: tuple[int, int, int], where: str
+) -> None:
+    """Post-block scores 50.0% on every seed; the verdict on the 1-point margin keeps its
+    rule (the mean gap) and carries the per-seed differences, their t interval and the
+    seeds-and-items interval, with what that interval says of the margin."""
+    protocol = replace(listops_protocol("smollm2"), out_dir=tmp_path)
+    results: dict[str, dict] = {}
+    for method, grid, chosen, per_seed in (
+        ("post_block", STEERING_GRID, 2e-3, (500, 500, 500)),
+        ("full", FULL_GRID, 3e-5, full_per_seed),
+    ):
+        for lr, accuracy in zip(grid, (0.30, 0.50, 0.40), strict=True):
+            key = run_key(method, lr, 0)
+            results[key] = _record(key, 0, per_seed[0] / TEST_ITEMS, accuracy)
+        for seed in (1, 2):
+            key = run_key(method, chosen, seed)
+            results[key] = _record(key, seed, per_seed[seed] / TEST_ITEMS, 0.5)
+    report = build(protocol, results, "run.py")
+    (line,) = [t for t in report["targets"] if t.startswith("post-block within 1 point")]
+    differences = ", ".join(f"{(500 - n) / 10:+.1f}" for n in full_per_seed)
+    assert f"per seed {differences}, t interval " in line and "(2 df)" in line
+    assert "seeds and items resampled: 95% interval " in line
+    assert line.endswith(f", {where})")
 
 
 def _report(protocol: str, model: str, version: int, targets: list[str], **setup: object) -> dict:
