@@ -194,11 +194,13 @@ def verdicts(
     if joint is None or lora is None or pb is None:
         lines.append("joint at least as good as the better of LoRA and post-block: pending")
     else:
-        best = max(lora, pb)
+        best, rival = max((lora, "lora"), (pb, "post_block"))
+        found = test("joint", rival)
+        paired = "" if found is None else f"; against {rival}: {_paired_certainty(found)}"
         lines.append(
             "joint at least as good as the better of LoRA and post-block: "
             f"**{'met' if joint >= best else 'missed'}** (joint {joint:.1f}%, LoRA {lora:.1f}%, "
-            f"post-block {pb:.1f}%)"
+            f"post-block {pb:.1f}%{paired})"
         )
     return lines
 
@@ -283,10 +285,28 @@ def _gap_certainty(test: dict[str, Any], margin: float = 1.0) -> str:
         where = f"within {margin:g} point, beyond noise"
     else:
         where = f"the interval spans -{margin:g} point: not settled by these seeds"
+    return f"{_paired(test)}, {where}"
+
+
+def _paired_certainty(test: dict[str, Any]) -> str:
+    """A minus B, seed-aware, and whether the seeds-and-items interval clears zero."""
+    interval = test.get("seed_item_interval_points")
+    if not interval or None in interval:
+        where = "no interval"
+    elif interval[0] > 0:
+        where = "better beyond noise"
+    elif interval[1] < 0:
+        where = "worse beyond noise"
+    else:
+        where = "within noise"
+    return f"{_paired(test)}, {where}"
+
+
+def _paired(test: dict[str, Any]) -> str:
     return (
         f"paired difference {test['difference_points']:+.2f} points, per seed "
         f"{_seed_differences(test)}, t interval {_seed_t(test)}; seeds and items resampled: "
-        f"95% interval {_interval(test, 'seed_item_interval_points')}, {where}"
+        f"95% interval {_interval(test, 'seed_item_interval_points')}"
     )
 
 

@@ -150,6 +150,30 @@ def test_the_full_fine_tuning_gap_says_what_its_seed_aware_interval_shows(
     assert line.endswith(f", {where})")
 
 
+def test_the_joint_verdict_carries_its_seed_aware_test_against_the_better_rival(
+    tmp_path: Path,
+) -> None:
+    """Post-block (50.0%) beats LoRA (48.0%), so joint is tested against post-block."""
+    protocol = replace(listops_protocol("smollm2"), out_dir=tmp_path)
+    results: dict[str, dict] = {}
+    for method, grid, chosen, per_seed in (
+        ("post_block", STEERING_GRID, 2e-3, (500, 500, 500)),
+        ("lora", LORA_GRID, 5e-4, (480, 480, 480)),
+        ("joint", LORA_GRID, 5e-4, (530, 520, 525)),
+    ):
+        for lr, accuracy in zip(grid, (0.30, 0.50, 0.40), strict=True):
+            key = run_key(method, lr, 0)
+            results[key] = _record(key, 0, per_seed[0] / TEST_ITEMS, accuracy)
+        for seed in (1, 2):
+            key = run_key(method, chosen, seed)
+            results[key] = _record(key, seed, per_seed[seed] / TEST_ITEMS, 0.5)
+    report = build(protocol, results, "run.py")
+    (line,) = [t for t in report["targets"] if t.startswith("joint at least as good")]
+    assert "**met**" in line and "against post_block: paired difference +2.50 points" in line
+    assert "per seed +3.0, +2.0, +2.5, t interval " in line and "(2 df)" in line
+    assert line.endswith(", better beyond noise)")
+
+
 def _report(protocol: str, model: str, version: int, targets: list[str], **setup: object) -> dict:
     accuracy = {"mean": 50.0, "std": 1.0}
     return {
