@@ -31,6 +31,21 @@ def _record(key: str, seed: int, test_accuracy: float, validation_accuracy: floa
     }
 
 
+def _swept_then_seeded(
+    method: str, grid: tuple[float, ...], per_seed: tuple[int, int, int]
+) -> dict[str, dict]:
+    """A method's seed-0 sweep (its middle rate best on validation) and seeds 1, 2 there, with
+    ``per_seed`` test items right on each seed."""
+    results = {}
+    for lr, accuracy in zip(grid, (0.30, 0.50, 0.40), strict=True):
+        key = run_key(method, lr, 0)
+        results[key] = _record(key, 0, per_seed[0] / TEST_ITEMS, accuracy)
+    for seed in (1, 2):
+        key = run_key(method, grid[1], seed)
+        results[key] = _record(key, seed, per_seed[seed] / TEST_ITEMS, 0.5)
+    return results
+
+
 def _gemma_after_smollm2_post_block_sweep(tmp_path: Path) -> Protocol:
     """Gemma's ListOps protocol, its rates from SmolLM2's, whose post-block sweep chose 2e-3."""
     source = replace(listops_protocol("smollm2"), out_dir=tmp_path)
@@ -96,14 +111,10 @@ def test_an_above_target_is_judged_seed_aware_not_by_the_pooled_test(tmp_path: P
     pooled over items x seeds McNemar calls it (p far below 0.05), but three seeds that
     disagree cannot: the verdict follows the seed-aware interval."""
     protocol = replace(listops_protocol("smollm2"), out_dir=tmp_path)
-    results: dict[str, dict] = {}
-    for method, per_seed in (("post_block", (600, 440, 580)), ("reft", (500, 500, 500))):
-        for lr, accuracy in zip(STEERING_GRID, (0.30, 0.50, 0.40), strict=True):
-            key = run_key(method, lr, 0)
-            results[key] = _record(key, 0, per_seed[0] / TEST_ITEMS, accuracy)
-        for seed in (1, 2):
-            key = run_key(method, 2e-3, seed)
-            results[key] = _record(key, seed, per_seed[seed] / TEST_ITEMS, 0.5)
+    results = {
+        **_swept_then_seeded("post_block", STEERING_GRID, (600, 440, 580)),
+        **_swept_then_seeded("reft", STEERING_GRID, (500, 500, 500)),
+    }
     report = build(protocol, results, "run.py")
     (test,) = [t for t in report["comparisons"] if (t["a"], t["b"]) == ("post_block", "reft")]
     assert test["p_value"] < 1e-6
@@ -131,17 +142,10 @@ def test_the_full_fine_tuning_gap_says_what_its_seed_aware_interval_shows(
     rule (the mean gap) and carries the per-seed differences, their t interval and the
     seeds-and-items interval, with what that interval says of the margin."""
     protocol = replace(listops_protocol("smollm2"), out_dir=tmp_path)
-    results: dict[str, dict] = {}
-    for method, grid, chosen, per_seed in (
-        ("post_block", STEERING_GRID, 2e-3, (500, 500, 500)),
-        ("full", FULL_GRID, 3e-5, full_per_seed),
-    ):
-        for lr, accuracy in zip(grid, (0.30, 0.50, 0.40), strict=True):
-            key = run_key(method, lr, 0)
-            results[key] = _record(key, 0, per_seed[0] / TEST_ITEMS, accuracy)
-        for seed in (1, 2):
-            key = run_key(method, chosen, seed)
-            results[key] = _record(key, seed, per_seed[seed] / TEST_ITEMS, 0.5)
+    results = {
+        **_swept_then_seeded("post_block", STEERING_GRID, (500, 500, 500)),
+        **_swept_then_seeded("full", FULL_GRID, full_per_seed),
+    }
     report = build(protocol, results, "run.py")
     (line,) = [t for t in report["targets"] if t.startswith("post-block within 1 point")]
     differences = ", ".join(f"{(500 - n) / 10:+.1f}" for n in full_per_seed)
@@ -155,18 +159,11 @@ def test_the_joint_verdict_carries_its_seed_aware_test_against_the_better_rival(
 ) -> None:
     """Post-block (50.0%) beats LoRA (48.0%), so joint is tested against post-block."""
     protocol = replace(listops_protocol("smollm2"), out_dir=tmp_path)
-    results: dict[str, dict] = {}
-    for method, grid, chosen, per_seed in (
-        ("post_block", STEERING_GRID, 2e-3, (500, 500, 500)),
-        ("lora", LORA_GRID, 5e-4, (480, 480, 480)),
-        ("joint", LORA_GRID, 5e-4, (530, 520, 525)),
-    ):
-        for lr, accuracy in zip(grid, (0.30, 0.50, 0.40), strict=True):
-            key = run_key(method, lr, 0)
-            results[key] = _record(key, 0, per_seed[0] / TEST_ITEMS, accuracy)
-        for seed in (1, 2):
-            key = run_key(method, chosen, seed)
-            results[key] = _record(key, seed, per_seed[seed] / TEST_ITEMS, 0.5)
+    results = {
+        **_swept_then_seeded("post_block", STEERING_GRID, (500, 500, 500)),
+        **_swept_then_seeded("lora", LORA_GRID, (480, 480, 480)),
+        **_swept_then_seeded("joint", LORA_GRID, (530, 520, 525)),
+    }
     report = build(protocol, results, "run.py")
     (line,) = [t for t in report["targets"] if t.startswith("joint at least as good")]
     assert "**met**" in line and "against post_block: paired difference +2.50 points" in line
