@@ -223,14 +223,8 @@ def layer_verdicts(summaries: dict[str, dict[str, Any]], tests: list[dict[str, A
             continue
         mean_a, mean_b = a["test_accuracy"]["mean"], b["test_accuracy"]["mean"]
         verdict = "met" if mean_a >= mean_b else "missed"
-        sure = (
-            "auto better beyond noise"
-            if found.get("a_better_seed_aware")
-            else "auto worse beyond noise"
-            if (found.get("seed_item_interval_points") or [None, 0])[1] is not None
-            and found["seed_item_interval_points"][1] < 0
-            else "within noise"
-        )
+        reading = _noise_reading(found)
+        sure = f"auto {reading}" if "beyond" in reading else "within noise"
         lines.append(
             f"{claim}: **{verdict}** (auto {mean_a:.1f}%, {other} {mean_b:.1f}%, paired "
             f"difference {found['difference_points']:+.2f} points, per seed "
@@ -290,16 +284,19 @@ def _gap_certainty(test: dict[str, Any], margin: float = 1.0) -> str:
 
 def _paired_certainty(test: dict[str, Any]) -> str:
     """A minus B, seed-aware, and whether the seeds-and-items interval clears zero."""
+    return f"{_paired(test)}, {_noise_reading(test)}"
+
+
+def _noise_reading(test: dict[str, Any]) -> str:
+    """Where the seeds-and-items interval of A - B lies against zero."""
     interval = test.get("seed_item_interval_points")
     if not interval or None in interval:
-        where = "no interval"
-    elif interval[0] > 0:
-        where = "better beyond noise"
-    elif interval[1] < 0:
-        where = "worse beyond noise"
-    else:
-        where = "within noise"
-    return f"{_paired(test)}, {where}"
+        return "no interval"
+    if interval[0] > 0:
+        return "better beyond noise"
+    if interval[1] < 0:
+        return "worse beyond noise"
+    return "within noise"
 
 
 def _paired(test: dict[str, Any]) -> str:
