@@ -19,7 +19,7 @@ from steering_core.methods.registry import parse_method
 from steering_core.model.loading import build_tiny_tokenizer, load_model
 from steering_core.spec.training_spec import Hyperparameters, resolve_hyperparameters
 from tests.service.harness import running_service
-from tests.steering_core.train_helpers import write_preferences
+from tests.steering_core.train_helpers import assert_prefers_the_preferred, write_preferences
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,7 @@ def test_a_dpo_job_trains_a_steering_adapter_end_to_end(tmp_path: Path) -> None:
             training_file=training["id"],
             validation_file=validation["id"],
             suffix="prefers",
+            seed=7,
             method={
                 "type": "dpo",
                 "dpo": {
@@ -88,4 +89,4 @@ def test_a_dpo_job_trains_a_steering_adapter_end_to_end(tmp_path: Path) -> None:
     # the reference of a trained adapter is the untouched base model, exactly, in fp32
     assert torch.equal(objective.reference_log_probs(attached.model, batch), base_logps)
     trained, untouched = _margins(policy_logps), _margins(base_logps)
-    assert float((trained > untouched).float().mean()) > 0.8
+    assert_prefers_the_preferred(trained, untouched)

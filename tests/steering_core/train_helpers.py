@@ -108,6 +108,18 @@ def write_preferences(path: Path, n: int = 32, seed: int = 0) -> Path:
     return path
 
 
+def assert_prefers_the_preferred(trained: Any, untouched: Any) -> None:
+    """A DPO-trained adapter, on the 32 sum pairs of ``write_preferences``: the margin
+    log p(preferred) - log p(rejected) grows on average and on most pairs, and more pairs end
+    preferring the right sum than under the untouched base. Across training seeds 0-11 the
+    tiny model's adapter grows the mean margin by 0.69-0.75 nats and the margin of 24-27 of
+    32 pairs, so these floors hold for any seed, not one."""
+    gain = trained - untouched
+    assert float(gain.mean()) > 0.4, gain
+    assert float((gain > 0).float().mean()) >= 0.7, gain
+    assert float((trained > 0).float().mean()) >= float((untouched > 0).float().mean()) + 0.2
+
+
 def assert_resumes_to_the_same_adapter(spec: Any, root: Path) -> None:
     """Train ``spec`` (checkpointing every 4 steps) uninterrupted, then again cancelled at the
     sixth step boundary and resumed: the same losses and the same adapter tensors."""
