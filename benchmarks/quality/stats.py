@@ -1,5 +1,6 @@
 """Statistics of the quality study: summaries across seeds, McNemar's paired test (items x seeds
-pooled) and seed-aware comparisons (per-seed differences, seeds and items resampled). Torch-free."""
+pooled) and seed-aware comparisons (per-seed differences, seeds and items resampled). Torch-free:
+the standard library and numpy."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 import random
 import statistics
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -140,25 +143,73 @@ class SeedLevel:
         return self.bootstrap_interval[1] < 0
 
 
+class _RandrangeStream:
+    """``random.Random(seed).randrange(n)``, call after call, drawn in bulk: the same values in
+    the same order. ``randrange(n)`` takes ``getrandbits(n.bit_length())`` and draws again while
+    the value is ``>= n``; ``getrandbits(k)`` for ``k <= 32`` is one 32-bit word of the generator
+    shifted right by ``32 - k``, and ``getrandbits(32 * m)`` is the next ``m`` words, the first in
+    the lowest bits. So a block of words is read at once and the rejection done on arrays."""
+
+    _BLOCK = 1 << 16  # words per refill
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._words = np.empty(0, dtype=np.uint32)
+        self._at = 0
+
+    def _ensure(self, count: int) -> None:
+        if self._at + count <= len(self._words):
+            return
+        blocks = max(self._BLOCK, count)
+        fresh = np.frombuffer(
+            self._rng.getrandbits(32 * blocks).to_bytes(4 * blocks, "little"), dtype="<u4"
+        )
+        self._words = np.concatenate([self._words[self._at :], fresh])
+        self._at = 0
+
+    def draw(self, n: int, count: int) -> np.ndarray:
+        """The next ``count`` values of ``randrange(n)``."""
+        if not 1 <= n < 1 << 32:
+            raise ValueError(f"randrange bound {n} outside 1..2**32-1")
+        shift = 32 - n.bit_length()
+        taken = np.empty(0, dtype=np.int64)
+        while len(taken) < count:
+            wanted = count - len(taken)
+            look = wanted + wanted // 2 + 64
+            self._ensure(look)
+            values = (self._words[self._at : self._at + look] >> shift).astype(np.int64)
+            accepted = values < n
+            kept = np.flatnonzero(accepted)[:wanted]
+            used = int(kept[-1]) + 1 if len(kept) == wanted else look
+            taken = np.concatenate([taken, values[kept]])
+            self._at += used
+        return taken
+
+
 def seed_item_bootstrap(
     a: list[str], b: list[str], draws: int = 4000, seed: int = 0
 ) -> tuple[float, float]:
     """A 95% percentile interval of A-B in points, resampling seeds and items together: each
     draw picks seeds with replacement and items with replacement (the same items for every
-    seed drawn), so both the run-to-run variance and the item sample's show in its width."""
+    seed drawn), so both the run-to-run variance and the item sample's show in its width.
+    Draw by draw, the seeds are ``seeds`` calls of ``random.Random(seed).randrange(seeds)``
+    and the items the next ``items`` calls of ``randrange(items)``."""
     seeds, items = len(a), len(a[0]) if a else 0
     if not seeds or not items:
         return (0.0, 0.0)
-    differences = [
-        [int(x) - int(y) for x, y in zip(bits_a, bits_b, strict=True)]
-        for bits_a, bits_b in zip(a, b, strict=True)
-    ]
-    rng = random.Random(seed)
+    differences = np.array(
+        [
+            [int(x) - int(y) for x, y in zip(bits_a, bits_b, strict=True)]
+            for bits_a, bits_b in zip(a, b, strict=True)
+        ],
+        dtype=np.int64,
+    )
+    stream = _RandrangeStream(seed)
     means = []
     for _ in range(draws):
-        chosen_seeds = [rng.randrange(seeds) for _ in range(seeds)]
-        chosen_items = [rng.randrange(items) for _ in range(items)]
-        total = sum(differences[s][i] for s in chosen_seeds for i in chosen_items)
+        chosen_seeds = stream.draw(seeds, seeds)
+        picks = np.bincount(stream.draw(items, items), minlength=items)
+        total = int((differences @ picks)[chosen_seeds].sum())
         means.append(100.0 * total / (seeds * items))
     means.sort()
     return (means[int(0.025 * draws)], means[min(draws - 1, int(0.975 * draws))])

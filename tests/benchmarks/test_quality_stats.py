@@ -10,6 +10,7 @@ from stats import (
     binomial_two_sided_p,
     mcnemar,
     paired_interval,
+    seed_item_bootstrap,
     seed_level,
     spread,
     t_975,
@@ -140,3 +141,31 @@ def test_seed_level_refuses_mismatched_sides() -> None:
         seed_level(["01"], ["01", "10"])
     with pytest.raises(ValueError):
         seed_level(["011"], ["01"])
+
+
+def _bootstrap_one_draw_at_a_time(a: list[str], b: list[str], draws: int) -> tuple[float, float]:
+    """The seeds-and-items bootstrap as written plainly: randrange call after call."""
+    seeds, items = len(a), len(a[0])
+    pairs = zip(a, b, strict=True)
+    differences = [[int(x) - int(y) for x, y in zip(p, q, strict=True)] for p, q in pairs]
+    rng = random.Random(0)
+    means = []
+    for _ in range(draws):
+        chosen_seeds = [rng.randrange(seeds) for _ in range(seeds)]
+        chosen_items = [rng.randrange(items) for _ in range(items)]
+        total = sum(differences[s][i] for s in chosen_seeds for i in chosen_items)
+        means.append(100.0 * total / (seeds * items))
+    means.sort()
+    return (means[int(0.025 * draws)], means[min(draws - 1, int(0.975 * draws))])
+
+
+@pytest.mark.parametrize(
+    ("seeds", "items"),
+    [(1, 1), (1, 7), (3, 64), (3, 200), (2, 1000), (3, 1024), (4, 1500)],
+)
+def test_the_bulk_bootstrap_draws_exactly_what_randrange_draws(seeds: int, items: int) -> None:
+    rng = random.Random(seeds * 7919 + items)
+    a = ["".join(rng.choice("01") for _ in range(items)) for _ in range(seeds)]
+    b = ["".join(rng.choice("0011") for _ in range(items)) for _ in range(seeds)]
+    draws = 150
+    assert seed_item_bootstrap(a, b, draws=draws) == _bootstrap_one_draw_at_a_time(a, b, draws)
