@@ -24,6 +24,7 @@ def test_a_lora_job_distilled_into_a_post_block_adapter(tmp_path: Path) -> None:
             model="tiny-llama",
             training_file=data["id"],
             suffix="teacher",
+            seed=7,
             method={"type": "lora", "lora": {"hyperparameters": hyperparameters}},
         )
         taught = service.wait_for(teacher["id"], FINAL)
@@ -32,6 +33,7 @@ def test_a_lora_job_distilled_into_a_post_block_adapter(tmp_path: Path) -> None:
             model="tiny-llama",
             training_file=data["id"],
             suffix="student",
+            seed=7,
             method={
                 "type": "distill",
                 "distill": {
