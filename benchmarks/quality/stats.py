@@ -160,9 +160,9 @@ class _RandrangeStream:
     def _ensure(self, count: int) -> None:
         if self._at + count <= len(self._words):
             return
-        blocks = max(self._BLOCK, count)
+        words = max(self._BLOCK, count)
         fresh = np.frombuffer(
-            self._rng.getrandbits(32 * blocks).to_bytes(4 * blocks, "little"), dtype="<u4"
+            self._rng.getrandbits(32 * words).to_bytes(4 * words, "little"), dtype="<u4"
         )
         self._words = np.concatenate([self._words[self._at :], fresh])
         self._at = 0
