@@ -615,6 +615,47 @@ def select(
     return _select_on(grid_for(method, protocol, results), method, protocol, results)
 
 
+@dataclass(frozen=True)
+class GridEdge:
+    """A chosen learning rate that is still an edge of its sweep once the sweep stops growing."""
+
+    side: str  # "top" or "bottom"
+    learning_rate: float
+    added: int  # points added past the method's grid on that side
+    reason: str  # why the grid stops there
+
+
+def grid_edge(
+    method: MethodPlan, protocol: Protocol, results: dict[str, dict[str, Any]]
+) -> GridEdge | None:
+    """Where a protocol that extends grids (v2) chose a rate at an edge of the final sweep:
+    which edge, and why no further point was run. None for an interior rate, an unfinished
+    sweep, a fixed-grid protocol or rates taken from another protocol."""
+    if protocol.max_extensions == 0 or protocol.lr_from is not None or not method.grid:
+        return None
+    grid = grid_for(method, protocol, results)
+    chosen = _select_on(grid, method, protocol, results)
+    if chosen is None or len(grid) < 2:
+        return None
+    lr = chosen.learning_rate
+    if lr not in (grid[0], grid[-1]):
+        return None
+    top = lr == grid[-1]
+    ladder = method.above if top else method.below
+    added = sum(
+        1 for point in grid if (point > max(method.grid) if top else point < min(method.grid))
+    )
+    cap = min(protocol.max_extensions, len(ladder))
+    if added < cap:
+        return None  # grid_for would add the next point: the sweep is not finished
+    reason = (
+        f"the protocol adds at most {protocol.max_extensions} points per side"
+        if added >= protocol.max_extensions
+        else "the method's grid lists no further point on that side"
+    )
+    return GridEdge("top" if top else "bottom", lr, added, reason)
+
+
 def _select_on(
     grid: tuple[float, ...],
     method: MethodPlan,

@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plan import MethodPlan, Protocol, derived_results, methods_of, run_key, selection_for
+from plan import (
+    MethodPlan,
+    Protocol,
+    derived_results,
+    grid_edge,
+    methods_of,
+    run_key,
+    selection_for,
+)
 from stats import accuracy_by_group, mcnemar, seed_level, spread
 
 # (A, B, what the target asks of A against B)
@@ -76,6 +84,7 @@ def method_summary(
         if not runs:  # a rate taken from another protocol (lr_from), none of its runs done yet
             return None
     accuracy = spread([100.0 * r["test_accuracy"] for r in runs])
+    edge = grid_edge(method, protocol, results) if method.method is not None else None
     by_operator = [accuracy_by_group(r["test_correct"], groups) for r in runs]
     return {
         "method": method.name,
@@ -83,6 +92,7 @@ def method_summary(
         "learning_rate": lr,
         "steering_learning_rate": runs[0]["config"].get("steering_learning_rate"),
         "sweep_validation_accuracy": {f"{k:g}": round(100 * v[0], 2) for k, v in sweep.items()},
+        "grid_edge": None if edge is None else edge.__dict__,
         "seeds": [r["config"]["seed"] for r in runs],
         "complete": len(runs) == (1 if method.method is None else len(protocol.seeds)),
         "test_accuracy": accuracy.__dict__,
@@ -496,6 +506,16 @@ def markdown(report: dict[str, Any], png_name: str) -> str:
             f"{m['peak_rss_train_gib']:.2f} | {m['generation_accuracy']:.0f}% "
             f"| {100 * m['generation_agreement']:.0f}% |"
         )
+    edges = [m for m in report["methods"] if m.get("grid_edge")]
+    if edges:
+        lines += ["", "Rates chosen at an edge of their sweep, where the sweep stopped:", ""]
+        lines += [
+            f"- {m['label']}: {e['learning_rate']:g}, the {e['side']} of its grid after "
+            f"{e['added']} added point{'s' if e['added'] != 1 else ''}; no further point "
+            f"because {e['reason']}, so a better rate may lie beyond it"
+            for m in edges
+            for e in [m["grid_edge"]]
+        ]
     lines += [
         "",
         "## Paired tests",

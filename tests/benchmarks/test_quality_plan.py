@@ -425,3 +425,18 @@ def test_v2_arithmetic_post_block_counts_the_layer_studys_all_layers_seeds(
     # the other protocols' tables are untouched: only arithmetic's post-block shares
     listops = PROTOCOLS["listops-smollm2-v2"]()
     assert all(m.same_runs_as is None for m in methods_of(listops))
+
+
+def test_a_rate_left_at_an_edge_after_the_allowance_is_named_with_the_reason() -> None:
+    from plan import grid_edge
+
+    post_block = _v2().method_table[0]
+    results = {**_point(1e-3, 0.40), **_point(2e-3, 0.45), **_point(5e-3, 0.60)}
+    assert grid_edge(post_block, _v2(), results) is None  # the sweep goes on above
+    results |= _point(1e-2, 0.70) | _point(2e-2, 0.80)  # the top wins after both added points
+    edge = grid_edge(post_block, _v2(), results)
+    assert (edge.side, edge.learning_rate, edge.added) == ("top", 2e-2, 2)
+    assert "at most 2 points per side" in edge.reason
+    results |= _point(2e-2, 0.55)  # 1e-2 is interior now: no edge to report
+    assert grid_edge(post_block, _v2(), results) is None
+    assert grid_edge(post_block, PROTOCOL, _point(5e-3, 0.9)) is None  # v1: a fixed grid

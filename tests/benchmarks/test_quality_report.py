@@ -235,3 +235,22 @@ def test_v1_and_v2_side_by_side_with_transferred_verdicts_withdrawn() -> None:
         "~~**met**" in row and "transferred from listops-smollm2" in row for row in gemma_rows
     )
     assert "21.7 ± 8.5% is a poor start" in gemma_rows[1]
+
+
+def test_a_v2_report_names_a_rate_chosen_at_the_edge_where_its_sweep_stopped(
+    tmp_path: Path,
+) -> None:
+    from plan import FULL_ABOVE, V2_PROTOCOLS
+
+    protocol = replace(V2_PROTOCOLS["listops-smollm2-v2"](), out_dir=tmp_path)
+    results = {}
+    grid = (*FULL_GRID, *FULL_ABOVE)  # every added point above wins again
+    for lr, accuracy in zip(grid, (0.30, 0.35, 0.40, 0.50, 0.60), strict=True):
+        key = run_key("full", lr, 0)
+        results[key] = _record(key, 0, 0.5, accuracy)
+    report = build(protocol, results, "run.py")
+    (full,) = [m for m in report["methods"] if m["method"] == "full"]
+    assert full["grid_edge"]["side"] == "top" and full["grid_edge"]["learning_rate"] == grid[-1]
+    text = markdown(report, "x.png")
+    assert f"- full fine-tuning: {grid[-1]:g}, the top of its grid after 2 added points" in text
+    assert "at most 2 points per side" in text
