@@ -635,19 +635,15 @@ def grid_edge(
         return None
     grid = grid_for(method, protocol, results)
     chosen = _select_on(grid, method, protocol, results)
-    if chosen is None or len(grid) < 2:
+    if chosen is None:  # the sweep, as far as grid_for has extended it, is not all in
         return None
     lr = chosen.learning_rate
     if lr not in (grid[0], grid[-1]):
         return None
     top = lr == grid[-1]
-    ladder = method.above if top else method.below
     added = sum(
         1 for point in grid if (point > max(method.grid) if top else point < min(method.grid))
     )
-    cap = min(protocol.max_extensions, len(ladder))
-    if added < cap:
-        return None  # grid_for would add the next point: the sweep is not finished
     reason = (
         f"the protocol adds at most {protocol.max_extensions} points per side"
         if added >= protocol.max_extensions
