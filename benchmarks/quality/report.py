@@ -201,6 +201,8 @@ def verdicts(
             f"p = {found['p_value']:.2g}, which counts items x seeds as independent)"
         )
     joint, lora = mean("joint"), mean("lora")
+    if runs is not None and "joint" not in runs:
+        return lines  # no joint row in this protocol (Gemma's v2)
     if joint is None or lora is None or pb is None:
         lines.append("joint at least as good as the better of LoRA and post-block: pending")
     else:
@@ -715,8 +717,14 @@ def _withdrawn_reason(report: dict[str, Any], target: str) -> str | None:
     return reason
 
 
-def _verdict_cell(report: dict[str, Any] | None, target: str) -> str:
+def _verdict_cell(
+    report: dict[str, Any] | None, target: str, waiting: dict[str, Any] | None = None
+) -> str:
+    """``report``'s verdict on ``target``; ``waiting``: the report, built from no runs, of a
+    protocol whose runs have not started, whose own targets read pending."""
     if report is None:
+        if waiting is not None and any(t.split(":", 1)[0] == target for t in waiting["targets"]):
+            return f"pending (`{waiting['protocol']}` has no runs yet)"
         return "not in this protocol"
     line = next((t for t in report["targets"] if t.split(":", 1)[0] == target), None)
     if line is None:
@@ -730,9 +738,15 @@ def _verdict_cell(report: dict[str, Any] | None, target: str) -> str:
     return verdict
 
 
-def summary_by_protocol(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> str:
+def summary_by_protocol(
+    v1: list[dict[str, Any]],
+    v2: list[dict[str, Any]],
+    v2_waiting: list[dict[str, Any]] | None = None,
+) -> str:
     """Protocols v1 and v2 on one page: test accuracy per method, task and protocol, each
-    target's verdict under both, and the paired differences behind them."""
+    target's verdict under both, and the paired differences behind them. ``v2_waiting``: the
+    reports, built from no runs, of v2 protocols not started yet; their targets read pending."""
+    waiting = {_task_key(report): report for report in v2_waiting or []}
     tasks: list[tuple[str, str]] = []
     for report in [*v1, *v2]:
         if _task_key(report) not in tasks:
@@ -775,7 +789,8 @@ def summary_by_protocol(v1: list[dict[str, Any]], v2: list[dict[str, Any]]) -> s
                 if name not in targets:
                     targets.append(name)
         lines += [
-            f"| {name} | {_verdict_cell(old, name)} | {_verdict_cell(new, name)} |"
+            f"| {name} | {_verdict_cell(old, name)} | "
+            f"{_verdict_cell(new, name, waiting.get((model, task)))} |"
             for name in targets
         ]
         lines.append("")

@@ -249,11 +249,14 @@ def write_reports(every: list[Protocol], selected: tuple[Protocol, ...], command
     if studies & {"v1", "v2"}:
         studies |= {"v1", "v2"}  # one page holds both protocols
     built: dict[str, list[dict]] = {}
+    v2_waiting: list[dict] = []  # v2 protocols not started: their targets read pending
     for protocol in every:
         if protocol.study not in studies:
             continue
         results = load_results(protocol.runs_dir)
         if not results:
+            if protocol.study == "v2":
+                v2_waiting.append(build(protocol, {}, command))
             continue
         report = build(protocol, results, command)
         built.setdefault(protocol.study, []).append(report)
@@ -266,7 +269,7 @@ def write_reports(every: list[Protocol], selected: tuple[Protocol, ...], command
         file_name, title = SUMMARIES.get(study, ("summary.md", "Quality study at a glance"))
         (every[0].out_dir / file_name).write_text(summary(reports, title))
     if side_by_side and ("v1" in built or "v2" in built):
-        page = summary_by_protocol(built.get("v1", []), built.get("v2", []))
+        page = summary_by_protocol(built.get("v1", []), built.get("v2", []), v2_waiting)
         (every[0].out_dir / "summary.md").write_text(page)
     return {r["protocol"] for reports in built.values() for r in reports} & names
 

@@ -254,3 +254,35 @@ def test_a_v2_report_names_a_rate_chosen_at_the_edge_where_its_sweep_stopped(
     text = markdown(report, "x.png")
     assert f"- full fine-tuning: {grid[-1]:g}, the top of its grid after 2 added points" in text
     assert "at most 2 points per side" in text
+
+
+def test_a_v2_protocol_without_runs_reads_pending_beside_its_v1_verdicts(
+    tmp_path: Path,
+) -> None:
+    """Gemma's v1 protocol has runs and its v2 protocol none yet: the summary page says the v2
+    verdicts are pending and names the protocol, rather than calling them out of scope."""
+    from plan import V2_PROTOCOLS
+    from run import write_reports
+
+    v1 = replace(listops_protocol("gemma3"), out_dir=tmp_path, lr_from=None)
+    v1.runs_dir.mkdir(parents=True)
+    results = {
+        **_swept_then_seeded("post_block", STEERING_GRID, (500, 500, 500)),
+        **_swept_then_seeded("full", FULL_GRID, (530, 530, 530)),
+    }
+    for key, record in results.items():
+        (v1.runs_dir / f"{key}.json").write_text(json.dumps(record))
+    v2 = replace(V2_PROTOCOLS["listops-gemma3-v2"](), out_dir=tmp_path)
+
+    write_reports([v1, v2], (v1,), "run.py")
+
+    page = (tmp_path / "summary.md").read_text()
+    gemma = page.split(f"## listops on {v1.model}")[1]
+    within = next(line for line in gemma.splitlines() if "within 1 point" in line)
+    assert "**missed**" in within.split(" | ")[1]
+    assert within.endswith("| pending (`listops-gemma3-v2` has no runs yet) |")
+    assert "not in this protocol" not in within
+    # Gemma's v2 runs no post-MLP and no joint row: those targets are out of its scope
+    for target in ("above post-MLP", "joint at least as good"):
+        row = next(line for line in gemma.splitlines() if target in line)
+        assert row.endswith("| not in this protocol |")
